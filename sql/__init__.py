@@ -1,0 +1,1 @@
+"""pgcast SQL migrations, shipped with the package so pgcast-migrate finds them."""

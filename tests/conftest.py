@@ -1,0 +1,139 @@
+"""Session servers and per-test resources: a fresh migrated database and a clean Redis.
+
+Shared servers come from tests/servers.py (env vars, else testcontainers, else
+private local instances). Tests that kill or freeze a server use ``private_pg`` /
+``private_redis`` instead, which are never shared.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+
+from tests.servers import PgInstance, RedisInstance, SharedServers, start_shared_servers
+
+TEMPLATE_DB = "pgcast_test_template"
+
+
+def with_database(dsn: str, dbname: str) -> str:
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(path="/" + dbname))
+
+
+async def _migrate(dsn: str) -> None:
+    from listener.migrate import migrate
+
+    await migrate(dsn)
+
+
+async def _make_template(admin_dsn: str) -> None:
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE_DB}"')
+        await conn.execute(f'CREATE DATABASE "{TEMPLATE_DB}"')
+    finally:
+        await conn.close()
+    await _migrate(with_database(admin_dsn, TEMPLATE_DB))
+
+
+def migrate_sync(dsn: str) -> None:
+    """Run pgcast-migrate in a child process (usable from sync and async tests alike)."""
+    env = {**os.environ, "DATABASE_URL": dsn}
+    subprocess.run(
+        [sys.executable, "-c", "from listener.migrate import main; main()"],
+        env=env,
+        check=True,
+        timeout=60,
+    )
+
+
+@pytest.fixture(scope="session")
+def servers() -> Iterator[SharedServers]:
+    shared = start_shared_servers()
+    try:
+        asyncio.run(_make_template(shared.database_url))
+        yield shared
+    finally:
+        shared.close()
+
+
+@pytest.fixture
+async def database_url(servers: SharedServers) -> AsyncIterator[str]:
+    """A fresh database with pgcast migrated, dropped after the test."""
+    name = "t_" + uuid.uuid4().hex[:12]
+    admin = await asyncpg.connect(servers.database_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE_DB}"')
+    finally:
+        await admin.close()
+    yield with_database(servers.database_url, name)
+    admin = await asyncpg.connect(servers.database_url)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def redis_url(servers: SharedServers) -> str:
+    """The shared Redis, flushed before the test (tests run one at a time)."""
+    client = aioredis.Redis.from_url(servers.redis_url)
+    await client.flushall()
+    await client.aclose()
+    return servers.redis_url
+
+
+@pytest.fixture
+async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def pg(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(database_url)
+    yield conn
+    await conn.close()
+
+
+@pytest.fixture
+def private_pg() -> Iterator[Callable[..., PgInstance]]:
+    """Factory of private, migrated Postgres clusters that a test may kill or restart."""
+    made: list[PgInstance] = []
+
+    def make(**extra_conf: str) -> PgInstance:
+        instance = PgInstance(extra_conf=dict(extra_conf)).init()
+        made.append(instance)
+        instance.start()
+        migrate_sync(instance.dsn)
+        return instance
+
+    yield make
+    for instance in made:
+        instance.destroy()
+
+
+@pytest.fixture
+def private_redis() -> Iterator[Callable[..., RedisInstance]]:
+    """Factory of private redis-servers that a test may kill or restart."""
+    made: list[RedisInstance] = []
+
+    def make(*extra_args: str) -> RedisInstance:
+        instance = RedisInstance(extra_args=extra_args)
+        made.append(instance)
+        instance.start()
+        return instance
+
+    yield make
+    for instance in made:
+        instance.destroy()
