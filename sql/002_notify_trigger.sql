@@ -1,0 +1,127 @@
+-- pgcast 002: pgcast.notify_trigger(template, ...), the generic row trigger.
+--   CREATE TRIGGER t AFTER INSERT OR UPDATE OR DELETE ON "Article" FOR EACH ROW
+--   EXECUTE FUNCTION pgcast.notify_trigger('articles', 'user:{author_id}');
+-- Each argument is a channel template; {column} is replaced by that column's value
+-- (read with to_jsonb(row) ->> 'column', never spliced into SQL). A NULL value
+-- means no event for that template; a column the table lacks is an error.
+-- Event data: {"table", "op", "id"} (id = the primary key; an object for a
+-- composite key), plus "changed" (column names) on UPDATE. On UPDATE a template
+-- whose value changed publishes to the old channel too, so its subscribers learn
+-- that the row left it. No arguments: the channel is the table's name.
+
+-- Fill {column} placeholders from a row; NULL when a referenced value is NULL.
+CREATE OR REPLACE FUNCTION pgcast.fill_template(template text, rec jsonb, tbl text)
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+    result   text := '';
+    rest     text := template;
+    open_at  int;
+    close_at int;
+    col      text;
+    val      text;
+BEGIN
+    IF strpos(template, '{') = 0 THEN
+        RETURN template;
+    END IF;
+    LOOP
+        open_at := strpos(rest, '{');
+        EXIT WHEN open_at = 0;
+        close_at := strpos(substr(rest, open_at + 1), '}');
+        EXIT WHEN close_at = 0;  -- an unmatched brace stays literal text
+        col := substr(rest, open_at + 1, close_at - 1);
+        IF NOT rec ? col THEN
+            RAISE EXCEPTION 'pgcast.notify_trigger: table % has no column "%" (template %)',
+                tbl, col, quote_literal(template)
+                USING ERRCODE = 'undefined_column';
+        END IF;
+        val := rec ->> col;
+        IF val IS NULL THEN
+            RETURN NULL;
+        END IF;
+        result := result || substr(rest, 1, open_at - 1) || val;
+        rest := substr(rest, open_at + close_at + 1);
+    END LOOP;
+    RETURN result || rest;
+END
+$$;
+
+-- The primary key's column names of a table, in key order (empty when none).
+CREATE OR REPLACE FUNCTION pgcast.primary_key_columns(rel regclass) RETURNS text[]
+LANGUAGE sql STABLE AS $$
+    SELECT coalesce(array_agg(a.attname::text ORDER BY k.ord), '{}')
+    FROM pg_index i
+    CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+    JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+    WHERE i.indrelid = rel AND i.indisprimary
+$$;
+
+-- The event's "id": the key value, an object for a composite key, null without one.
+CREATE OR REPLACE FUNCTION pgcast.row_id(rel regclass, rec jsonb) RETURNS jsonb
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    cols text[] := pgcast.primary_key_columns(rel);
+BEGIN
+    IF cardinality(cols) = 1 THEN
+        RETURN rec -> cols[1];
+    ELSIF cardinality(cols) = 0 THEN
+        RETURN 'null'::jsonb;
+    END IF;
+    RETURN (SELECT jsonb_object_agg(c, rec -> c) FROM unnest(cols) AS c);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION pgcast.notify_trigger() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    new_rec   jsonb;
+    old_rec   jsonb;
+    rec       jsonb;
+    data      jsonb;
+    templates text[] := TG_ARGV;
+    tmpl      text;
+    channel   text;
+    old_chan  text;
+    published boolean := false;
+BEGIN
+    IF TG_LEVEL <> 'ROW' THEN
+        RAISE EXCEPTION 'pgcast.notify_trigger must be a FOR EACH ROW trigger';
+    END IF;
+    IF TG_OP <> 'INSERT' THEN old_rec := to_jsonb(OLD); END IF;
+    IF TG_OP <> 'DELETE' THEN new_rec := to_jsonb(NEW); END IF;
+    rec := coalesce(new_rec, old_rec);
+    data := jsonb_build_object(
+        'table', TG_TABLE_NAME, 'op', TG_OP, 'id', pgcast.row_id(TG_RELID, rec));
+    IF TG_OP = 'UPDATE' THEN
+        data := data || jsonb_build_object('changed', (
+            SELECT coalesce(jsonb_agg(n.key ORDER BY n.key), '[]'::jsonb)
+            FROM jsonb_each(new_rec) AS n
+            WHERE n.value IS DISTINCT FROM old_rec -> n.key));
+    END IF;
+    IF cardinality(templates) = 0 THEN
+        templates := ARRAY[TG_TABLE_NAME::text];
+    END IF;
+    FOREACH tmpl IN ARRAY templates LOOP
+        channel := pgcast.fill_template(tmpl, rec, TG_TABLE_NAME);
+        IF channel IS NOT NULL THEN
+            INSERT INTO pgcast.outbox (channel, data) VALUES (channel, data);
+            published := true;
+        END IF;
+        IF TG_OP = 'UPDATE' THEN
+            old_chan := pgcast.fill_template(tmpl, old_rec, TG_TABLE_NAME);
+            IF old_chan IS NOT NULL AND old_chan IS DISTINCT FROM channel THEN
+                INSERT INTO pgcast.outbox (channel, data) VALUES (old_chan, data);
+                published := true;
+            END IF;
+        END IF;
+    END LOOP;
+    IF published THEN
+        PERFORM pgcast.wake_listener();
+    END IF;
+    -- Ignored for AFTER triggers; keeps the row intact if used as a BEFORE trigger.
+    IF TG_OP = 'DELETE' THEN
+        RETURN OLD;
+    END IF;
+    RETURN NEW;
+END
+$$;
