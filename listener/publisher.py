@@ -115,7 +115,6 @@ class Publisher:
         return [parse_result(reply) for reply in replies]
 
     async def _run(self, leader_epoch: int, events: Sequence[Event]) -> list[Any]:
-        token = secrets.token_hex(8)
         keep = max(self.history_size, len(events), 1000)
         pipe = self.redis.pipeline(transaction=False)
         for event in events:
@@ -129,7 +128,7 @@ class Publisher:
                 FENCE_KEY,
                 leader_epoch,
                 "" if event.outbox_id is None else event.outbox_id,
-                token,
+                secrets.token_hex(8),  # the epoch, should this event start a new history
                 channel_json(event.channel),
                 event.data_json,
                 self.history_size,

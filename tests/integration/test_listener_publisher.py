@@ -11,10 +11,10 @@ from listener.publisher import Event, Publisher
 from pgcast.keys import FENCE_KEY, channel_keys, decode_live, message_frame, offset_of_stream_id
 
 
-async def _next_message(pubsub: aioredis.client.PubSub, timeout: float = 5.0) -> bytes:
-    async with asyncio.timeout(timeout):
+async def _next_message(pubsub: aioredis.client.PubSub) -> bytes:
+    async with asyncio.timeout(5.0):
         while True:
-            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=timeout)
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
             if message is not None:
                 data: bytes = message["data"]
                 return data
