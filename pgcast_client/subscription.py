@@ -1,0 +1,154 @@
+"""One channel subscription: an async iterator over its messages, in offset order.
+
+The client's reader puts each accepted message into a bounded queue; when the
+application falls behind, the reader waits, the socket stops being read, and the
+gateway eventually closes with 4008, after which the client resumes from the last
+offset: memory stays bounded and nothing is lost. A lost continuity
+(``recovered:false``) reaches the application in stream order through ``on_gap``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pgcast_client.position import Position
+
+if TYPE_CHECKING:
+    from pgcast_client.client import Client
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A message of a channel: ``data`` is the JSON the publisher sent."""
+
+    channel: str
+    offset: str
+    data: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """History could not cover a disconnect (or the gateway lost continuity): refetch."""
+
+    channel: str
+    epoch: str
+    offset: str
+
+
+GapHandler = Callable[[Gap], Awaitable[None] | None]
+
+
+class _End:
+    """Queue sentinel: the subscription ended (closed, or failed with ``error``)."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException | None) -> None:
+        self.error = error
+
+
+class SubscriptionError(Exception):
+    """The gateway refused the subscription (``code``: forbidden, bad_request, ...)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+
+
+class Subscription:
+    """``async for msg in sub``; ``async with`` (or ``await sub.close()``) unsubscribes."""
+
+    def __init__(
+        self,
+        client: Client,
+        channel: str,
+        position: Position,
+        queue_size: int,
+        on_gap: GapHandler | None,
+    ) -> None:
+        self.client = client
+        self.channel = channel
+        self.position = position
+        self.state = "pending"  # pending | subscribing | active | closed
+        self.resumed = False
+        self._on_gap = on_gap
+        self._queue: asyncio.Queue[Message | Gap | _End] = asyncio.Queue(queue_size)
+        self._ended: _End | None = None
+        self._ready = asyncio.Event()
+
+    def request(self, request_id: int) -> dict[str, Any]:
+        """The subscribe frame for the next (re)connection."""
+        fields = self.position.resume_fields()
+        self.resumed = bool(fields)
+        self.state = "subscribing"
+        return {"type": "subscribe", "id": request_id, "channel": self.channel, **fields}
+
+    def mark_ready(self) -> None:
+        self._ready.set()
+
+    async def ready(self) -> None:
+        """Wait until the gateway confirmed the subscription (first ``subscribed`` frame).
+
+        A worker subscribes, waits for this, then scans its table for backlog: a row
+        inserted after the scan started then always wakes it up. Bound the wait with
+        ``asyncio.timeout``.
+        """
+        await self._ready.wait()
+
+    async def put(self, item: Message | Gap) -> None:
+        """Called by the client's reader; waits while the application is behind."""
+        if self._ended is None:
+            await self._queue.put(item)
+
+    def end(self, error: BaseException | None = None) -> None:
+        """Stop the iteration after what is queued (raising ``error``, if any)."""
+        if self._ended is not None:
+            return
+        self._ended = _End(error)
+        self.state = "closed"
+        if not self._queue.full():  # else __anext__ finds it once the queue is drained
+            self._queue.put_nowait(self._ended)
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Message:
+        while True:
+            if self._ended is not None and self._queue.empty():
+                self._queue.put_nowait(self._ended)
+            item = await self._queue.get()
+            if isinstance(item, Message):
+                return item
+            if isinstance(item, Gap):
+                await self._gap(item)
+                continue
+            if item.error is not None:
+                raise item.error
+            raise StopAsyncIteration
+
+    async def _gap(self, gap: Gap) -> None:
+        if self._on_gap is None:
+            log.warning(
+                "channel %s lost continuity (epoch %s): refetch state", gap.channel, gap.epoch
+            )
+            return
+        result = self._on_gap(gap)
+        if inspect.isawaitable(result):
+            await result
+
+    async def close(self) -> None:
+        """Unsubscribe; the iteration ends after the messages already queued."""
+        self.client.unsubscribe(self)
+
+    async def __aenter__(self) -> Subscription:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
