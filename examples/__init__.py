@@ -1,0 +1,1 @@
+"""Examples of pgcast in use: the live-search and orders demo, a worker, a React hook."""

@@ -1,0 +1,53 @@
+// Orders dashboard: order counts per status, recomputed by Postgres whenever `orders` changes.
+//
+// pgcast.notify_trigger('orders') sends {op, id, changed}; the page refetches the counts
+// (one GROUP BY over an index), coalescing bursts: at most one fetch in flight and one queued.
+// Refetching is idempotent, so the counts are exact however events are batched.
+import { startClient, logActivity, serial } from '/static/live.js';
+
+const cards = document.getElementById('cards');
+const meta = document.getElementById('meta');
+const run = serial();
+let queued = false;
+let previous = {};
+
+function render(counts, total) {
+  cards.replaceChildren(
+    ...Object.entries(counts).map(([status, n]) => {
+      const card = document.createElement('div');
+      card.className = previous[status] !== undefined && previous[status] !== n ? 'card fresh' : 'card';
+      card.dataset.status = status;
+      card.innerHTML = '<div class="n"></div><div class="label"></div>';
+      card.querySelector('.n').textContent = n;
+      card.querySelector('.label').textContent = status;
+      setTimeout(() => card.classList.remove('fresh'), 1500);
+      return card;
+    }),
+  );
+  meta.textContent = `${total} orders — live`;
+  previous = counts;
+}
+
+function refresh() {
+  if (queued) return;
+  queued = true;
+  run(async () => {
+    queued = false;
+    const { counts, total } = await fetch('/api/orders/counts').then((r) => r.json());
+    render(counts, total);
+  });
+}
+
+refresh();
+const client = await startClient({ onRecoveryFailed: refresh });
+let subscribedOnce = false;
+client.subscribe('orders', {
+  onMessage: (event, info) => {
+    logActivity(`${event.op} order ${event.id}`, info);
+    refresh();
+  },
+  onSubscribed: () => {
+    if (!subscribedOnce) refresh();
+    subscribedOnce = true;
+  },
+});
