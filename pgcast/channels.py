@@ -51,23 +51,40 @@ def pattern_error(pattern: object) -> str | None:
 
 
 @lru_cache(maxsize=4096)
-def _compile(pattern: str) -> re.Pattern[str]:
-    parts = []
-    for ch in pattern:
-        if ch == "*":
-            parts.append(".*")
-        elif ch == "?":
-            parts.append(".")
-        else:
-            parts.append(re.escape(ch))
-    return re.compile("".join(parts), re.DOTALL)
+def _segments(pattern: str) -> tuple[re.Pattern[str], ...]:
+    """The pattern's ``*``-separated pieces; each has a fixed length (``?`` is one char)."""
+    return tuple(
+        re.compile("".join("." if ch == "?" else re.escape(ch) for ch in piece), re.DOTALL)
+        for piece in pattern.split("*")
+    )
 
 
 def matches(pattern: str, channel: str) -> bool:
-    """Whether ``channel`` matches the grant ``pattern`` (whole-string match)."""
+    """Whether ``channel`` matches the grant ``pattern`` (whole-string match).
+
+    The pieces between stars are matched left to right, each at its earliest
+    position: O(len(pattern) * len(channel)), never the exponential backtracking
+    that one regex with several ``.*`` shows on a crafted channel name.
+    """
     if "*" not in pattern and "?" not in pattern:
         return pattern == channel
-    return _compile(pattern).fullmatch(channel) is not None
+    pieces = _segments(pattern)
+    if len(pieces) == 1:
+        return pieces[0].fullmatch(channel) is not None
+    first, *middle, last = pieces
+    head = first.match(channel)
+    if head is None:
+        return False
+    tail_start = len(channel) - len(pattern.rsplit("*", 1)[1])
+    if tail_start < head.end() or last.fullmatch(channel, tail_start) is None:
+        return False
+    pos = head.end()
+    for piece in middle:
+        found = piece.search(channel, pos, tail_start)
+        if found is None:
+            return False
+        pos = found.end()
+    return True
 
 
 def user_channel(sub: str) -> str:

@@ -7,9 +7,10 @@ the entry point, a dict in tests) before anything starts. A bad value raises
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 _N = TypeVar("_N", int, float)
 
@@ -64,8 +65,8 @@ class EnvReader:
             number = float(value)
         except ValueError:
             raise ConfigError(f"{name}={value!r} is not a number") from None
-        if number != number:  # NaN
-            raise ConfigError(f"{name}={value!r} is not a number")
+        if not math.isfinite(number):  # nan, inf: no setting means "unbounded" this way
+            raise ConfigError(f"{name}={value!r} is not a number: use a finite value")
         return self._bounded(name, number, minimum, maximum)
 
     def flag(self, name: str, default: bool) -> bool:
@@ -117,12 +118,17 @@ class EnvReader:
 
 
 def redact_url(url: str) -> str:
-    """The URL with any password replaced, safe to log."""
+    """The URL with any password (userinfo or ``?password=``) replaced, safe to log."""
     try:
         parts = urlsplit(url)
     except ValueError:
         return "<unparseable url>"
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(":" + parts.password + "@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
+    if parts.password is not None:
+        netloc = parts.netloc.replace(":" + parts.password + "@", ":***@", 1)
+        parts = parts._replace(netloc=netloc)
+    # asyncpg and redis-py both accept the password as a query parameter too.
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if any(key.lower() == "password" for key, _ in query):
+        safe = [(k, "***" if k.lower() == "password" else v) for k, v in query]
+        parts = parts._replace(query=urlencode(safe, safe="*"))
+    return parts.geturl()
