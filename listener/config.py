@@ -1,0 +1,116 @@
+"""The listener's settings: one frozen object, built once from the environment.
+
+Every ``PGCAST_*`` name the listener reads is here (and in the README's
+config-listener section). Bad values raise ConfigError before anything starts;
+``PGCAST_*`` names read by nothing are only logged, because the listener and the
+gateway commonly share one environment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+from pgcast.channels import channel_error
+from pgcast.settings import (
+    DEFAULT_DATABASE_URL,
+    DEFAULT_REDIS_URL,
+    ConfigError,
+    EnvReader,
+    redact_url,
+)
+
+DEFAULT_LOCK_KEY = 0x706763617374  # "pgcast" in ASCII: any bigint shared by all replicas
+BIGINT_MAX = 2**63 - 1
+PG_IDENTIFIER_MAX = 63  # bytes; a relayed channel is a Postgres LISTEN identifier
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerSettings:
+    database_url: str = field(default=DEFAULT_DATABASE_URL, repr=False)
+    redis_url: str = field(default=DEFAULT_REDIS_URL, repr=False)
+    host: str = "0.0.0.0"
+    port: int = 8081
+    history_size: int = 1000
+    history_ttl: int = 86400
+    notify_mode: str = "notify"
+    poll_interval: float = 1.0
+    batch_size: int = 500
+    relay_channels: tuple[str, ...] = ()
+    relay_queue_size: int = 10000
+    lock_key: int = DEFAULT_LOCK_KEY
+    standby_retry: float = 2.0
+    liveness_interval: float = 5.0
+    liveness_timeout: float = 5.0
+    query_timeout: float = 30.0
+    connect_timeout: float = 10.0
+    startup_timeout: float = 30.0
+    redis_timeout: float = 5.0
+    backoff_max: float = 5.0
+    tcp_keepalive_idle: int = 10
+    tcp_keepalive_interval: int = 5
+    tcp_keepalive_count: int = 3
+    tcp_user_timeout: float = 30.0
+    log_level: str = "info"
+    log_format: str = "json"
+    debug_hold_batch: float = 0.0
+    unknown: tuple[str, ...] = ()
+
+    @property
+    def safe_database_url(self) -> str:
+        return redact_url(self.database_url)
+
+    @property
+    def safe_redis_url(self) -> str:
+        return redact_url(self.redis_url)
+
+
+def _relay_channels(env: EnvReader) -> tuple[str, ...]:
+    channels = env.csv("PGCAST_RELAY_CHANNELS")
+    for name in channels:
+        reason = channel_error(name)
+        if reason is None and len(name.encode()) > PG_IDENTIFIER_MAX:
+            reason = f"longer than Postgres' {PG_IDENTIFIER_MAX}-byte identifier limit"
+        if reason is None and name == "pgcast":
+            reason = "'pgcast' is the outbox wake-up channel"
+        if reason is not None:
+            raise ConfigError(f"PGCAST_RELAY_CHANNELS: {name!r}: {reason}")
+    return channels
+
+
+def load_settings(environ: Mapping[str, str]) -> ListenerSettings:
+    """Validated settings from ``environ``; ConfigError names the first bad variable."""
+    env = EnvReader(environ)
+    pg_schemes = ("postgresql", "postgres")
+    settings = ListenerSettings(
+        database_url=env.url("DATABASE_URL", DEFAULT_DATABASE_URL, pg_schemes),
+        redis_url=env.url("REDIS_URL", DEFAULT_REDIS_URL, ("redis", "rediss", "unix")),
+        host=env.text("PGCAST_LISTENER_HOST", "0.0.0.0"),
+        port=env.integer("PGCAST_LISTENER_PORT", 8081, maximum=65535),
+        history_size=env.integer("PGCAST_HISTORY_SIZE", 1000, minimum=1),
+        history_ttl=env.integer("PGCAST_HISTORY_TTL", 86400, minimum=1),
+        notify_mode=env.choice("PGCAST_NOTIFY_MODE", "notify", ("notify", "poll")),
+        poll_interval=env.number("PGCAST_POLL_INTERVAL", 1.0, minimum=0.01),
+        batch_size=env.integer("PGCAST_BATCH_SIZE", 500, minimum=1, maximum=10000),
+        relay_channels=_relay_channels(env),
+        relay_queue_size=env.integer("PGCAST_RELAY_QUEUE_SIZE", 10000, minimum=1),
+        lock_key=env.integer(
+            "PGCAST_LOCK_KEY", DEFAULT_LOCK_KEY, minimum=-BIGINT_MAX - 1, maximum=BIGINT_MAX
+        ),
+        standby_retry=env.number("PGCAST_STANDBY_RETRY", 2.0, minimum=0.01),
+        liveness_interval=env.number("PGCAST_LIVENESS_INTERVAL", 5.0, minimum=0.01),
+        liveness_timeout=env.number("PGCAST_LIVENESS_TIMEOUT", 5.0, minimum=0.01),
+        query_timeout=env.number("PGCAST_QUERY_TIMEOUT", 30.0, minimum=0.1),
+        connect_timeout=env.number("PGCAST_CONNECT_TIMEOUT", 10.0, minimum=0.1),
+        startup_timeout=env.number("PGCAST_STARTUP_TIMEOUT", 30.0, minimum=0.0),
+        redis_timeout=env.number("PGCAST_REDIS_TIMEOUT", 5.0, minimum=0.1),
+        backoff_max=env.number("PGCAST_BACKOFF_MAX", 5.0, minimum=0.01),
+        tcp_keepalive_idle=env.integer("PGCAST_TCP_KEEPALIVE_IDLE", 10, minimum=1),
+        tcp_keepalive_interval=env.integer("PGCAST_TCP_KEEPALIVE_INTERVAL", 5, minimum=1),
+        tcp_keepalive_count=env.integer("PGCAST_TCP_KEEPALIVE_COUNT", 3, minimum=1),
+        tcp_user_timeout=env.number("PGCAST_TCP_USER_TIMEOUT", 30.0, minimum=0.0),
+        log_level=env.choice("PGCAST_LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
+        log_format=env.choice("PGCAST_LOG_FORMAT", "json", ("json", "text")),
+        debug_hold_batch=env.number("PGCAST_DEBUG_HOLD_BATCH", 0.0),
+    )
+    return replace(settings, unknown=tuple(env.unknown()))

@@ -1,0 +1,105 @@
+"""Leader election on a Postgres advisory lock: at most one leader, on ONE connection.
+
+``Elector.run()`` loops: connect -> ``pg_try_advisory_lock(K)``. Won: take a new
+epoch from ``pgcast.leader`` and lead on that same connection until the session
+fails; the lock dies with the connection, which is then closed. Lost: close the
+connection (standbys hold none) and retry after a jittered interval. Failures to
+reach Postgres are retried with capped backoff. Knows asyncpg, not redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import socket
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+
+from listener import outbox, pgconn
+from listener.config import ListenerSettings
+from listener.metrics import ListenerMetrics
+from pgcast.backoff import Backoff
+
+log = logging.getLogger(__name__)
+
+Lead = Callable[[asyncpg.Connection, int], Awaitable[None]]
+
+
+class LeadershipEnded(Exception):
+    """Leadership ended for a reason the design expects (logged in one line, no traceback)."""
+
+    server: str | None = None  # the server whose failure ended it, for the errors metric
+
+
+def holder_name() -> str:
+    """Who holds the lock, for pgcast.leader.holder (operators read it)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def jittered(interval: float) -> float:
+    """``interval`` +-50%, so standbys do not knock on the lock in lockstep."""
+    return interval * random.uniform(0.5, 1.5)
+
+
+class Elector:
+    def __init__(self, settings: ListenerSettings, metrics: ListenerMetrics, lead: Lead) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.lead = lead
+        self.holder = holder_name()
+        self.backoff = Backoff(base=0.1, cap=settings.backoff_max)
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self._attempt()
+                delay = jittered(self.settings.standby_retry)
+            except Exception as exc:  # the loop boundary: log, back off, try again
+                delay = self.backoff.next()
+                known = is_postgres_failure(exc)
+                if known or getattr(exc, "server", None) == "postgres":
+                    self.metrics.errors.labels("postgres").inc()
+                where = f"Postgres at {self.settings.safe_database_url}" if known else "leader"
+                log.warning(
+                    "%s: %s: %s; retrying in %.2fs",
+                    where,
+                    type(exc).__name__,
+                    exc,
+                    delay,
+                    exc_info=not known and not isinstance(exc, LeadershipEnded),
+                )
+            await asyncio.sleep(delay)
+
+    async def _attempt(self) -> None:
+        """One election round; returns when standby, raises when leadership ended badly."""
+        conn = await pgconn.connect(self.settings)
+        try:
+            timeout = self.settings.query_timeout
+            won = await conn.fetchval(
+                "SELECT pg_try_advisory_lock($1)", self.settings.lock_key, timeout=timeout
+            )
+            self.backoff.reset()
+            if not won:
+                if self.metrics.current_role != "standby":
+                    self.metrics.set_standby()
+                return
+            epoch = await outbox.next_epoch(conn, self.holder, timeout)
+            self.metrics.set_leader(epoch)
+            log.info(
+                "leader: acquired the lock, epoch %d (backend pid %d)", epoch, conn.get_server_pid()
+            )
+            try:
+                await self.lead(conn, epoch)
+            finally:
+                self.metrics.set_standby()
+                log.info("leadership of epoch %d ended", epoch)
+        finally:
+            await pgconn.close(conn)
+
+
+def is_postgres_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` says Postgres went away or refused (not a bug, no traceback)."""
+    return isinstance(exc, OSError | asyncpg.PostgresError | asyncpg.InterfaceError | TimeoutError)

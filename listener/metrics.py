@@ -1,0 +1,91 @@
+"""The listener's Prometheus metrics, in a registry of its own (no global state).
+
+Names start with ``pgcast_listener_``. The role gauge carries one series per
+role, 1 for the current one; lag and queue usage are sampled by the leader's
+liveness query, and reset to 0 by a standby (it does not know them).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+ROLES = ("leader", "standby")
+
+
+class ListenerMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.role = Gauge(
+            "pgcast_listener_role", "1 for this listener's current role", ["role"], registry=r
+        )
+        self.epoch = Gauge(
+            "pgcast_listener_leader_epoch", "Leader epoch held (0 when standby)", registry=r
+        )
+        self.lag = Gauge(
+            "pgcast_listener_publish_lag_seconds",
+            "Age of the oldest unpublished outbox row (leader only)",
+            registry=r,
+        )
+        self.queue_usage = Gauge(
+            "pgcast_listener_notification_queue_usage",
+            "pg_notification_queue_usage(): fraction of the NOTIFY queue in use",
+            registry=r,
+        )
+        self.events = Counter(
+            "pgcast_listener_events",
+            "Outbox events by result: published, duplicate, fenced, invalid",
+            ["result"],
+            registry=r,
+        )
+        self.relayed = Counter(
+            "pgcast_listener_relayed",
+            "Relayed NOTIFY payloads by result: published, malformed, dropped, fenced",
+            ["result"],
+            registry=r,
+        )
+        self.wakeups = Counter(
+            "pgcast_listener_wakeups", "NOTIFY wake-ups received on 'pgcast'", registry=r
+        )
+        self.batches = Histogram(
+            "pgcast_listener_publish_batch_seconds",
+            "Time to publish one outbox batch to Redis",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+            registry=r,
+        )
+        self.errors = Counter(
+            "pgcast_listener_errors",
+            "Failures by server: postgres (leadership ends) or redis (publish retried)",
+            ["server"],
+            registry=r,
+        )
+        self.acquired = Counter(
+            "pgcast_listener_leadership_acquired", "Times this listener became leader", registry=r
+        )
+        for name in ("published", "duplicate", "fenced", "invalid"):
+            self.events.labels(name)
+        for name in ("published", "malformed", "dropped", "fenced"):
+            self.relayed.labels(name)
+        for server in ("postgres", "redis"):
+            self.errors.labels(server)
+        self.current_role = "standby"
+        self.current_epoch = 0
+        self.set_standby()
+
+    def set_leader(self, epoch: int) -> None:
+        self.current_role, self.current_epoch = "leader", epoch
+        self.role.labels("leader").set(1)
+        self.role.labels("standby").set(0)
+        self.epoch.set(epoch)
+        self.acquired.inc()
+
+    def set_standby(self) -> None:
+        self.current_role, self.current_epoch = "standby", 0
+        self.role.labels("leader").set(0)
+        self.role.labels("standby").set(1)
+        self.epoch.set(0)
+        self.lag.set(0)
+        self.queue_usage.set(0)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

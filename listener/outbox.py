@@ -1,0 +1,105 @@
+"""The outbox queries the leader runs on its one connection: read a batch, delete it.
+
+Every statement is a single autocommit statement: no transaction is ever open
+across a Redis call, so the listening backend keeps consuming the NOTIFY queue.
+Knows asyncpg, not redis. Rows leave the outbox only after they were published,
+so a row committed out of id order is simply picked up by a later batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import asyncpg
+
+FETCH_SQL = "SELECT id, channel, data::text AS data FROM pgcast.outbox ORDER BY id LIMIT $1"
+DELETE_SQL = "DELETE FROM pgcast.outbox WHERE id = ANY($1::bigint[])"
+# The liveness query also samples what /metrics reports; the oldest row by id is
+# (nearly always) the oldest by time, and the primary key finds it without a scan.
+HEALTH_SQL = """
+SELECT coalesce(extract(epoch FROM clock_timestamp() - (
+           SELECT created_at FROM pgcast.outbox ORDER BY id LIMIT 1)), 0)::float8 AS lag,
+       pg_notification_queue_usage()::float8 AS queue_usage
+"""
+EPOCH_SQL = """
+INSERT INTO pgcast.leader AS l (singleton, epoch, holder, acquired_at) VALUES (true, 1, $1, now())
+ON CONFLICT (singleton) DO UPDATE
+SET epoch = l.epoch + 1, holder = excluded.holder, acquired_at = excluded.acquired_at
+RETURNING epoch
+"""
+SCHEMA_SQL = """
+SELECT to_regclass('pgcast.outbox') IS NOT NULL AND to_regclass('pgcast.leader') IS NOT NULL
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    id: int
+    channel: str
+    data: str  # jsonb as text: spliced into the frame without re-encoding
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    lag: float
+    queue_usage: float
+
+
+async def fetch_batch(
+    conn: asyncpg.Connection, limit: int, query_timeout: float
+) -> list[OutboxRow]:
+    """The ``limit`` oldest rows by id."""
+    rows = await conn.fetch(FETCH_SQL, limit, timeout=query_timeout)
+    return [OutboxRow(row["id"], row["channel"], row["data"]) for row in rows]
+
+
+async def delete(conn: asyncpg.Connection, ids: Sequence[int], query_timeout: float) -> None:
+    if ids:
+        await conn.execute(DELETE_SQL, list(ids), timeout=query_timeout)
+
+
+async def health(conn: asyncpg.Connection, query_timeout: float) -> Health:
+    """Liveness query: proves the connection answers, and samples lag and queue usage."""
+    row = await conn.fetchrow(HEALTH_SQL, timeout=query_timeout)
+    return Health(float(row["lag"]), float(row["queue_usage"]))
+
+
+async def next_epoch(conn: asyncpg.Connection, holder: str, query_timeout: float) -> int:
+    """Take a new leader epoch (call only while holding the leader lock)."""
+    epoch: int = await conn.fetchval(EPOCH_SQL, holder, timeout=query_timeout)
+    return epoch
+
+
+async def schema_ready(conn: asyncpg.Connection, query_timeout: float) -> bool:
+    """Whether pgcast-migrate has created the tables the listener needs."""
+    return bool(await conn.fetchval(SCHEMA_SQL, timeout=query_timeout))
+
+
+class Outbox:
+    """The leader connection's outbox operations, one at a time (asyncpg allows no overlap)."""
+
+    def __init__(self, conn: asyncpg.Connection, query_timeout: float) -> None:
+        self.conn = conn
+        self.query_timeout = query_timeout
+        self.last_answer = time.monotonic()
+        self._lock = asyncio.Lock()
+
+    async def fetch_batch(self, limit: int) -> list[OutboxRow]:
+        async with self._lock:
+            rows = await fetch_batch(self.conn, limit, self.query_timeout)
+        self.last_answer = time.monotonic()
+        return rows
+
+    async def delete(self, ids: Sequence[int]) -> None:
+        async with self._lock:
+            await delete(self.conn, ids, self.query_timeout)
+        self.last_answer = time.monotonic()
+
+    async def health(self) -> Health:
+        async with self._lock:
+            result = await health(self.conn, self.query_timeout)
+        self.last_answer = time.monotonic()
+        return result

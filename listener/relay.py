@@ -1,0 +1,167 @@
+"""The leader's drain: outbox rows -> Redis, in id order, deleted only once published.
+
+``Drainer.run()`` claims the Redis fence for its epoch, drains at once (catch-up
+after an acquisition), then on every wake-up and every poll interval: read a
+batch, publish it (retrying while Redis is down, rows kept), delete it. Rows
+whose channel name is invalid are logged, counted and deleted so they cannot
+wedge the drain. A fenced publish means a newer leader exists: raise Fenced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Protocol
+
+from listener.leader import LeadershipEnded
+from listener.metrics import ListenerMetrics
+from listener.outbox import Outbox, OutboxRow
+from listener.publisher import Event, PublishResult
+from pgcast.backoff import Backoff
+from pgcast.channels import channel_error
+
+log = logging.getLogger(__name__)
+
+
+class Fenced(LeadershipEnded):
+    """A newer leader has raised the Redis fence past this leader's epoch."""
+
+
+class PublisherLike(Protocol):
+    async def claim_fence(self, leader_epoch: int) -> bool: ...
+
+    async def publish(self, leader_epoch: int, events: Sequence[Event]) -> list[PublishResult]: ...
+
+
+class RetryingPublisher:
+    """Publishes for one epoch; a failed Redis call is retried with backoff until it works."""
+
+    def __init__(
+        self, publisher: PublisherLike, epoch: int, metrics: ListenerMetrics, backoff_max: float
+    ) -> None:
+        self.publisher = publisher
+        self.epoch = epoch
+        self.metrics = metrics
+        self.backoff = Backoff(base=0.05, cap=backoff_max)
+        self.failing = False
+
+    async def claim(self) -> None:
+        while True:
+            try:
+                claimed = await self.publisher.claim_fence(self.epoch)
+            except Exception as exc:  # Redis unreachable: keep the lock, keep trying
+                await self._failed(exc)
+                continue
+            self._recovered()
+            if not claimed:
+                raise Fenced(f"epoch {self.epoch} is older than the Redis fence")
+            return
+
+    async def publish(self, events: Sequence[Event]) -> list[PublishResult]:
+        while True:
+            try:
+                with self.metrics.batches.time():
+                    results = await self.publisher.publish(self.epoch, events)
+            except Exception as exc:  # anything from the Redis call: keep the events, retry
+                await self._failed(exc)
+                continue
+            self._recovered()
+            return results
+
+    async def _failed(self, exc: Exception) -> None:
+        self.metrics.errors.labels("redis").inc()
+        delay = self.backoff.next()
+        if not self.failing:
+            log.warning("Redis publish failed, retrying until it works: %s", exc or repr(exc))
+        else:
+            log.debug("Redis still failing (%s); next try in %.2fs", exc, delay)
+        self.failing = True
+        await asyncio.sleep(delay)
+
+    def _recovered(self) -> None:
+        if self.failing:
+            log.info("Redis publishing works again")
+        self.failing = False
+        self.backoff.reset()
+
+
+class Drainer:
+    """Moves outbox rows to Redis for the leader of one epoch; owns the wake-up event."""
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        publisher: RetryingPublisher,
+        metrics: ListenerMetrics,
+        *,
+        batch_size: int,
+        poll_interval: float,
+        hold_batch: float = 0.0,
+    ) -> None:
+        self.outbox = outbox
+        self.publisher = publisher
+        self.metrics = metrics
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval
+        self.hold_batch = hold_batch
+        self.wake = asyncio.Event()
+
+    def wake_up(self) -> None:
+        """Called from the (sync) LISTEN callback: never blocks, never awaits."""
+        self.metrics.wakeups.inc()
+        self.wake.set()
+
+    async def run(self) -> None:
+        await self.publisher.claim()
+        while True:
+            self.wake.clear()
+            await self.drain()
+            try:
+                async with asyncio.timeout(self.poll_interval):
+                    await self.wake.wait()
+            except TimeoutError:
+                pass  # the periodic poll: the safety net, and all of poll mode
+
+    async def drain(self) -> int:
+        """Publish until the outbox is empty; returns how many rows left it."""
+        total = 0
+        while True:
+            rows = await self.outbox.fetch_batch(self.batch_size)
+            if rows:
+                await self._publish_batch(rows)
+                total += len(rows)
+            if len(rows) < self.batch_size:
+                if total:
+                    log.debug("drained %d outbox rows", total)
+                return total
+
+    async def _publish_batch(self, rows: list[OutboxRow]) -> None:
+        events = []
+        for row in rows:
+            reason = channel_error(row.channel)
+            if reason is None:
+                events.append(Event(row.channel, row.data.encode(), row.id))
+            else:
+                self.metrics.events.labels("invalid").inc()
+                log.warning(
+                    "dropping outbox row %d: invalid channel %r: %s",
+                    row.id,
+                    row.channel[:300],
+                    reason,
+                )
+        if self.hold_batch > 0:
+            # Test hook (PGCAST_DEBUG_HOLD_BATCH): a batch read but not yet published.
+            log.info(
+                "holding a batch of %d rows for %.2fs before publishing", len(rows), self.hold_batch
+            )
+            await asyncio.sleep(self.hold_batch)
+        results = await self.publisher.publish(events) if events else []
+        for result in results:
+            self.metrics.events.labels(result.status).inc()
+        if any(result.status == "fenced" for result in results):
+            log.error(
+                "publish refused: fenced (a newer leader holds epoch > %d)", self.publisher.epoch
+            )
+            raise Fenced(f"epoch {self.publisher.epoch} was fenced by a newer leader")
+        await self.outbox.delete([row.id for row in rows])

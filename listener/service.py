@@ -1,0 +1,115 @@
+"""Composition root of pgcast-listener: startup checks, probes, Redis, the election loop.
+
+Start-up refuses to run (ConfigError, one line, exit 2) on a bad DSN, on
+credentials or a database the servers reject, on a schema pgcast-migrate has not
+created, or when a server stays unreachable for PGCAST_STARTUP_TIMEOUT seconds.
+After start-up every failure is retried: the listener never exits on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import asyncpg
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import AuthenticationError, ResponseError
+
+from listener import outbox, pgconn, probes
+from listener.config import ListenerSettings
+from listener.leader import Elector
+from listener.metrics import ListenerMetrics
+from listener.publisher import Publisher
+from listener.session import LeaderSession
+from pgcast.settings import ConfigError
+
+log = logging.getLogger(__name__)
+
+# SQLSTATE classes that retrying cannot fix: 28 = bad credentials, 3D = no such database.
+FATAL_SQLSTATE_CLASSES = ("28", "3D")
+
+
+def redis_client(settings: ListenerSettings) -> Any:
+    """The Redis client; its own retries are off: the drain retries with backoff itself."""
+    return aioredis.Redis.from_url(
+        settings.redis_url,
+        socket_timeout=settings.redis_timeout,
+        socket_connect_timeout=settings.redis_timeout,
+        retry=Retry(NoBackoff(), 0),
+    )
+
+
+def _reason(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+async def check_postgres(settings: ListenerSettings, deadline: float) -> None:
+    where = f"Postgres at {settings.safe_database_url}"
+    while True:
+        try:
+            conn = await pgconn.connect(settings)
+        except ValueError as exc:
+            raise ConfigError(f"DATABASE_URL is not a valid DSN: {_reason(exc)}") from None
+        except asyncpg.PostgresError as exc:
+            if str(exc.sqlstate or "")[:2] in FATAL_SQLSTATE_CLASSES or time.monotonic() > deadline:
+                raise ConfigError(f"{where} refused the connection: {_reason(exc)}") from None
+        except (OSError, TimeoutError, asyncpg.InterfaceError) as exc:
+            if time.monotonic() > deadline:
+                raise ConfigError(f"cannot reach {where}: {_reason(exc)}") from None
+        else:
+            try:
+                ready = await outbox.schema_ready(conn, settings.query_timeout)
+            finally:
+                await pgconn.close(conn)
+            if not ready:
+                raise ConfigError(f"{where} has no pgcast schema: run pgcast-migrate first")
+            return
+        await asyncio.sleep(0.2)
+
+
+async def check_redis(client: Any, settings: ListenerSettings, deadline: float) -> None:
+    where = f"Redis at {settings.safe_redis_url}"
+    while True:
+        try:
+            await client.ping()
+            return
+        except (AuthenticationError, ResponseError) as exc:
+            raise ConfigError(f"{where} refused the connection: {_reason(exc)}") from None
+        except Exception as exc:  # unreachable, timed out, still loading: retry until the deadline
+            if time.monotonic() > deadline:
+                raise ConfigError(f"cannot reach {where}: {_reason(exc)}") from None
+        await asyncio.sleep(0.2)
+
+
+async def run(settings: ListenerSettings) -> None:
+    """Run one listener until cancelled (SIGTERM/SIGINT via pgcast.runtime)."""
+    metrics = ListenerMetrics()
+    client = redis_client(settings)
+    try:
+        deadline = time.monotonic() + settings.startup_timeout
+        await check_postgres(settings, deadline)
+        await check_redis(client, settings, deadline)
+        publisher = Publisher(
+            client, history_size=settings.history_size, history_ttl=settings.history_ttl
+        )
+
+        async def lead(conn: asyncpg.Connection, epoch: int) -> None:
+            await LeaderSession(conn, epoch, publisher, settings, metrics).run()
+
+        async with probes.serve(metrics, settings.host, settings.port):
+            log.info(
+                "listener started: %s, %s, mode %s, probes on %s:%d",
+                settings.safe_database_url,
+                settings.safe_redis_url,
+                settings.notify_mode,
+                settings.host,
+                settings.port,
+            )
+            await Elector(settings, metrics, lead).run()
+    finally:
+        await client.aclose()
+        log.info("listener stopped")

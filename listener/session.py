@@ -1,0 +1,117 @@
+"""One leadership: everything the leader does on its connection for one epoch.
+
+``LeaderSession.run()`` LISTENs (the ``pgcast`` wake-up in notify mode, and each
+relayed channel), then runs the drain, the relay, the liveness query and the
+connection watcher in one TaskGroup. It returns only by raising: the connection
+died (ConnectionLost), the liveness query went unanswered, or a newer leader
+fenced this one (Fenced). LISTEN callbacks are sync and only set events or queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import asyncpg
+
+from listener.config import ListenerSettings
+from listener.forward import Forwarder
+from listener.leader import LeadershipEnded
+from listener.metrics import ListenerMetrics
+from listener.outbox import Outbox
+from listener.relay import Drainer, PublisherLike, RetryingPublisher
+
+log = logging.getLogger(__name__)
+
+WAKEUP_CHANNEL = "pgcast"
+
+
+class ConnectionLost(LeadershipEnded):
+    """The leader's Postgres connection closed or stopped answering: the lock is gone."""
+
+    server = "postgres"
+
+
+def first_leaf(group: BaseExceptionGroup[Any]) -> BaseException:
+    """The first non-group exception of ``group`` (what actually went wrong)."""
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
+
+
+class LeaderSession:
+    def __init__(
+        self,
+        conn: asyncpg.Connection,
+        epoch: int,
+        publisher: PublisherLike,
+        settings: ListenerSettings,
+        metrics: ListenerMetrics,
+    ) -> None:
+        self.conn = conn
+        self.settings = settings
+        self.metrics = metrics
+        self.outbox = Outbox(conn, settings.query_timeout)
+        retrying = RetryingPublisher(publisher, epoch, metrics, settings.backoff_max)
+        self.drainer = Drainer(
+            self.outbox,
+            retrying,
+            metrics,
+            batch_size=settings.batch_size,
+            poll_interval=settings.poll_interval,
+            hold_batch=settings.debug_hold_batch,
+        )
+        self.forwarder = Forwarder(
+            retrying,
+            metrics,
+            queue_size=settings.relay_queue_size,
+            batch_size=settings.batch_size,
+        )
+        self.lost = asyncio.Event()
+
+    def _on_wakeup(self, conn: object, pid: int, channel: str, payload: str) -> None:
+        self.drainer.wake_up()
+
+    def _on_relayed(self, conn: object, pid: int, channel: str, payload: str) -> None:
+        self.forwarder.notified(channel, payload)
+
+    def _on_terminated(self, conn: object) -> None:
+        self.lost.set()
+
+    async def run(self) -> None:
+        self.conn.add_termination_listener(self._on_terminated)
+        if self.settings.notify_mode == "notify":
+            await self.conn.add_listener(WAKEUP_CHANNEL, self._on_wakeup)
+        for channel in self.settings.relay_channels:
+            await self.conn.add_listener(channel, self._on_relayed)
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self.drainer.run(), name="drain")
+                group.create_task(self._liveness(), name="liveness")
+                group.create_task(self._watch(), name="watch")
+                if self.settings.relay_channels:
+                    group.create_task(self.forwarder.run(), name="relay")
+        except ExceptionGroup as group:
+            raise first_leaf(group) from None
+        finally:
+            self.conn.remove_termination_listener(self._on_terminated)
+
+    async def _watch(self) -> None:
+        await self.lost.wait()
+        raise ConnectionLost("the Postgres connection closed")
+
+    async def _liveness(self) -> None:
+        """Query every liveness interval; no answer in time means the connection is dead."""
+        while True:
+            try:
+                async with asyncio.timeout(self.settings.liveness_timeout):
+                    health = await self.outbox.health()
+            except TimeoutError:
+                raise ConnectionLost(
+                    f"liveness query unanswered after {self.settings.liveness_timeout}s"
+                ) from None
+            self.metrics.lag.set(health.lag)
+            self.metrics.queue_usage.set(health.queue_usage)
+            await asyncio.sleep(self.settings.liveness_interval)
