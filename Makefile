@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: install lint typecheck test check up bench soak clean
+.PHONY: install install-system lint typecheck test check up down bench soak clean
 
 install: $(VENV)/.installed
 
@@ -14,6 +14,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
+# nginx for `make up` and the stack test (apt-get, only when missing and root).
+install-system:
+	sh deploy/ensure-nginx.sh
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -21,13 +25,16 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-test: install
+test: install install-system
 	$(BIN)/pytest -q
 
 check: lint typecheck test
 
-up: install
-	$(PY) -m listener.cli
+up: install install-system
+	$(PY) -m deploy.stack $(ARGS)
+
+down:
+	$(PY) -m deploy.stack --stop
 
 bench: install
 	$(PY) -m bench

@@ -1,0 +1,142 @@
+"""The stack runner's settings: command-line flags plus the contract's environment.
+
+``DATABASE_URL``/``REDIS_URL`` when given, else the local servers; a dev
+``PGCAST_JWT_SECRET`` is generated once and kept in the run dir when no key is
+configured. Everything lands in one frozen :class:`StackConfig`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pgcast.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL
+
+REPO = Path(__file__).resolve().parents[1]
+KEY_VARS = ("PGCAST_JWT_SECRET", "PGCAST_JWT_PUBLIC_KEY", "PGCAST_JWT_JWKS_URL")
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    """Everything the runner needs, decided before anything starts."""
+
+    run_dir: Path
+    database_url: str
+    redis_url: str
+    https_port: int = 8443
+    bind: str = "127.0.0.1"
+    gateway_ports: tuple[int, ...] = (8181, 8182, 8183, 8184)
+    listener_ports: tuple[int, ...] = (8191, 8192)
+    server: str = "pgcast"
+    demo: bool = False
+    restart: bool = True
+    nginx_binary: str = "nginx"
+    gateway_stop_timeout: float = 40.0
+    jwt_secret: str | None = field(default=None, repr=False)
+    extra_env: Mapping[str, str] = field(default_factory=dict, repr=False)
+    repo: Path = REPO
+
+    @property
+    def nginx_dir(self) -> Path:
+        return self.run_dir / "nginx"
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.run_dir / "tls"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.run_dir / "logs"
+
+    @property
+    def state_file(self) -> Path:
+        return self.run_dir / "stack.json"
+
+    @property
+    def public_url(self) -> str:
+        return f"https://localhost:{self.https_port}"
+
+    def child_env(self, base: Mapping[str, str], spec_env: Mapping[str, str]) -> dict[str, str]:
+        """The environment of one child: the runner's, the stack's settings, the spec's."""
+        return {**base, **self.extra_env, **spec_env}
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m deploy.stack",
+        description="Run pgcast like production: 2 listeners, 4 gateways, nginx with TLS.",
+    )
+    p.add_argument("--run-dir", type=Path, default=REPO / ".run", help="state, logs, TLS, config")
+    p.add_argument("--port", type=int, default=8443, help="HTTPS port of nginx")
+    p.add_argument("--bind", default="127.0.0.1", help="address nginx listens on")
+    p.add_argument("--gateways", type=int, default=4)
+    p.add_argument("--listeners", type=int, default=2)
+    p.add_argument("--gateway-base-port", type=int, default=8181)
+    p.add_argument("--listener-base-port", type=int, default=8191)
+    p.add_argument(
+        "--server",
+        choices=("pgcast", "gunicorn"),
+        default="pgcast",
+        help="run each gateway as pgcast-gateway or as gunicorn with the uvloop aiohttp worker",
+    )
+    p.add_argument("--demo", action="store_true", help="also run the demo web app")
+    p.add_argument("--no-restart", action="store_true", help="leave dead processes dead")
+    p.add_argument("--stop", action="store_true", help="stop the stack running from --run-dir")
+    return p.parse_args(argv)
+
+
+def dev_secret(run_dir: Path) -> str:
+    """The development HS256 secret, generated once and kept (mode 0600) in ``run_dir``."""
+    path = run_dir / "jwt-secret"
+    if path.exists():
+        return path.read_text().strip()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(value + "\n")
+    return value
+
+
+def find_nginx() -> str | None:
+    return shutil.which("nginx") or next(
+        (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.access(p, os.X_OK)), None
+    )
+
+
+def build(args: argparse.Namespace, env: Mapping[str, str]) -> StackConfig:
+    """The stack's config from flags and the environment (generates the dev secret)."""
+    run_dir: Path = args.run_dir.resolve()
+    extra: dict[str, str] = {
+        "DATABASE_URL": env.get("DATABASE_URL") or DEFAULT_DATABASE_URL,
+        "REDIS_URL": env.get("REDIS_URL") or DEFAULT_REDIS_URL,
+    }
+    secret = env.get("PGCAST_JWT_SECRET")
+    if not any(env.get(name) for name in KEY_VARS):
+        secret = dev_secret(run_dir)
+        extra["PGCAST_JWT_SECRET"] = secret
+    if not env.get("PGCAST_ALLOWED_ORIGINS"):
+        # The browser demo is served through nginx, so these are its origins.
+        extra["PGCAST_ALLOWED_ORIGINS"] = (
+            f"https://localhost:{args.port},https://127.0.0.1:{args.port}"
+        )
+    return StackConfig(
+        run_dir=run_dir,
+        database_url=extra["DATABASE_URL"],
+        redis_url=extra["REDIS_URL"],
+        https_port=args.port,
+        bind=args.bind,
+        gateway_ports=tuple(args.gateway_base_port + i for i in range(args.gateways)),
+        listener_ports=tuple(args.listener_base_port + i for i in range(args.listeners)),
+        server=args.server,
+        demo=args.demo,
+        restart=not args.no_restart,
+        nginx_binary=find_nginx() or "nginx",
+        jwt_secret=secret or None,
+        extra_env=extra,
+    )

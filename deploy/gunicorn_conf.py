@@ -1,0 +1,28 @@
+"""gunicorn settings for the gateway: aiohttp's uvloop worker, bound from the contract's env.
+
+Used by the image (``gunicorn -c deploy/gunicorn_conf.py gateway.app:gunicorn_app``)
+and by ``make up --server gunicorn``. The graceful timeout covers the gateway's
+drain window (``PGCAST_DRAIN_SECONDS``) with room for the final closes; the
+pod's ``terminationGracePeriodSeconds`` in k8s/ covers this in turn.
+"""
+
+from __future__ import annotations
+
+import os
+
+_drain = float(os.environ.get("PGCAST_DRAIN_SECONDS") or 5.0)
+
+bind = f"{os.environ.get('PGCAST_HOST') or '0.0.0.0'}:{os.environ.get('PGCAST_PORT') or 8080}"
+worker_class = "aiohttp.worker.GunicornUVLoopWebWorker"
+# One worker per container by default: scale with replicas, so each /metrics and
+# /readyz describes exactly one process. WEB_CONCURRENCY is gunicorn's own knob.
+workers = int(os.environ.get("WEB_CONCURRENCY") or 1)
+graceful_timeout = int(_drain + 10)
+timeout = 30
+# aiohttp's access log would print query strings, and ?token= is allowed.
+accesslog = None
+errorlog = "-"
+# The root filesystem is read-only in the image's deployments: heartbeat files go to
+# the tmpfs that containers always have.
+_SHM = "/dev/shm"  # noqa: S108 - a tmpfs, the usual place for gunicorn's heartbeat files
+worker_tmp_dir = _SHM if os.path.isdir(_SHM) else None

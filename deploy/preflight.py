@@ -1,0 +1,133 @@
+"""Checks before anything starts, each failing with exactly what to do about it.
+
+Postgres and Redis reachable (else what to install or which URL to set), nginx
+and the console scripts installed, the ports free, no other stack running from
+the same run dir. Raises :class:`StackError`; its message is printed as is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import getpass
+import json
+import os
+import socket
+from pathlib import Path
+
+import asyncpg
+import redis.asyncio as aioredis
+
+from deploy.config import StackConfig
+from deploy.procs import ProcSpec
+from pgcast.settings import redact_url
+
+__all__ = ["StackError", "redact_url", "run_all"]
+
+PG_HELP = (
+    "  Debian/Ubuntu: apt-get install -y postgresql && service postgresql start\n"
+    "  or point DATABASE_URL at a server: DATABASE_URL=postgresql://USER:PASSWORD@HOST:5432/DB"
+    " make up"
+)
+REDIS_HELP = (
+    "  Debian/Ubuntu: apt-get install -y redis-server && service redis-server start\n"
+    "  or point REDIS_URL at a server: REDIS_URL=redis://HOST:6379/0 make up"
+)
+
+
+class StackError(RuntimeError):
+    """The stack cannot start (or stopped); the message says why and what to do."""
+
+
+def _pg_hint(exc: BaseException) -> str:
+    text = str(exc)
+    if "does not exist" in text and "role" in text:
+        user = getpass.getuser()
+        return (
+            f"  create the role: su postgres -c 'createuser --superuser {user}'\n"
+            "  or name a user: DATABASE_URL=postgresql://postgres:PASSWORD@localhost:5432/postgres"
+        )
+    if "password" in text:
+        return "  give the password: DATABASE_URL=postgresql://USER:PASSWORD@HOST:5432/DB make up"
+    return PG_HELP
+
+
+async def check_postgres(url: str) -> None:
+    try:
+        conn = await asyncpg.connect(url, timeout=5)
+    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+        raise StackError(
+            f"Postgres is not reachable at {redact_url(url)}: {exc or type(exc).__name__}\n"
+            + _pg_hint(exc)
+        ) from None
+    await conn.close()
+
+
+async def check_redis(url: str) -> None:
+    client = aioredis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5)
+    try:
+        await client.ping()
+    except (OSError, TimeoutError, aioredis.RedisError) as exc:
+        raise StackError(
+            f"Redis is not reachable at {redact_url(url)}: {exc or type(exc).__name__}\n"
+            + REDIS_HELP
+        ) from None
+    finally:
+        await client.aclose()  # type: ignore[attr-defined, unused-ignore]
+
+
+def check_installed(config: StackConfig, specs: list[ProcSpec]) -> None:
+    if not os.access(config.nginx_binary, os.X_OK):
+        raise StackError(
+            "nginx is not installed: run `make install-system` (as root) or"
+            " `sudo apt-get install -y nginx-light`"
+        )
+    for spec in specs:
+        if spec.kind != "nginx" and not Path(spec.argv[0]).is_file():
+            raise StackError(f"{spec.argv[0]} is missing: run `make install` first")
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def check_ports(config: StackConfig, specs: list[ProcSpec]) -> None:
+    for spec in specs:
+        if spec.port is None:
+            continue
+        host = config.bind if spec.kind == "nginx" else "127.0.0.1"
+        if port_in_use(host, spec.port):
+            raise StackError(
+                f"port {spec.port} ({spec.name}) is in use: stop what holds it"
+                " (another stack? `make down`) or pick other ports (see --help)"
+            )
+
+
+def running_pid(state_file: Path) -> int | None:
+    """PID of a live runner recorded in ``state_file``, if any."""
+    try:
+        pid = int(json.loads(state_file.read_text())["runner_pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, 0)
+        return pid if pid != os.getpid() else None
+    return None
+
+
+async def run_all(config: StackConfig, specs: list[ProcSpec]) -> None:
+    """Every check; the cheap local ones first, then the servers in parallel."""
+    pid = running_pid(config.state_file)
+    if pid is not None:
+        raise StackError(
+            f"a stack is already running from {config.run_dir} (pid {pid}): `make down` stops it"
+        )
+    check_installed(config, specs)
+    check_ports(config, specs)
+    await asyncio.gather(check_postgres(config.database_url), check_redis(config.redis_url))

@@ -1,0 +1,130 @@
+"""The stack's topology as data: one :class:`ProcSpec` per process the runner starts.
+
+``plan(config)`` returns the list (listeners, gateways, nginx, then ``--demo``
+extras); adding a process is one line there. The runner knows nothing about
+what a process is beyond its spec: argv, environment, port, probe URLs, stop order.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import sysconfig
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from deploy.config import StackConfig
+
+# Stop order: gateways drain first (clients reconnect elsewhere), then the load
+# balancer, then the listeners (the outbox keeps whatever is committed meanwhile).
+STOP_FIRST, STOP_SECOND, STOP_LAST = 0, 1, 2
+
+
+@dataclass(frozen=True, slots=True)
+class ProcSpec:
+    """How to run, probe and stop one process of the stack."""
+
+    name: str
+    kind: str
+    argv: tuple[str, ...]
+    env: Mapping[str, str] = field(default_factory=dict)
+    port: int | None = None
+    health_url: str | None = None
+    metrics_url: str | None = None
+    public_url: str | None = None  # printed in the banner (e.g. the demo app's page)
+    stop_signal: signal.Signals = signal.SIGTERM
+    stop_timeout: float = 15.0
+    stop_order: int = STOP_FIRST
+
+
+def script(name: str) -> str:
+    """Path of an installed console script of this environment (``pgcast-gateway``...)."""
+    candidates = [Path(sys.executable).parent / name, Path(sysconfig.get_path("scripts")) / name]
+    for candidate in candidates:
+        if candidate.is_file():
+            return str(candidate)
+    return str(candidates[0])  # missing: the runner's preflight reports it by name
+
+
+def listener_spec(config: StackConfig, index: int, port: int) -> ProcSpec:
+    base = f"http://127.0.0.1:{port}"
+    return ProcSpec(
+        name=f"listener-{index}",
+        kind="listener",
+        argv=(script("pgcast-listener"),),
+        env={"PGCAST_LISTENER_PORT": str(port)},
+        port=port,
+        health_url=base + "/healthz",
+        metrics_url=base + "/metrics",
+        stop_order=STOP_LAST,
+    )
+
+
+def gateway_spec(config: StackConfig, index: int, port: int) -> ProcSpec:
+    base = f"http://127.0.0.1:{port}"
+    env = {"PGCAST_HOST": "127.0.0.1", "PGCAST_PORT": str(port)}
+    if config.server == "gunicorn":
+        argv: tuple[str, ...] = (
+            script("gunicorn"),
+            "--config",
+            str(config.repo / "deploy" / "gunicorn_conf.py"),
+            "--workers",
+            "1",
+            "gateway.app:gunicorn_app",
+        )
+    else:
+        argv = (script("pgcast-gateway"),)
+    return ProcSpec(
+        name=f"gateway-{index}",
+        kind="gateway",
+        argv=argv,
+        env=env,
+        port=port,
+        health_url=base + "/readyz",
+        metrics_url=base + "/metrics",
+        stop_timeout=config.gateway_stop_timeout,
+        stop_order=STOP_FIRST,
+    )
+
+
+def nginx_spec(config: StackConfig) -> ProcSpec:
+    return ProcSpec(
+        name="nginx",
+        kind="nginx",
+        argv=(
+            config.nginx_binary,
+            "-p",
+            str(config.nginx_dir),
+            "-e",
+            "stderr",
+            "-c",
+            str(config.nginx_dir / "nginx.conf"),
+        ),
+        port=config.https_port,
+        health_url=f"https://127.0.0.1:{config.https_port}/nginx-health",
+        # SIGQUIT: graceful; the gateways behind it are already gone by then.
+        stop_signal=signal.SIGQUIT,
+        stop_timeout=10.0,
+        stop_order=STOP_SECOND,
+    )
+
+
+def demo_procs(config: StackConfig) -> list[ProcSpec]:
+    """Extra processes for ``--demo`` (the demo web app adds its line here)."""
+    return []
+
+
+# Each entry yields the specs of one role; order is start order.
+Role = Callable[[StackConfig], list[ProcSpec]]
+ROLES: tuple[Role, ...] = (
+    lambda c: [listener_spec(c, i + 1, p) for i, p in enumerate(c.listener_ports)],
+    lambda c: [gateway_spec(c, i + 1, p) for i, p in enumerate(c.gateway_ports)],
+    lambda c: [nginx_spec(c)],
+    lambda c: demo_procs(c) if c.demo else [],
+)
+
+
+def plan(config: StackConfig) -> list[ProcSpec]:
+    """Every process of the stack, in start order."""
+    return [spec for role in ROLES for spec in role(config)]

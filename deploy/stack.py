@@ -1,0 +1,165 @@
+"""``python -m deploy.stack`` (``make up``): the whole pgcast stack on one machine.
+
+Preflight (servers, nginx, ports) -> TLS files and nginx config in the run dir
+-> ``pgcast-migrate`` -> 2 listeners, 4 gateways, nginx on https://localhost:8443
+-> the URLs and a dev token -> a status table until Ctrl-C/SIGTERM, which stops
+everything by PID in order. ``--stop`` (``make down``) stops a running stack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from deploy import certs, nginx, preflight
+from deploy.config import StackConfig, build, parse_args
+from deploy.preflight import StackError
+from deploy.procs import ProcSpec, plan, script
+from deploy.supervisor import Supervisor
+
+READY_TIMEOUT = 60.0
+DEV_TOKEN_TTL = 24 * 3600
+PUBLISH_SQL = "select pgcast.publish('news', jsonb_build_object('hello', 'world'))"
+
+
+def _run_tool(config: StackConfig, argv: list[str], timeout: float) -> str:
+    result = subprocess.run(
+        argv,
+        env=config.child_env(os.environ, {}),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise StackError(f"{os.path.basename(argv[0])} failed:\n{result.stderr.strip()[-2000:]}")
+    return result.stdout.strip()
+
+
+def dev_token(config: StackConfig) -> str | None:
+    """A development token for every channel, or None when no HS256 secret is ours to use."""
+    if config.jwt_secret is None:
+        return None
+    argv = [script("pgcast-token"), "--sub", "dev", "--channels", "*"]
+    return _run_tool(config, [*argv, "--ttl", str(DEV_TOKEN_TTL)], 30)
+
+
+def prepare(config: StackConfig) -> None:
+    """TLS files and the nginx config in the run dir, checked with ``nginx -t``."""
+    certs.ensure(config.tls_dir)
+    try:
+        nginx.check(config, nginx.write(config))
+    except nginx.NginxConfigError as exc:
+        raise StackError(str(exc)) from None
+
+
+def banner(config: StackConfig, specs: Sequence[ProcSpec], token: str | None) -> str:
+    url, host = config.public_url, config.public_url.removeprefix("https://")
+    gateways = sum(s.kind == "gateway" for s in specs)
+    listeners = sum(s.kind == "listener" for s in specs)
+    rel = os.path.relpath(config.run_dir)
+    lines = [
+        "",
+        f"pgcast is up: {gateways} gateways behind nginx (TLS), {listeners} listeners",
+        f"  WebSocket  wss://{host}/ws",
+        f"  SSE        {url}/sse?channel=CHANNEL",
+        f"  TLS        self-signed; trust {rel}/tls/ca.pem (curl --cacert, or accept it once)",
+        f"  logs       {rel}/logs/",
+        *(f"  {s.name:<10} {s.public_url}" for s in specs if s.public_url),
+    ]
+    if token is None:
+        lines.append("  token      sign your own: the key is yours (PGCAST_JWT_PUBLIC_KEY/JWKS)")
+    else:
+        lines += [
+            f"  dev token  (sub=dev, every channel, {DEV_TOKEN_TTL // 3600} h; secret in {rel}/):",
+            "",
+            token,
+            "",
+            "  try it, in two more terminals:",
+            f"    .venv/bin/python -m deploy.tail news --url wss://{host}/ws",
+            f"    psql '{preflight.redact_url(config.database_url)}' -c \"{PUBLISH_SQL}\"",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+async def _until(stop: asyncio.Event, work: asyncio.Task[None]) -> bool:
+    """Wait for ``work`` or ``stop``; True when the work finished (its error raised)."""
+    waiter = asyncio.create_task(stop.wait())
+    try:
+        done, _ = await asyncio.wait({work, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiter
+    if work in done:
+        work.result()
+        return True
+    work.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await work
+    return False
+
+
+async def serve(config: StackConfig) -> None:
+    """Run the stack until SIGINT/SIGTERM; raises StackError when it cannot start."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    specs = plan(config)
+    await preflight.run_all(config, specs)
+    prepare(config)
+    print(f"migrating {preflight.redact_url(config.database_url)} ...", flush=True)  # noqa: T201
+    await asyncio.to_thread(_run_tool, config, [script("pgcast-migrate")], 120)
+    supervisor = Supervisor(config, specs)
+    await supervisor.start()
+    try:
+        if await _until(stop, asyncio.create_task(supervisor.wait_ready(READY_TIMEOUT))):
+            print(banner(config, specs, dev_token(config)), flush=True)  # noqa: T201
+            await stop.wait()
+        print("stopping: gateways drain, then nginx, then listeners ...", flush=True)  # noqa: T201
+    finally:
+        await supervisor.stop()
+
+
+def stop_running(run_dir: Path, timeout: float = 90.0) -> int:
+    """``--stop``: SIGTERM the runner recorded in the run dir and wait for it."""
+    pid = preflight.running_pid(run_dir / "stack.json")
+    if pid is None:
+        print(f"no stack is running from {run_dir}")  # noqa: T201
+        return 0
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            print(f"stopped the stack (runner pid {pid})")  # noqa: T201
+            return 0
+        time.sleep(0.2)
+    print(f"the stack (runner pid {pid}) did not stop within {timeout:.0f}s", file=sys.stderr)  # noqa: T201
+    return 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.stop:
+        return stop_running(args.run_dir.resolve())
+    config = build(args, os.environ)
+    try:
+        asyncio.run(serve(config))
+    except StackError as exc:
+        print(f"pgcast stack: {exc}", file=sys.stderr)  # noqa: T201
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,146 @@
+"""The stack's supervisor: the processes of a plan, their probes, the status they show.
+
+Owns one :class:`Proc` per spec plus two loops: the prober (health URL -> state,
+/metrics -> the INFO column) and the printer (each change: one event line, then
+the table, then ``stack.json``). ``stop()`` stops the processes group by group
+in ``stop_order`` and awaits every task it started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import TextIO
+
+import aiohttp
+
+from deploy.config import StackConfig
+from deploy.preflight import StackError
+from deploy.proc import Proc
+from deploy.procs import ProcSpec
+from deploy.status import Row, metrics_info, state_document, table
+
+PROBE_TIMEOUT = aiohttp.ClientTimeout(total=2.0)
+
+
+class Supervisor:
+    def __init__(self, config: StackConfig, specs: Sequence[ProcSpec], out: TextIO = sys.stdout):
+        self.config = config
+        self.out = out
+        self.procs = [
+            Proc(
+                spec,
+                config.child_env(os.environ, spec.env),
+                config.log_dir / f"{spec.name}.log",
+                self._changed,
+                restart=config.restart,
+            )
+            for spec in specs
+        ]
+        self._events: list[str] = []
+        self._dirty = asyncio.Event()
+        self._change = asyncio.Event()
+        self._runs: list[asyncio.Task[None]] = []
+        self._loops: list[asyncio.Task[None]] = []
+
+    def _changed(self, proc: Proc, why: str) -> None:
+        detail = f" ({why})" if why else ""
+        self._events.append(f"{proc.spec.name}: {proc.state}{detail}")
+        self._dirty.set()
+        self._change.set()
+
+    def rows(self) -> list[Row]:
+        return [
+            Row(p.spec.name, p.spec.kind, p.pid, p.spec.port, p.state, p.restarts, p.info)
+            for p in self.procs
+        ]
+
+    def write_state(self) -> None:
+        doc = state_document(os.getpid(), self.config.public_url, self.rows())
+        tmp = self.config.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(doc, indent=2))
+        tmp.replace(self.config.state_file)
+
+    def show(self) -> None:
+        for line in self._events:
+            print(f"[{time.strftime('%H:%M:%S')}] {line}", file=self.out)
+        self._events.clear()
+        title = f"pgcast stack on {self.config.public_url} (Ctrl-C stops it)"
+        print(table(self.rows(), title), file=self.out, flush=True)
+        self.write_state()
+
+    async def start(self) -> None:
+        """Start every process (in plan order) and the probe and print loops."""
+        self.config.run_dir.mkdir(parents=True, exist_ok=True)
+        for proc in self.procs:
+            self._runs.append(asyncio.create_task(proc.run(), name=proc.spec.name))
+        self._loops.append(asyncio.create_task(self._probe_loop(), name="prober"))
+        self._loops.append(asyncio.create_task(self._print_loop(), name="printer"))
+
+    async def wait_ready(self, limit: float) -> None:
+        """Return once every process is ready; StackError naming the culprit otherwise."""
+        try:
+            async with asyncio.timeout(limit):
+                while not all(p.state == "ready" for p in self.procs):
+                    failed = next((p for p in self.procs if p.failed), None)
+                    if failed is not None:
+                        raise StackError(
+                            f"{failed.spec.name} {failed.failed} before it was ready."
+                            f" Last lines of {failed.log_path}:\n{failed.log_tail()}"
+                        )
+                    self._change.clear()
+                    await self._change.wait()
+        except TimeoutError:
+            late = [p for p in self.procs if p.state != "ready"]
+            tails = "\n".join(f"--- {p.log_path}:\n{p.log_tail(800)}" for p in late)
+            names = ", ".join(p.spec.name for p in late)
+            raise StackError(f"not ready after {limit:.0f}s: {names}\n{tails}") from None
+
+    async def _probe(self, session: aiohttp.ClientSession, proc: Proc) -> None:
+        spec = proc.spec
+        if spec.health_url is not None and proc.alive:
+            try:
+                async with session.get(spec.health_url, ssl=False) as resp:
+                    ok = resp.status == 200
+            except (aiohttp.ClientError, TimeoutError):
+                ok = False
+            proc.mark_health(ok)
+        if spec.metrics_url is not None and proc.alive and proc.state == "ready":
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                async with session.get(spec.metrics_url) as resp:
+                    proc.info = metrics_info(spec.kind, await resp.text())
+
+    async def _probe_loop(self) -> None:
+        async with aiohttp.ClientSession(timeout=PROBE_TIMEOUT) as session:
+            for rounds in itertools.count():
+                await asyncio.gather(*(self._probe(session, p) for p in self.procs))
+                if rounds % 4 == 0:
+                    self.write_state()
+                all_ready = all(p.state == "ready" for p in self.procs)
+                await asyncio.sleep(1.0 if all_ready else 0.25)
+
+    async def _print_loop(self) -> None:
+        while True:
+            await self._dirty.wait()
+            await asyncio.sleep(0.3)  # one table for a burst of changes
+            self._dirty.clear()
+            self.show()
+
+    async def stop(self) -> None:
+        """Stop the processes in stop order, then the loops; awaits everything started."""
+        for _, group in itertools.groupby(
+            sorted(self.procs, key=lambda p: p.spec.stop_order), key=lambda p: p.spec.stop_order
+        ):
+            await asyncio.gather(*(p.stop() for p in group))
+        # Every child is gone now; a run() still waiting is in a restart delay.
+        for task in self._runs + self._loops:
+            task.cancel()
+        await asyncio.gather(*self._runs, *self._loops, return_exceptions=True)
+        self.show()
+        self.config.state_file.unlink(missing_ok=True)
