@@ -1,0 +1,221 @@
+// The browser client's state machine under node's test runner, with fake sockets:
+// auth, resume, de-duplication, close codes, token refresh, liveness, failures.
+import assert from 'node:assert/strict';
+import { afterEach, beforeEach, test } from 'node:test';
+
+import {
+  PgcastClient,
+  Position,
+  backoffDelay,
+  compareOffsets,
+  endpoints,
+  refreshDelay,
+  tokenExpiry,
+} from '../../gateway/static/client.js';
+import { FakeEventSource, FakeWebSocket, jwt, waitFor } from './fakes.mjs';
+
+const clients = [];
+
+function makeClient(options = {}) {
+  const client = new PgcastClient({
+    url: 'http://gw.test',
+    token: 'tok',
+    WebSocket: FakeWebSocket,
+    EventSource: FakeEventSource,
+    backoffBase: 10,
+    backoffCap: 40,
+    restartJitter: 5,
+    ...options,
+  });
+  clients.push(client);
+  return client;
+}
+
+async function connected(client) {
+  const ws = await waitFor(() => FakeWebSocket.last(), 'a socket');
+  ws.open();
+  assert.equal(client.state, 'connected');
+  return ws;
+}
+
+function subscribedReply(ws, channel, extra = {}) {
+  const request = ws.sentOfType('subscribe').findLast((f) => f.channel === channel);
+  ws.receive({ type: 'subscribed', id: request.id, channel, epoch: 'e1', offset: '0', recovered: false, replayed: 0, ...extra });
+  return request;
+}
+
+beforeEach(() => {
+  FakeWebSocket.reset();
+  FakeEventSource.reset();
+});
+
+afterEach(() => {
+  while (clients.length) clients.pop().close();
+});
+
+test('pure helpers: backoff bounds, offsets, endpoints, token expiry', () => {
+  for (let attempt = 0; attempt < 40; attempt += 1) {
+    const delay = backoffDelay(attempt, 100, 5000);
+    assert.ok(delay >= 0 && delay <= Math.min(5000, 100 * 2 ** attempt));
+  }
+  assert.equal(backoffDelay(3, 100, 5000, () => 1), 800);
+  assert.equal(compareOffsets('10', '9'), 1);
+  assert.equal(compareOffsets('9', '10'), -1);
+  assert.equal(compareOffsets('7', '7'), 0);
+  assert.ok(Number.isNaN(compareOffsets('a', 'b')));
+  assert.deepEqual(endpoints('https://rt.example.com'), { ws: 'wss://rt.example.com/ws', sse: 'https://rt.example.com/sse' });
+  assert.deepEqual(endpoints('http://h:8080/rt/client.js'), { ws: 'ws://h:8080/rt/ws', sse: 'http://h:8080/rt/sse' });
+  assert.deepEqual(endpoints('ws://h/ws'), { ws: 'ws://h/ws', sse: 'http://h/sse' });
+  assert.equal(tokenExpiry(jwt({ exp: 1234 })), 1234000);
+  assert.equal(tokenExpiry('garbage'), null);
+  assert.equal(refreshDelay(jwt({ exp: 10 }), 0, 30000), 8000);
+});
+
+test('Position: resume fields, duplicates refused, recovered:false is a loss', () => {
+  const pos = new Position();
+  assert.deepEqual(pos.resumeFields(), {});
+  assert.equal(pos.subscribed({ epoch: 'e', offset: '4', recovered: false }, false, false), false);
+  assert.ok(pos.accept('5'));
+  assert.ok(!pos.accept('5'));
+  assert.ok(!pos.accept('3'));
+  assert.deepEqual(pos.resumeFields(), { since: '5', epoch: 'e' });
+  assert.equal(pos.subscribed({ epoch: 'e', offset: '9', recovered: true }, true, false), false);
+  assert.ok(pos.accept('6'));
+  assert.equal(pos.subscribed({ epoch: 'f', offset: '1', recovered: false }, true, false), true);
+});
+
+test('authenticates with the subprotocol and subscribes once open', async () => {
+  const client = makeClient();
+  client.subscribe('articles', () => {});
+  const ws = await connected(client);
+  assert.equal(ws.url, 'ws://gw.test/ws');
+  assert.deepEqual(ws.protocols, ['pgcast.v1', 'bearer.tok']);
+  assert.equal(ws.sentOfType('subscribe').length, 1);
+  assert.equal(ws.sentOfType('subscribe')[0].since, undefined);
+});
+
+test('resumes each channel from its last offset and epoch, delivering each offset once', async () => {
+  const got = [];
+  const client = makeClient();
+  client.subscribe('articles', (data, info) => got.push(`${info.offset}:${data.n}`));
+  let ws = await connected(client);
+  subscribedReply(ws, 'articles', { offset: '2' });
+  ws.receive({ type: 'message', channel: 'articles', offset: '3', data: { n: 3 } });
+  ws.receive({ type: 'message', channel: 'articles', offset: '3', data: { n: 3 } });
+  ws.serverClose(1006);
+  ws = await waitFor(() => FakeWebSocket.instances[1], 'a reconnect');
+  ws.open();
+  const resume = ws.sentOfType('subscribe')[0];
+  assert.equal(resume.since, '3');
+  assert.equal(resume.epoch, 'e1');
+  ws.receive({ type: 'subscribed', id: resume.id, channel: 'articles', epoch: 'e1', offset: '5', recovered: true, replayed: 2 });
+  for (const offset of ['3', '4', '5']) {
+    ws.receive({ type: 'message', channel: 'articles', offset, data: { n: Number(offset) } });
+  }
+  assert.deepEqual(got, ['3:3', '4:4', '5:5']);
+});
+
+test('recovered:false after a resume, or unsolicited, calls onRecoveryFailed', async () => {
+  const failures = [];
+  const client = makeClient({ onRecoveryFailed: (info) => failures.push(`client:${info.epoch}`) });
+  client.subscribe('orders', { onMessage() {}, onRecoveryFailed: (info) => failures.push(`sub:${info.epoch}`) });
+  let ws = await connected(client);
+  subscribedReply(ws, 'orders');
+  assert.deepEqual(failures, []); // a first subscribe has nothing to recover
+  ws.receive({ type: 'message', channel: 'orders', offset: '1', data: {} });
+  ws.receive({ type: 'subscribed', channel: 'orders', epoch: 'e2', offset: '0', recovered: false, replayed: 0 });
+  assert.deepEqual(failures, ['sub:e2', 'client:e2']);
+  ws.serverClose(1006);
+  ws = await waitFor(() => FakeWebSocket.instances[1], 'a reconnect');
+  ws.open();
+  assert.equal(ws.sentOfType('subscribe')[0].epoch, 'e2');
+  subscribedReply(ws, 'orders', { epoch: 'e3' });
+  assert.deepEqual(failures.slice(2), ['sub:e3', 'client:e3']);
+});
+
+test('1012 reconnects promptly (jitter only), other closes back off', async () => {
+  const client = makeClient({ backoffBase: 5000, backoffCap: 5000, restartJitter: 20, random: () => 0.99 });
+  const ws = await connected(client);
+  const closedAt = Date.now();
+  ws.serverClose(1012, 'shutting down');
+  await waitFor(() => FakeWebSocket.instances[1], 'a prompt reconnect', 1000);
+  assert.ok(Date.now() - closedAt < 1000);
+});
+
+test('4001 asks the token callback again; with a fixed token the client stops', async () => {
+  let calls = 0;
+  const client = makeClient({ token: async () => `t${++calls}` });
+  const ws = await connected(client);
+  assert.deepEqual(ws.protocols, ['pgcast.v1', 'bearer.t1']);
+  ws.serverClose(4001, 'token expired');
+  const again = await waitFor(() => FakeWebSocket.instances[1], 'a reconnect');
+  assert.deepEqual(again.protocols, ['pgcast.v1', 'bearer.t2']);
+
+  FakeWebSocket.reset();
+  const states = [];
+  const fixed = makeClient({ onStateChange: (s) => states.push(s.state) });
+  const ws2 = await connected(fixed);
+  ws2.serverClose(4001);
+  await waitFor(() => fixed.state === 'closed', 'closed');
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  assert.equal(FakeWebSocket.instances.length, 1);
+  assert.deepEqual(states, ['connecting', 'connected', 'closed']);
+});
+
+test('refreshes the token before it expires, as a refresh frame', async () => {
+  let calls = 0;
+  const token = async () => jwt({ sub: '1', n: ++calls, exp: Date.now() / 1000 + 0.5 });
+  const client = makeClient({ token });
+  const ws = await connected(client);
+  const refresh = await waitFor(() => ws.sentOfType('refresh')[0], 'a refresh frame');
+  assert.equal(JSON.parse(Buffer.from(refresh.token.split('.')[1], 'base64url')).n, 2);
+  assert.equal(FakeWebSocket.instances.length, 1);
+});
+
+test('a silent connection is declared dead and replaced', async () => {
+  const client = makeClient({ pingInterval: 30, pongTimeout: 30 });
+  const ws = await connected(client);
+  await waitFor(() => ws.sentOfType('ping').length > 0, 'a ping');
+  await waitFor(() => FakeWebSocket.instances.length === 2, 'a new socket', 2000);
+});
+
+test('unsubscribe sends unsubscribe and the channel is not resumed', async () => {
+  const got = [];
+  const client = makeClient();
+  const sub = client.subscribe('a', (d) => got.push(d));
+  client.subscribe('b', () => {});
+  let ws = await connected(client);
+  subscribedReply(ws, 'a');
+  subscribedReply(ws, 'b');
+  sub.unsubscribe();
+  assert.deepEqual(ws.sentOfType('unsubscribe'), [{ type: 'unsubscribe', channel: 'a' }]);
+  ws.receive({ type: 'message', channel: 'a', offset: '1', data: 1 });
+  assert.deepEqual(got, []);
+  ws.serverClose(1006);
+  ws = await waitFor(() => FakeWebSocket.instances[1], 'a reconnect');
+  ws.open();
+  assert.deepEqual(ws.sentOfType('subscribe').map((f) => f.channel), ['b']);
+});
+
+test('a refused subscription reaches onError and is dropped', async () => {
+  const errors = [];
+  const client = makeClient();
+  client.subscribe('secret', { onMessage() {}, onError: (err) => errors.push(err.code) });
+  const ws = await connected(client);
+  const request = ws.sentOfType('subscribe')[0];
+  ws.receive({ type: 'error', id: request.id, code: 'forbidden', message: 'no' });
+  assert.deepEqual(errors, ['forbidden']);
+  assert.doesNotThrow(() => client.subscribe('secret', () => {}));
+});
+
+test('close() stops reconnecting; connect() resumes', async () => {
+  const client = makeClient();
+  const ws = await connected(client);
+  client.close();
+  assert.equal(client.state, 'closed');
+  await new Promise((resolve) => setTimeout(resolve, 60));
+  assert.equal(FakeWebSocket.instances.length, 1);
+  assert.equal(ws.readyState, 3);
+  client.connect();
+  await waitFor(() => FakeWebSocket.instances.length === 2, 'a new socket');
+});
