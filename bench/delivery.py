@@ -1,0 +1,176 @@
+"""One delivery run: a contender, N clients on K server processes, events at a rate, measured.
+
+Phases: reset servers and trigger -> start the contender -> open and subscribe
+every client -> write events (open loop) -> after a warm-up, a measurement
+window for throughput and CPU -> stop writing -> drain (bounded) -> count
+lost and duplicated events against what was committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import orjson
+
+from bench.contenders import Ceiling
+from bench.env import BenchEnv
+from bench.procs import CpuMeter, rss_kib
+from bench.stats import percentiles
+from bench.systems import Proc, System, python_module
+from bench.writer import Writer, WriteResult
+
+SERVER_GROUPS = ("servers", "feeder", "redis", "postgres")
+
+
+@dataclass(frozen=True)
+class DeliverySpec:
+    scenario: str  # "broadcast": every client on one channel; "per_user": user:<i> each
+    level: str
+    clients: int
+    rate: float  # events per second, over all channels
+    seconds: float  # how long events are written
+    procs: int = 1  # server processes
+    compression: bool = False
+    warmup: float = 1.0
+    drain_timeout: float = 10.0
+    loadgens: int = 1
+
+    @property
+    def key(self) -> str:
+        suffix = "+deflate" if self.compression else ""
+        return f"{self.scenario}/{self.level}{suffix}"
+
+    def channels(self) -> list[str]:
+        if self.scenario == "per_user":
+            return [f"user:{i}" for i in range(self.clients)]
+        return ["bench"]
+
+
+class LoadGens:
+    """The load generator processes of one run, asked together."""
+
+    def __init__(self, system: System, spec: DeliverySpec, targets: list[tuple[str, int]]) -> None:
+        share = -(-spec.clients // spec.loadgens)
+        self.procs: list[Proc] = []
+        for n in range(spec.loadgens):
+            first = n * share
+            config = {
+                "protocol": system.protocol,
+                "targets": targets,
+                "connections": min(share, spec.clients - first),
+                "first_index": first,
+                "mode": spec.scenario,
+                "secret": system.env.secret,
+                "deflate": spec.compression,
+            }
+            self.procs.append(Proc(python_module("bench.loadgen", orjson.dumps(config).decode())))
+
+    def ready(self, timeout: float = 180) -> list[dict[str, Any]]:
+        return [orjson.loads(p.readline(timeout)) for p in self.procs]
+
+    async def ask(self, cmd: dict[str, Any], limit: float = 60) -> list[dict[str, Any]]:
+        return await asyncio.gather(*(asyncio.to_thread(p.command, cmd, limit) for p in self.procs))
+
+    async def deliveries(self) -> int:
+        return sum(s["deliveries"] for s in await self.ask({"cmd": "stats"}))
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.stop()
+
+
+async def feed(system: System, spec: DeliverySpec, env: BenchEnv) -> WriteResult:
+    """Produce the events: through Postgres for real systems, in-process for the ceiling."""
+    if isinstance(system, Ceiling):
+        sent = await asyncio.to_thread(system.generate, spec.rate, spec.seconds, spec.channels())
+        return WriteResult(counts=sent, seconds=spec.seconds)
+    async with Writer(env.dsn) as writer:
+        return await writer.run(spec.rate, spec.seconds, spec.channels())
+
+
+async def drain(gens: LoadGens, expected_total: int, limit: float) -> float:
+    """Wait until everything arrived or deliveries stop moving for a second."""
+    start = time.monotonic()
+    last, still_since = -1, time.monotonic()
+    while time.monotonic() - start < limit:
+        now = await gens.deliveries()
+        if now >= expected_total:
+            break
+        if now != last:
+            last, still_since = now, time.monotonic()
+        elif time.monotonic() - still_since > 1.0:
+            break
+        await asyncio.sleep(0.2)
+    return time.monotonic() - start
+
+
+async def run_delivery(system: System, spec: DeliverySpec, env: BenchEnv) -> dict[str, Any]:
+    await env.prepare(system.ingest)
+    targets = system.start(spec.procs, compression=spec.compression)
+    gens = LoadGens(system, spec, targets)
+    try:
+        ready = await asyncio.to_thread(gens.ready)
+        rss_idle = sum(rss_kib(pid) for pid in system.server_pids())
+        meter = CpuMeter({**system.groups(), "loadgen": lambda: [p.pid for p in gens.procs]})
+        feeding = asyncio.create_task(feed(system, spec, env))
+        await asyncio.sleep(spec.warmup)
+        await gens.ask({"cmd": "window"})
+        d0 = await gens.deliveries()
+        meter.start()
+        await asyncio.sleep(max(0.5, spec.seconds - spec.warmup - 0.3))
+        d1 = await gens.deliveries()
+        cpu, window = meter.stop()
+        rss_busy = sum(rss_kib(pid) for pid in system.server_pids())
+        written = await feeding
+        expected_total = written.total * (spec.clients if spec.scenario == "broadcast" else 1)
+        drained = await drain(gens, expected_total, spec.drain_timeout)
+        reports = await gens.ask({"cmd": "report", "expected": written.expected}, limit=120)
+    finally:
+        gens.stop()
+        system.stop()
+    return summarize(spec, system, ready, reports, written, cpu, window, d1 - d0, drained) | {
+        "rss_kib": {"idle": rss_idle, "busy": rss_busy}
+    }
+
+
+def summarize(
+    spec: DeliverySpec,
+    system: System,
+    ready: list[dict[str, Any]],
+    reports: list[dict[str, Any]],
+    written: WriteResult,
+    cpu: dict[str, float],
+    window: float,
+    delivered: int,
+    drained: float,
+) -> dict[str, Any]:
+    latencies = [x for r in reports for x in r["latencies"]]
+    server_cpu = sum(cpu[g] for g in SERVER_GROUPS)
+    codes: dict[str, int] = {}
+    for r in reports:
+        for code, n in r["close_codes"].items():
+            codes[code] = codes.get(code, 0) + n
+    return {
+        "system": system.name,
+        "spec": asdict(spec),
+        "subscribed": sum(r["subscribed"] for r in ready),
+        "connect_failures": [f for r in ready for f in r["failed"]][:5],
+        "events_written": written.total,
+        "write_rate": round(written.total / max(written.seconds, 1e-9), 1),
+        "commit_ms": percentiles([x * 1000 for x in written.commit_latencies]),
+        "window_s": round(window, 3),
+        "deliveries_per_s": round(delivered / window, 1),
+        "cpu_us_per_delivery": round(server_cpu / max(delivered, 1) * 1e6, 3),
+        "cpu_s": {k: round(v, 3) for k, v in cpu.items()},
+        "server_cpu_cores": round(server_cpu / window, 3),
+        "loadgen_cpu_cores": round(cpu["loadgen"] / window, 3),
+        "latency_ms": percentiles([x * 1000 for x in latencies]),
+        "delivered_total": sum(r["deliveries"] for r in reports),
+        "lost": sum(r["lost"] for r in reports),
+        "duplicated": sum(r["duplicated"] for r in reports),
+        "close_codes": codes,
+        "drain_s": round(drained, 2),
+    }

@@ -1,0 +1,229 @@
+"""The load generator process: N WebSocket connections over K servers, driven over stdin.
+
+Run as ``python -m bench.loadgen '<json config>'``. It opens the connections
+(bounded handshake concurrency), prints ``{"event":"ready",...}`` once every
+connection is subscribed or failed, then answers JSON-line commands on stdin:
+``stats`` (deliveries so far, own CPU), ``window`` (restart latency samples),
+``report`` (loss/duplicates against the expected per-channel counts; exits).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import resource
+import sys
+import time
+from array import array
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+import jwt
+import orjson
+
+from bench.clients import PROTOCOLS, BenchConnection
+
+MAX_SAMPLES = 200_000
+
+
+@dataclass(frozen=True)
+class LoadConfig:
+    protocol: str
+    targets: list[tuple[str, int]]
+    connections: int
+    first_index: int = 0
+    mode: str = "broadcast"  # or "per_user": connection i subscribes to user:<i>
+    channel: str = "bench"
+    secret: str = ""
+    deflate: bool = False
+    sample_every: int = 10
+    concurrency: int = 200
+    ready_timeout: float = 60.0
+    trace_index: int = -1  # a connection whose every receipt is kept (failover)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> LoadConfig:
+        data = orjson.loads(raw)
+        data["targets"] = [tuple(t) for t in data["targets"]]
+        return cls(**data)
+
+
+def self_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def raise_nofile() -> None:
+    """Raise the soft open-files limit to the hard one (10,000 connections need it)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+class LoadGen:
+    """Owns every connection and the counters the orchestrator asks for."""
+
+    def __init__(self, config: LoadConfig) -> None:
+        self.config = config
+        self.conns: list[BenchConnection] = []
+        self.deliveries = 0
+        self.latencies = array("d")
+        self.trace: list[tuple[float, float, int]] = []
+        self.subscribed = 0
+        self.failed: list[str] = []
+        self.closed = 0
+        self.settled = 0
+        self.all_settled = asyncio.Event()
+        self.slots = asyncio.Semaphore(config.concurrency)
+        self._secret_tokens: dict[int, str] = {}
+
+    # -- per connection -----------------------------------------------------
+    def channel_for(self, index: int) -> str:
+        return f"user:{index}" if self.config.mode == "per_user" else self.config.channel
+
+    def path_for(self, index: int) -> str:
+        if self.config.protocol == "sio":
+            return "/socket.io/?EIO=4&transport=websocket"
+        if self.config.protocol == "raw":
+            return "/ws?channel=" + quote(self.channel_for(index), safe="")
+        return "/ws"
+
+    def headers_for(self, index: int) -> dict[str, str]:
+        if not self.config.secret:
+            return {}
+        claims: dict[str, Any] = {"sub": str(index), "exp": int(time.time()) + 3600}
+        if self.config.mode != "per_user":
+            claims["channels"] = [self.config.channel]
+        token = jwt.encode(claims, self.config.secret, algorithm="HS256")
+        return {"Authorization": f"Bearer {token}"}
+
+    def record(self, conn: BenchConnection, seq: int, sent: float, now: float) -> None:
+        self.latencies.append(now - sent)
+        if conn.index == self.config.trace_index:
+            self.trace.append((now, sent, seq))
+
+    def _settle(self, conn: BenchConnection) -> None:
+        if not conn.done:
+            conn.done = True
+            self.settled += 1
+            self.slots.release()
+            if self.settled >= self.config.connections:
+                self.all_settled.set()
+
+    def on_subscribed(self, conn: BenchConnection) -> None:
+        self.subscribed += 1
+        self._settle(conn)
+
+    def on_failed(self, conn: BenchConnection, reason: str) -> None:
+        if len(self.failed) < 20:
+            self.failed.append(reason)
+        self._settle(conn)
+
+    def on_closed(self, conn: BenchConnection) -> None:
+        self.closed += 1
+        if not conn.done:
+            self.on_failed(conn, f"closed during setup ({conn.close_code})")
+
+    # -- phases -----------------------------------------------------------------
+    async def open_all(self) -> None:
+        loop = asyncio.get_running_loop()
+        cfg = self.config
+        for n in range(cfg.connections):
+            index = cfg.first_index + n
+            host, port = cfg.targets[index % len(cfg.targets)]
+            await self.slots.acquire()
+            conn = PROTOCOLS[cfg.protocol](
+                self, index, self.channel_for(index), f"{host}:{port}", self.path_for(index)
+            )
+            self.conns.append(conn)
+            try:
+                await loop.create_connection(lambda c=conn: c, host, port)  # type: ignore[misc]
+            except OSError as exc:
+                self.on_failed(conn, f"connect: {exc}")
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(cfg.ready_timeout):
+                await self.all_settled.wait()
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "deliveries": self.deliveries,
+            "subscribed": self.subscribed,
+            "closed": self.closed,
+            "cpu": self_cpu(),
+            "time": time.time(),
+        }
+
+    def report(self, expected: dict[str, int]) -> dict[str, Any]:
+        lost = dups = 0
+        close_codes: dict[str, int] = {}
+        for conn in self.conns:
+            if not conn.subscribed:
+                continue
+            lost += max(0, expected.get(conn.channel, 0) - conn.unique)
+            dups += conn.dups
+            if conn.close_code is not None:
+                key = str(conn.close_code)
+                close_codes[key] = close_codes.get(key, 0) + 1
+        samples = list(self.latencies)
+        if len(samples) > MAX_SAMPLES:
+            samples = random.sample(samples, MAX_SAMPLES)
+        return {
+            **self.stats(),
+            "lost": lost,
+            "duplicated": dups,
+            "close_codes": close_codes,
+            "failed": self.failed,
+            "latencies": [round(x, 6) for x in samples],
+            "trace": self.trace,
+        }
+
+    def close_all(self) -> None:
+        for conn in self.conns:
+            conn.abort()
+
+
+async def serve(config: LoadConfig) -> None:
+    gen = LoadGen(config)
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    started = time.monotonic()
+    await gen.open_all()
+    emit(
+        {"event": "ready", **gen.stats(), "failed": gen.failed, "secs": time.monotonic() - started}
+    )
+    while line := await reader.readline():
+        command = orjson.loads(line)
+        if command["cmd"] == "stats":
+            emit(gen.stats())
+        elif command["cmd"] == "window":
+            gen.latencies = array("d")
+            gen.trace.clear()
+            emit(gen.stats())
+        elif command["cmd"] == "report":
+            emit(gen.report(command.get("expected", {})))
+            break
+    gen.close_all()
+
+
+def emit(obj: dict[str, Any]) -> None:
+    sys.stdout.buffer.write(orjson.dumps(obj) + b"\n")
+    sys.stdout.buffer.flush()
+
+
+def main() -> None:
+    raise_nofile()
+    config = LoadConfig.from_json(sys.argv[1])
+    try:
+        import uvloop
+
+        uvloop.run(serve(config))
+    except ImportError:
+        asyncio.run(serve(config))
+
+
+if __name__ == "__main__":
+    main()
