@@ -98,7 +98,7 @@ BEGIN
             FROM jsonb_each(new_rec) AS n
             WHERE n.value IS DISTINCT FROM old_rec -> n.key));
     END IF;
-    IF cardinality(templates) = 0 THEN
+    IF coalesce(cardinality(templates), 0) = 0 THEN
         templates := ARRAY[TG_TABLE_NAME::text];
     END IF;
     FOREACH tmpl IN ARRAY templates LOOP
