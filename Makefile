@@ -14,9 +14,11 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
-# nginx for `make up` and the stack test (apt-get, only when missing and root).
+# nginx for `make up` and the stack test, chromium for the browser tests
+# (apt-get, only when missing and root).
 install-system:
 	sh deploy/ensure-nginx.sh
+	sh tests/browser/ensure-chromium.sh
 
 lint: install
 	$(BIN)/ruff check .
