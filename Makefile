@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: install install-system lint typecheck test check up down bench soak clean
+.PHONY: install install-system install-browser lint typecheck test check up down bench soak clean
 
 install: $(VENV)/.installed
 
@@ -14,10 +14,12 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
-# nginx for `make up` and the stack test, chromium for the browser tests
-# (apt-get, only when missing and root).
+# nginx for `make up` and the stack test (apt-get, only when missing and root).
 install-system:
 	sh deploy/ensure-nginx.sh
+
+# Debian's chromium for the browser tests (apt-get, only when missing and root).
+install-browser:
 	sh tests/browser/ensure-chromium.sh
 
 lint: install
@@ -27,7 +29,7 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-test: install install-system
+test: install install-system install-browser
 	$(BIN)/pytest -q
 
 check: lint typecheck test
