@@ -10,18 +10,14 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/pgcast
 ENV PATH=/opt/pgcast/bin:$PATH
 WORKDIR /src
-COPY pyproject.toml README.md ./
-COPY pgcast ./pgcast
-COPY gateway ./gateway
-COPY listener ./listener
-COPY sql ./sql
+# Everything .dockerignore lets through: the packages pyproject.toml names, sql/.
+COPY . .
 RUN pip install .
 
 FROM python:${PYTHON_VERSION}-slim-bookworm AS runtime
 ENV PATH=/opt/pgcast/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1 \
-    PGCAST_LOG_FORMAT=json
+    PYTHONUNBUFFERED=1
 RUN groupadd --system --gid 10001 pgcast \
  && useradd --system --uid 10001 --gid pgcast --no-create-home --shell /usr/sbin/nologin pgcast \
  && mkdir -p /tls && chown pgcast:pgcast /tls

@@ -53,7 +53,7 @@ def listener_spec(config: StackConfig, index: int, port: int) -> ProcSpec:
         name=f"listener-{index}",
         kind="listener",
         argv=(script("pgcast-listener"),),
-        env={"PGCAST_LISTENER_PORT": str(port)},
+        env={"PGCAST_LISTENER_HOST": "127.0.0.1", "PGCAST_LISTENER_PORT": str(port)},
         port=port,
         health_url=base + "/healthz",
         metrics_url=base + "/metrics",

@@ -8,14 +8,14 @@ runner's PID and each process's name, kind, PID, port, state and restarts.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 
 from prometheus_client.parser import text_string_to_metric_families
 
-# What the table shows from each kind's /metrics: (metric family, how to say it).
+# What the table shows from each kind's /metrics.
 GATEWAY_CONNECTIONS = "pgcast_gateway_connections"
-LISTENER_LEADER = "pgcast_listener_leader"
+LISTENER_ROLE = "pgcast_listener_role"  # one sample per role label, 1 for the current one
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,24 +59,26 @@ def state_document(runner_pid: int, url: str, rows: Iterable[Row]) -> dict[str, 
     return {"runner_pid": runner_pid, "url": url, "procs": [asdict(r) for r in rows]}
 
 
-def _samples(text: str) -> Mapping[str, float]:
-    """Family name -> sum of its samples (a gauge split by label adds up)."""
-    totals: dict[str, float] = {}
+def _families(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+    """Family name -> its (labels, value) samples, counters' ``_total`` included."""
+    found: dict[str, list[tuple[dict[str, str], float]]] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name == family.name or sample.name == family.name + "_total":
-                totals[family.name] = totals.get(family.name, 0.0) + sample.value
-    return totals
+            if sample.name in (family.name, family.name + "_total"):
+                found.setdefault(family.name, []).append((sample.labels, sample.value))
+    return found
 
 
 def metrics_info(kind: str, text: str) -> str:
     """The INFO cell for a process of ``kind`` from its /metrics text ('' if unknown)."""
     try:
-        values = _samples(text)
+        families = _families(text)
     except ValueError:
         return ""
-    if kind == "gateway" and GATEWAY_CONNECTIONS in values:
-        return f"{values[GATEWAY_CONNECTIONS]:.0f} connections"
-    if kind == "listener" and LISTENER_LEADER in values:
-        return "leader" if values[LISTENER_LEADER] >= 1 else "standby"
+    if kind == "gateway" and GATEWAY_CONNECTIONS in families:
+        total = sum(value for _, value in families[GATEWAY_CONNECTIONS])
+        return f"{total:.0f} connections"
+    if kind == "listener":
+        roles = [labels.get("role", "?") for labels, v in families.get(LISTENER_ROLE, []) if v >= 1]
+        return roles[0] if roles else ""
     return ""

@@ -1,0 +1,154 @@
+"""docker-compose.yml, offline: valid against the Compose Specification, and true to the code."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from tests.unit.test_deploy_facts import (
+    ROOT,
+    TOOL_VARS,
+    console_scripts,
+    gateway_env,
+    gunicorn_settings,
+    listener_env,
+    migrate_env,
+    routes,
+)
+
+SCHEMA = json.loads((ROOT / "tests" / "data" / "compose-spec.json").read_text())
+OURS = ("migrate", "tls", "listener", "gateway")
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    doc: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    return doc
+
+
+def validate(doc: dict[str, Any]) -> None:
+    jsonschema.Draft202012Validator(SCHEMA).validate(doc)
+
+
+def test_compose_file_matches_the_compose_specification(compose: dict[str, Any]) -> None:
+    """The file validates against the vendored Compose Specification JSON schema."""
+    validate(compose)
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        (("services", "gateway", "restrat"), "always"),
+        (("services", "listener", "deploy", "replicas"), {"count": 2}),
+        (("services", "gateway", "healthcheck", "intervall"), "5s"),
+        (("services", "nginx", "depends_on", "gateway", "condition"), "service_happy"),
+    ],
+)
+def test_schema_rejects_a_broken_file(
+    compose: dict[str, Any], path: tuple[str, ...], value: object
+) -> None:
+    """The schema check has teeth: a wrong type, key or condition fails it."""
+    broken = copy.deepcopy(compose)
+    node = broken
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    with pytest.raises(jsonschema.ValidationError):
+        validate(broken)
+
+
+def test_gateway_can_be_scaled(compose: dict[str, Any]) -> None:
+    """No host port and no container name: `--scale gateway=4` cannot collide."""
+    gateway = compose["services"]["gateway"]
+    assert "ports" not in gateway
+    assert "container_name" not in gateway
+    assert "deploy" not in gateway or "replicas" not in gateway["deploy"]
+
+
+def test_topology(compose: dict[str, Any]) -> None:
+    """Postgres, Redis, a one-shot migrate, 2 listeners, gateways, nginx on 8443."""
+    services = compose["services"]
+    assert set(services) == {"postgres", "redis", "migrate", "tls", "listener", "gateway", "nginx"}
+    assert services["listener"]["deploy"]["replicas"] == 2
+    assert services["migrate"]["restart"] == "no"
+    assert any(p.endswith(":8443") for p in services["nginx"]["ports"])
+
+
+def test_start_order_waits_on_health_and_completion(compose: dict[str, Any]) -> None:
+    """depends_on uses conditions: healthy servers, migrations and certs completed."""
+    services = compose["services"]
+    assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    listener = services["listener"]["depends_on"]
+    assert listener["migrate"]["condition"] == "service_completed_successfully"
+    assert listener["redis"]["condition"] == "service_healthy"
+    nginx = services["nginx"]["depends_on"]
+    assert nginx["tls"]["condition"] == "service_completed_successfully"
+    assert nginx["gateway"]["condition"] == "service_healthy"
+    for name in ("postgres", "redis", "listener", "gateway", "nginx"):
+        assert "test" in services[name]["healthcheck"], name
+
+
+@pytest.mark.parametrize(
+    ("service", "readers"),
+    [("migrate", migrate_env), ("listener", listener_env), ("gateway", gateway_env)],
+)
+def test_every_variable_is_one_the_code_reads(
+    compose: dict[str, Any], service: str, readers: Any
+) -> None:
+    """Each variable a pgcast service gets is read by that process (no typo, no stray)."""
+    given = set(compose["services"][service]["environment"])
+    assert given - readers() - TOOL_VARS == set()
+
+
+def test_secrets_come_from_the_env_file(compose: dict[str, Any]) -> None:
+    """Secrets are interpolated from .env (documented in .env.example), never literal."""
+    example = (ROOT / ".env.example").read_text()
+    text = (ROOT / "docker-compose.yml").read_text()
+    for name in ("POSTGRES_PASSWORD", "PGCAST_JWT_SECRET"):
+        assert re.search(rf"^{name}=", example, re.M), name
+        assert f"${{{name}:?" in text, name
+    interpolated = set(re.findall(r"\$\{([A-Z_]+)", text))
+    documented = set(re.findall(r"^([A-Z_]+)=", example, re.M))
+    assert interpolated <= documented
+
+
+def test_probes_use_paths_and_ports_the_code_serves(compose: dict[str, Any]) -> None:
+    """Healthchecks hit /readyz and /healthz on the ports the services are given."""
+    services = compose["services"]
+    gateway_probe = " ".join(services["gateway"]["healthcheck"]["test"])
+    listener_probe = " ".join(services["listener"]["healthcheck"]["test"])
+    port = services["gateway"]["environment"]["PGCAST_PORT"]
+    assert f"127.0.0.1:{port}/readyz" in gateway_probe
+    assert "/readyz" in routes("gateway/*.py")
+    lport = services["listener"]["environment"]["PGCAST_LISTENER_PORT"]
+    assert f"127.0.0.1:{lport}/healthz" in listener_probe
+    assert "/healthz" in routes("listener/*.py")
+    assert f"http://gateway:{port}" in (ROOT / "deploy" / "nginx" / "compose.conf").read_text()
+
+
+def test_commands_are_real_console_scripts(compose: dict[str, Any]) -> None:
+    """Each pgcast service runs a declared console script, gunicorn, or a shipped module."""
+    scripts = console_scripts()
+    for name in OURS:
+        argv = compose["services"][name]["command"]
+        if argv[0] == "gunicorn":
+            assert argv[-1] == "gateway.app:gunicorn_app"
+        elif argv[0] == "python":
+            assert argv[1:3] == ["-m", "deploy.certs"]
+        else:
+            assert argv[0] in scripts, argv
+
+
+def test_grace_period_covers_the_gateway_drain(compose: dict[str, Any]) -> None:
+    """Compose waits longer than gunicorn's graceful timeout, which covers the drain."""
+    gateway = compose["services"]["gateway"]
+    settings = gunicorn_settings({k: str(v) for k, v in gateway["environment"].items()})
+    drain = float(gateway["environment"]["PGCAST_DRAIN_SECONDS"])
+    assert settings["graceful_timeout"] > drain
+    assert int(gateway["stop_grace_period"].rstrip("s")) > settings["graceful_timeout"]
