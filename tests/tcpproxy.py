@@ -6,7 +6,8 @@ drive it alike; every control method blocks until the proxy applied it.
 FIN, no RST reaches either side). ``heal()`` resumes forwarding; connections
 whose bytes were dropped are reset then, since their streams are corrupt.
 Note: the proxy's kernel still ACKs, so only application-level timeouts (a
-liveness query, a heartbeat) can notice a blackhole, not TCP keepalives.
+liveness query, a heartbeat) can notice a blackhole, not TCP keepalives; the
+upstream server's keepalives are emulated by ``blackhole(upstream_timeout=...)``.
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ class TcpProxy:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.Server | None = None
+        self._expiry: asyncio.TimerHandle | None = None
+        self.upstream_expired = 0
         self.port = 0
 
     # -- control, from any thread ---------------------------------------------------------
@@ -87,9 +90,16 @@ class TcpProxy:
         """Open connections that lost bytes or a FIN (reset at the next heal)."""
         return sum(1 for link in list(self._links) if link.damaged)
 
-    def blackhole(self) -> None:
-        """Partition: forward nothing, drop everything, keep every socket open."""
-        self._call(self._set_mode("blackhole"))
+    def blackhole(self, upstream_timeout: float | None = None) -> None:
+        """Partition: forward nothing, drop everything, keep every socket open.
+
+        ``upstream_timeout``: in a real partition the server's own TCP keepalives
+        (or TCP_USER_TIMEOUT) give up after a while and it drops the connection,
+        which a userspace proxy hides; after this many seconds the proxy resets
+        the upstream side of every link, as the server's kernel would have. The
+        client side stays silent.
+        """
+        self._call(self._set_mode("blackhole", upstream_timeout))
 
     def heal(self) -> None:
         """End a partition: forward again; connections that lost bytes are reset."""
@@ -122,11 +132,24 @@ class TcpProxy:
         port: int = self._server.sockets[0].getsockname()[1]
         return port
 
-    async def _set_mode(self, mode: str) -> None:
+    async def _set_mode(self, mode: str, upstream_timeout: float | None = None) -> None:
         self.mode = mode
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        if upstream_timeout is not None:
+            self._expiry = self._loop.call_later(upstream_timeout, self._expire_upstream)
         if mode == "pass":
             for link in [link for link in self._links if link.damaged]:
                 self._drop(link)
+
+    def _expire_upstream(self) -> None:
+        self._expiry = None
+        for link in list(self._links):
+            link.damaged = True
+            if link.server is not None:
+                _abort(link.server)
+        self.upstream_expired += 1
 
     async def _reset_all(self) -> None:
         for link in list(self._links):

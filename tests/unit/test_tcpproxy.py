@@ -161,6 +161,23 @@ def test_heal_resets_damaged_links_and_keeps_idle_ones(proxy: TcpProxy) -> None:
         assert recv_exactly(idle, 10) == b"still here"
 
 
+def test_upstream_timeout_emulates_the_servers_keepalive(proxy: TcpProxy, echo: EchoServer) -> None:
+    """blackhole(upstream_timeout=t): the server side is reset after t, the client hears nothing."""
+    with connect(proxy) as sock:
+        sock.sendall(b"a")
+        recv_exactly(sock, 1)
+        started = time.monotonic()
+        proxy.blackhole(upstream_timeout=0.2)
+        wait_for(lambda: echo.endings == ["reset"])
+        assert time.monotonic() - started >= 0.2
+        assert_silent(sock)
+        assert proxy.upstream_expired == 1
+        proxy.heal()
+        sock.settimeout(5)
+        with pytest.raises(ConnectionResetError):
+            sock.recv(1)
+
+
 def test_connections_accepted_during_blackhole_hear_nothing(
     proxy: TcpProxy, echo: EchoServer
 ) -> None:

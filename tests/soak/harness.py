@@ -1,0 +1,127 @@
+"""Shared pieces of the hardening, security and soak runs: waits, metrics, processes.
+
+Start pgcast's real processes with fast failure-detection settings, read their
+Prometheus metrics, and wait on conditions with a deadline (a hang fails by
+name, never by the global test timeout).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from tests.processes import Service
+from tests.servers import free_port
+
+# redis.asyncio clients: the installed types-redis stubs lag redis 5+ (no aclose()).
+RedisClient = Any
+
+# Fast failure detection for tests; each is a documented PGCAST_* setting.
+FAST_LISTENER = {
+    "PGCAST_LIVENESS_INTERVAL": "0.3",
+    "PGCAST_LIVENESS_TIMEOUT": "1.0",
+    "PGCAST_STANDBY_RETRY": "0.3",
+    "PGCAST_CONNECT_TIMEOUT": "1.0",
+    "PGCAST_STARTUP_TIMEOUT": "10",
+    "PGCAST_POLL_INTERVAL": "0.5",
+    "PGCAST_BACKOFF_MAX": "0.5",
+    "PGCAST_TCP_KEEPALIVE_IDLE": "1",
+    "PGCAST_TCP_KEEPALIVE_INTERVAL": "1",
+    "PGCAST_TCP_KEEPALIVE_COUNT": "1",
+    "PGCAST_TCP_USER_TIMEOUT": "2",
+    "PGCAST_HISTORY_SIZE": "100000",
+    "PGCAST_LOG_LEVEL": "info",
+}
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]] | Callable[[], bool],
+    within: float,
+    what: str,
+    interval: float = 0.05,
+) -> float:
+    """Poll ``check`` until true; returns the seconds it took, raises TimeoutError naming it."""
+    started = time.monotonic()
+    while True:
+        result = check()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return time.monotonic() - started
+        if time.monotonic() - started > within:
+            raise TimeoutError(f"not within {within}s: {what}")
+        await asyncio.sleep(interval)
+
+
+def http_get(url: str, timeout: float = 2.0) -> tuple[int, str]:
+    """Status and body of a GET (blocking; 0 when nothing answers)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(errors="replace")
+    except OSError:
+        return 0, ""
+
+
+async def http_get_async(url: str) -> tuple[int, str]:
+    return await asyncio.to_thread(http_get, url)
+
+
+def metric(text: str, name: str, **labels: str) -> float | None:
+    """The value of one Prometheus sample in ``text`` (labels must all match), or None."""
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        match = re.match(r"^([a-zA-Z_:][\w:]*)(\{[^}]*\})?\s+(\S+)", line)
+        if match is None or match.group(1) != name:
+            continue
+        found = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', match.group(2) or ""))
+        if all(found.get(key) == value for key, value in labels.items()):
+            return float(match.group(3))
+    return None
+
+
+class Listener:
+    """A pgcast-listener process with its probe port."""
+
+    def __init__(self, database_url: str, redis_url: str, **env: str) -> None:
+        self.port = free_port()
+        self.service = Service(
+            "listener",
+            {
+                **FAST_LISTENER,
+                "DATABASE_URL": database_url,
+                "REDIS_URL": redis_url,
+                "PGCAST_LISTENER_HOST": "127.0.0.1",
+                "PGCAST_LISTENER_PORT": str(self.port),
+                **env,
+            },
+        )
+
+    def start(self) -> Listener:
+        self.service.start()
+        self.service.wait_http(f"http://127.0.0.1:{self.port}/healthz", timeout=20)
+        return self
+
+    async def role(self) -> str | None:
+        status, text = await http_get_async(f"http://127.0.0.1:{self.port}/metrics")
+        if status != 200:
+            return None
+        if metric(text, "pgcast_listener_role", role="leader") == 1.0:
+            return "leader"
+        return "standby"
+
+    async def metrics(self) -> str:
+        return (await http_get_async(f"http://127.0.0.1:{self.port}/metrics"))[1]
+
+    def log(self) -> str:
+        return self.service.log()
+
+    def stop(self) -> None:
+        self.service.stop()
