@@ -27,7 +27,7 @@ async def serve() -> None:
         print(
             f"pgcast demo: live search at http://{settings.host}:{settings.port}/ and "
             f"orders at http://{settings.host}:{settings.port}/orders "
-            f"(gateway {settings.gateway_url})",
+            f"(gateway: {settings.gateway_url or 'same origin'})",
             flush=True,
         )
         await asyncio.Event().wait()

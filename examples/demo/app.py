@@ -77,7 +77,7 @@ async def order_counts(request: web.Request) -> web.Response:
 async def config(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     return web.json_response(
-        {"gatewayUrl": settings.gateway_url, "clientUrl": "/vendor/pgcast-client.js"}
+        {"gatewayUrl": settings.gateway_url, "clientUrl": "vendor/pgcast-client.js"}
     )
 
 

@@ -17,7 +17,7 @@ from pgcast.settings import DEFAULT_DATABASE_URL, ConfigError, EnvReader, redact
 class DemoSettings:
     database_url: str = DEFAULT_DATABASE_URL
     jwt_secret: str = ""
-    gateway_url: str = "http://127.0.0.1:8080"
+    gateway_url: str | None = None  # None: the page's own origin (behind the same nginx)
     host: str = "127.0.0.1"
     port: int = 8000
     token_ttl: int = 300
@@ -35,7 +35,7 @@ class DemoSettings:
         return cls(
             database_url=read.url("DATABASE_URL", DEFAULT_DATABASE_URL, ("postgresql", "postgres")),
             jwt_secret=secret,
-            gateway_url=read.url("DEMO_GATEWAY_URL", cls.gateway_url, ("http", "https")),
+            gateway_url=_gateway_url(read),
             host=read.text("DEMO_HOST", cls.host),
             port=read.integer("DEMO_PORT", cls.port, minimum=0, maximum=65535),
             token_ttl=read.integer("DEMO_TOKEN_TTL", cls.token_ttl, minimum=5),
@@ -48,3 +48,9 @@ class DemoSettings:
             f"DemoSettings(database_url={redact_url(self.database_url)!r}, jwt_secret='***', "
             f"gateway_url={self.gateway_url!r}, host={self.host!r}, port={self.port})"
         )
+
+
+def _gateway_url(read: EnvReader) -> str | None:
+    if read.optional("DEMO_GATEWAY_URL") is None:
+        return None
+    return read.url("DEMO_GATEWAY_URL", "", ("http", "https"))

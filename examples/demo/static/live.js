@@ -2,12 +2,13 @@
 // The token callback asks this app's /api/token again on every reconnect and before expiry.
 
 export async function startClient({ onRecoveryFailed }) {
-  const config = await fetch('/api/config').then((r) => r.json());
-  const { PgcastClient } = await import(config.clientUrl);
+  // Relative URLs throughout: the demo works at / and behind a prefix (nginx: /demo/).
+  const config = await fetch('api/config').then((r) => r.json());
+  const { PgcastClient } = await import(new URL(config.clientUrl, document.baseURI).href);
   const status = document.getElementById('status');
   const client = new PgcastClient({
-    url: config.gatewayUrl,
-    token: () => fetch('/api/token', { method: 'POST' }).then((r) => r.json()).then((j) => j.token),
+    url: config.gatewayUrl ?? location.origin, // no DEMO_GATEWAY_URL: the gateway is this origin
+    token: () => fetch('api/token', { method: 'POST' }).then((r) => r.json()).then((j) => j.token),
     onStateChange: ({ state, code, delay }) => {
       status.dataset.state = state;
       status.textContent = state === 'disconnected' ? `reconnecting in ${delay} ms (code ${code})` : state;

@@ -3,7 +3,7 @@
 // pgcast.notify_trigger('orders') sends {op, id, changed}; the page refetches the counts
 // (one GROUP BY over an index), coalescing bursts: at most one fetch in flight and one queued.
 // Refetching is idempotent, so the counts are exact however events are batched.
-import { startClient, logActivity, serial } from '/static/live.js';
+import { startClient, logActivity, serial } from './live.js';
 
 const cards = document.getElementById('cards');
 const meta = document.getElementById('meta');
@@ -33,7 +33,7 @@ function refresh() {
   queued = true;
   run(async () => {
     queued = false;
-    const { counts, total } = await fetch('/api/orders/counts').then((r) => r.json());
+    const { counts, total } = await fetch('api/orders/counts').then((r) => r.json());
     render(counts, total);
   });
 }

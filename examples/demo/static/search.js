@@ -5,7 +5,7 @@
 // current query *now*, with the same SQL predicate as the search (one indexed lookup for
 // a batch of ids). Postgres stays the only judge of a match, so ranking, stemming and
 // stop words can never disagree between the first page and the live updates.
-import { startClient, logActivity, serial } from '/static/live.js';
+import { startClient, logActivity, serial } from './live.js';
 
 const TEXT_COLUMNS = new Set(['title', 'body', 'search']);
 const DEBOUNCE_MS = 200;
@@ -25,7 +25,7 @@ input.value = query;
 async function searchApi(q, ids) {
   const params = new URLSearchParams({ q, limit: '20' });
   if (ids) params.set('ids', ids.join(','));
-  const response = await fetch(`/api/search?${params}`);
+  const response = await fetch(`api/search?${params}`);
   if (!response.ok) throw new Error(`search failed: ${response.status}`);
   return (await response.json()).results;
 }
