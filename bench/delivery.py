@@ -52,7 +52,13 @@ class DeliverySpec:
 class LoadGens:
     """The load generator processes of one run, asked together."""
 
-    def __init__(self, system: System, spec: DeliverySpec, targets: list[tuple[str, int]]) -> None:
+    def __init__(
+        self,
+        system: System,
+        spec: DeliverySpec,
+        targets: list[tuple[str, int]],
+        trace_index: int = -1,
+    ) -> None:
         share = -(-spec.clients // spec.loadgens)
         self.procs: list[Proc] = []
         for n in range(spec.loadgens):
@@ -65,6 +71,7 @@ class LoadGens:
                 "mode": spec.scenario,
                 "secret": system.env.secret,
                 "deflate": spec.compression,
+                "trace_index": trace_index,
             }
             self.procs.append(Proc(python_module("bench.loadgen", orjson.dumps(config).decode())))
 

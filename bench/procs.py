@@ -116,6 +116,8 @@ def wait_quiet(
     Other engineers' test runs share these cores: a measurement taken while they
     run measures them too. Quiet = under ``threshold`` of all CPUs busy for 3 s.
     """
+    if max_wait <= 0:
+        return {"busy_before": None, "waited_s": 0.0, "loadavg": loadavg()}
     deadline = time.monotonic() + max_wait
     waited = 0.0
     busy = busy_fraction(3.0)

@@ -15,7 +15,7 @@ from typing import Any
 
 import asyncpg
 import orjson
-import socketio
+import socketio  # type: ignore[import-untyped]
 import uvloop
 
 

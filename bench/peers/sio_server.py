@@ -13,7 +13,7 @@ import sys
 from typing import Any
 
 import jwt
-import socketio
+import socketio  # type: ignore[import-untyped]
 import uvloop
 from aiohttp import web
 
@@ -32,7 +32,7 @@ def build(redis_url: str, secret: str) -> web.Application:
     app = web.Application()
     sio.attach(app)
 
-    @sio.event
+    @sio.event  # type: ignore[untyped-decorator]
     async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> bool:
         header = environ.get("HTTP_AUTHORIZATION", "")
         try:
@@ -47,7 +47,7 @@ def build(redis_url: str, secret: str) -> web.Application:
         await sio.save_session(sid, {"claims": claims})
         return True
 
-    @sio.event
+    @sio.event  # type: ignore[untyped-decorator]
     async def subscribe(sid: str, channel: str) -> dict[str, bool]:
         session = await sio.get_session(sid)
         if not isinstance(channel, str) or not allowed(session["claims"], channel):

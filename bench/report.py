@@ -1,0 +1,144 @@
+"""The results as Markdown: runs, ratios against the ceiling and the peers, targets.
+
+``render(document)`` is what ``python -m bench`` prints and what the README's
+performance section is pasted from; ``python -m bench.report FILE`` renders a
+saved results file again.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench.stats import ratio
+
+
+def find(doc: dict[str, Any], system: str, key: str) -> dict[str, Any] | None:
+    row: dict[str, Any]
+    for row in doc.get("deliveries", []):
+        spec = row["spec"]
+        suffix = "+deflate" if spec["compression"] else ""
+        if row["system"] == system and f"{spec['scenario']}/{spec['level']}{suffix}" == key:
+            return row
+    return None
+
+
+def _offered(row: dict[str, Any]) -> float:
+    spec = row["spec"]
+    return float(spec["rate"] * (spec["clients"] if spec["scenario"] == "broadcast" else 1))
+
+
+def delivery_table(doc: dict[str, Any]) -> list[str]:
+    lines = [
+        "| scenario | system | clients × procs | offered/s | delivered/s | server CPU µs/delivery"
+        " | p50 ms | p99 ms | lost | dup | loadgen cores |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in doc.get("deliveries", []):
+        spec, lat = row["spec"], row["latency_ms"]
+        suffix = " +deflate" if spec["compression"] else ""
+        lines.append(
+            f"| {spec['scenario']}/{spec['level']}{suffix} | {row['system']} | "
+            f"{spec['clients']} × {spec['procs']} | {_offered(row):,.0f} | "
+            f"{row['deliveries_per_s']:,.0f} | {row['cpu_us_per_delivery']:.2f} | "
+            f"{lat.get('p50', '-')} | {lat.get('p99', '-')} | {row['lost']} | "
+            f"{row['duplicated']} | {row['loadgen_cpu_cores']:.2f} |"
+        )
+    return lines
+
+
+def ratios(doc: dict[str, Any]) -> list[tuple[str, float | None, str, bool | None]]:
+    """(what, value, target, met) for every ratio the issue names."""
+
+    def metric(system: str, key: str, field: str) -> float | None:
+        row = find(doc, system, key)
+        return None if row is None else float(row[field])
+
+    def check(value: float | None, ok: bool) -> bool | None:
+        return None if value is None else ok
+
+    sat, fan = "broadcast/saturation", "broadcast/fanout-5k"
+    cpu = "cpu_us_per_delivery"
+    out: list[tuple[str, float | None, str, bool | None]] = []
+    r = ratio(metric("pgcast", fan, "deliveries_per_s"), metric("ceiling", fan, "deliveries_per_s"))
+    out.append(
+        ("pgcast ÷ ceiling, deliveries/s, 5,000 connections", r, "≥ 0.8", check(r, (r or 0) >= 0.8))
+    )
+    r = ratio(metric("pgcast", sat, "deliveries_per_s"), metric("ceiling", sat, "deliveries_per_s"))
+    out.append(("pgcast ÷ ceiling, deliveries/s, saturation", r, "-", None))
+    r = ratio(metric("pgcast", sat, cpu), metric("python-socketio", sat, cpu))
+    out.append(
+        ("pgcast ÷ python-socketio, CPU µs/delivery", r, "≤ 0.333", check(r, (r or 9) <= 1 / 3))
+    )
+    r = ratio(metric("pgcast", sat, cpu), metric("node-socketio", sat, cpu))
+    out.append(("pgcast ÷ Node Socket.IO, CPU µs/delivery", r, "≤ 1", check(r, (r or 9) <= 1)))
+    r = ratio(metric("pgcast", sat + "+deflate", cpu), metric("pgcast", sat, cpu))
+    out.append(("pgcast compression on ÷ off, CPU µs/delivery", r, "(kept off)", None))
+    return out
+
+
+def latency_targets(doc: dict[str, Any]) -> list[tuple[str, float | None, str, bool | None]]:
+    out: list[tuple[str, float | None, str, bool | None]] = []
+    for key in ("broadcast/moderate", "per_user/moderate"):
+        row = find(doc, "pgcast", key)
+        lat = row["latency_ms"] if row else {}
+        for p, limit in (("p50", 3.0), ("p99", 15.0)):
+            value = lat.get(p)
+            out.append(
+                (
+                    f"pgcast {key} latency {p} (ms)",
+                    value,
+                    f"≤ {limit:g}",
+                    None if value is None else value <= limit,
+                )
+            )
+    return out
+
+
+def other_targets(doc: dict[str, Any]) -> list[tuple[str, float | None, str, bool | None]]:
+    out: list[tuple[str, float | None, str, bool | None]] = []
+    idle = doc.get("idle")
+    if idle:
+        v = idle["rss_per_connection_kib"]
+        out.append(
+            (f"RSS KiB per idle subscribed connection ({idle['clients']:,})", v, "≤ 20", v <= 20)
+        )
+    for fo in doc.get("failover", []):
+        v = fo["first_new_event_s"]
+        label = f"failover s ({fo['listener_env'] or 'defaults'}), lost {fo['lost']}"
+        out.append((label, v, "≤ 1, 0 lost", None if v is None else v <= 1 and fo["lost"] == 0))
+    wp = doc.get("writepath")
+    if wp:
+        for row in wp["variants"][1:]:
+            v = row["ratio_vs_plain"]
+            target = "≥ 0.75" if row["variant"].startswith("pgcast") else "-"
+            met = v >= 0.75 if row["variant"].startswith("pgcast") else None
+            out.append(
+                (f"pgbench TPS {row['variant']} ÷ plain ({wp['clients']} clients)", v, target, met)
+            )
+    return out
+
+
+def render(doc: dict[str, Any]) -> str:
+    m = doc.get("machine", {})
+    lines = [
+        f"Command: `{doc.get('command')}` — {doc.get('date')} — {m.get('cores')} × {m.get('cpu')},"
+        f" {m.get('memory_gib')} GiB, Linux {m.get('kernel')}, Python {m.get('python')}"
+        f" — load average at end {doc.get('loadavg_end')}",
+        "",
+        *delivery_table(doc),
+        "",
+        "| measure | value | target | met |",
+        "|---|---|---|---|",
+    ]
+    for what, value, target, met in ratios(doc) + latency_targets(doc) + other_targets(doc):
+        mark = "-" if met is None else ("yes" if met else "**no**")
+        lines.append(f"| {what} | {'n/a' if value is None else value} | {target} | {mark} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(render(orjson.loads(Path(sys.argv[1]).read_bytes())))

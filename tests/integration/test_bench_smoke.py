@@ -1,0 +1,43 @@
+"""Smoke test of the benchmark suite: its quick pgcast broadcast run works end to end.
+
+Runs ``python -m bench --quick`` for one pgcast scenario on its own private
+Postgres and Redis and checks what must hold whatever the machine's speed:
+every client subscribed, every committed event delivered to every client
+exactly once. No timing is asserted (numbers come from ``make bench``).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_quick_pgcast_broadcast_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+    """The quick broadcast run delivers every event once to each of its clients."""
+    out = tmp_path / "results.json"
+    argv = ["--quick", "--systems", "pgcast", "--scenarios", "broadcast/moderate"]
+    argv += ["--quiet-wait", "0", "--out", str(out)]
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", *argv],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=100,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    document = orjson.loads(out.read_bytes())
+    [row] = document["deliveries"]
+    assert row["system"] == "pgcast"
+    clients = row["spec"]["clients"]
+    assert row["subscribed"] == clients
+    assert row["events_written"] > 0
+    assert row["lost"] == 0
+    assert row["duplicated"] == 0
+    assert row["delivered_total"] == row["events_written"] * clients
+    assert "| broadcast/moderate | pgcast |" in done.stdout
