@@ -74,6 +74,8 @@ class Proc:
     def _set(self, state: str, why: str = "") -> None:
         if state != self.state:
             self.state = state
+            if state not in ("ready", "unhealthy"):
+                self.info = ""  # metrics of a process that is gone would mislead
             self.on_change(self, why)
 
     def mark_health(self, ok: bool) -> None:
