@@ -51,14 +51,20 @@ class Elector:
         self.lead = lead
         self.holder = holder_name()
         self.backoff = Backoff(base=0.1, cap=settings.backoff_max)
+        self.led = False  # whether the current round won the lock
 
     async def run(self) -> None:
         while True:
+            self.led = False
             try:
                 await self._attempt()
                 delay = jittered(self.settings.standby_retry)
             except Exception as exc:  # the loop boundary: log, back off, try again
                 delay = self.backoff.next()
+                if self.led:
+                    # A deposed leader waits out a standby round, so that a healthy
+                    # standby (retrying every <= 1.5 x interval) takes over first.
+                    delay += 1.5 * self.settings.standby_retry
                 known = is_postgres_failure(exc)
                 if known or getattr(exc, "server", None) == "postgres":
                     self.metrics.errors.labels("postgres").inc()
@@ -87,6 +93,7 @@ class Elector:
                     self.metrics.set_standby()
                 return
             epoch = await outbox.next_epoch(conn, self.holder, timeout)
+            self.led = True
             self.metrics.set_leader(epoch)
             log.info(
                 "leader: acquired the lock, epoch %d (backend pid %d)", epoch, conn.get_server_pid()

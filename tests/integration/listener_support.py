@@ -1,0 +1,139 @@
+"""Helpers for the listener's process tests: start listeners, read their probes, read Redis.
+
+Listeners run as real processes (tests/processes.py) with intervals shrunk so
+failovers take a fraction of a second; every wait polls a condition with a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import urllib.request
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import asyncpg
+import orjson
+import redis.asyncio as aioredis
+
+from pgcast.keys import channel_keys, offset_of_stream_id
+from tests.processes import Service
+from tests.servers import free_port
+
+FAST = {
+    "PGCAST_STANDBY_RETRY": "0.1",
+    "PGCAST_LIVENESS_INTERVAL": "0.2",
+    "PGCAST_LIVENESS_TIMEOUT": "1.0",
+    "PGCAST_POLL_INTERVAL": "0.5",
+    "PGCAST_BACKOFF_MAX": "0.3",
+    "PGCAST_CONNECT_TIMEOUT": "2",
+    "PGCAST_STARTUP_TIMEOUT": "10",
+    "PGCAST_REDIS_TIMEOUT": "1",
+    "PGCAST_QUERY_TIMEOUT": "5",
+    "PGCAST_LOG_LEVEL": "info",
+}
+
+LEADER_LOCK_SQL = """
+SELECT pid FROM pg_locks
+WHERE locktype = 'advisory' AND granted
+  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+"""
+
+
+@dataclass
+class Listener:
+    """A pgcast-listener process and its probe port."""
+
+    service: Service
+    port: int
+
+    def get(self, path: str) -> bytes:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=2) as resp:
+            body: bytes = resp.read()
+            return body
+
+    def role(self) -> str | None:
+        """``leader``/``standby``, or None when the probe does not answer."""
+        try:
+            role: str = orjson.loads(self.get("/healthz"))["role"]
+        except OSError:
+            return None
+        return role
+
+    def metric(self, name: str, labels: str = "") -> float:
+        """One sample of /metrics (``labels`` as Prometheus prints them, e.g. 'result="fenced"')."""
+        wanted = f"{name}{{{labels}}}" if labels else name
+        for line in self.get("/metrics").decode().splitlines():
+            if line.startswith(wanted + " "):
+                return float(line.split()[-1])
+        raise KeyError(wanted)
+
+
+@dataclass
+class Listeners:
+    """Factory of listener processes for one test; stops them all at the end."""
+
+    database_url: str
+    redis_url: str
+    started: list[Listener] = field(default_factory=list)
+
+    def start(self, wait: bool = True, **env: str) -> Listener:
+        port = free_port()
+        full_env = {
+            "DATABASE_URL": self.database_url,
+            "REDIS_URL": self.redis_url,
+            "PGCAST_LISTENER_PORT": str(port),
+            **FAST,
+            **env,
+        }
+        listener = Listener(Service("listener", full_env).start(), port)
+        self.started.append(listener)
+        if wait:
+            listener.service.wait_http(f"http://127.0.0.1:{port}/healthz")
+        return listener
+
+    def stop_all(self) -> None:
+        for listener in self.started:
+            listener.service.stop()
+
+
+async def wait_until(
+    check: Callable[[], Awaitable[bool]] | Callable[[], bool],
+    what: str,
+    deadline_s: float = 15.0,
+    interval: float = 0.05,
+) -> None:
+    """Poll ``check`` (sync or async) until it is true; fail by name after ``deadline_s``."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        result = check()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {deadline_s}s waiting for: {what}")
+        await asyncio.sleep(interval)
+
+
+async def leader_of(group: list[Listener], deadline_s: float = 15.0) -> Listener:
+    """The one listener of ``group`` that reports itself leader (waits for one)."""
+    found: list[Listener] = []
+
+    def one_leader() -> bool:
+        found[:] = [item for item in group if item.role() == "leader"]
+        return len(found) == 1
+
+    await wait_until(one_leader, "exactly one leader", deadline_s)
+    return found[0]
+
+
+async def leader_backend_pid(pg: asyncpg.Connection) -> int | None:
+    pid: int | None = await pg.fetchval(LEADER_LOCK_SQL)
+    return pid
+
+
+async def history(redis: aioredis.Redis, channel: str) -> list[tuple[int, dict[str, object]]]:
+    """(offset, data) of every history entry of ``channel``, oldest first."""
+    entries = await redis.xrange(channel_keys(channel).history)
+    return [(offset_of_stream_id(i), orjson.loads(f[b"f"])["data"]) for i, f in entries]
