@@ -106,6 +106,7 @@ export class Position {
 /** What to do after a connection ended: reconnect after `delay` ms, or stop. */
 export function reconnectPlan(outcome, { attempt, canRefetchToken, options, random }) {
   const { code } = outcome;
+  if (outcome.planned) return { stop: false, delay: 0 }; // SSE reopened on purpose
   if (code === 4001 && !canRefetchToken) {
     return { stop: true, delay: 0, reason: 'token rejected and no token callback to get another' };
   }
@@ -221,6 +222,7 @@ export class PgcastClient {
     this._wsEverOpened = false;
     this._useSse = this.options.transport === 'sse' || typeof this._WebSocket !== 'function';
     this._conn = null; // the live connection's controller
+    this._freshToken = null;
     this._wake = null;
     this._stopped = true;
     if (options.onStateChange) this.on('state', options.onStateChange);
@@ -316,7 +318,8 @@ export class PgcastClient {
       this._setState('connecting', { attempt: this._attempt });
       let outcome;
       try {
-        const token = await this._getToken();
+        const token = this._freshToken ?? (await this._getToken());
+        this._freshToken = null;
         if (this._stopped) break;
         outcome = await (this._useSse ? this._runSse(token) : this._runWs(token));
       } catch (err) {
@@ -331,6 +334,7 @@ export class PgcastClient {
         options: this.options,
         random: this._random,
       });
+      if (outcome.planned) continue;
       this._attempt += 1;
       if (plan.stop) {
         this._stopped = true;
@@ -346,12 +350,20 @@ export class PgcastClient {
     if (outcome.lived >= this.options.healthyAfter) this._attempt = 0;
     for (const sub of this._subs.values()) if (sub.state !== 'failed') sub.state = 'pending';
     this._pending.clear();
-    if (this._useSse || this.options.transport !== 'auto') return;
+    if (this.options.transport !== 'auto' || outcome.planned) return;
+    if (this._useSse) {
+      // SSE failed too before ever working: the gateway is down, not WebSocket blocked.
+      if (outcome.opened) this._sseWorked = true;
+      else if (!this._sseWorked) {
+        this._useSse = false;
+        this._wsFailures = this.options.wsFailuresBeforeSse - 1;
+      }
+      return;
+    }
     if (outcome.opened) this._wsEverOpened = true;
     else this._wsFailures += 1;
     if (!this._wsEverOpened && this._wsFailures >= this.options.wsFailuresBeforeSse && this._EventSource) {
-      this._useSse = true; // WebSocket never got through (proxy, firewall): SSE from now on
-      this._attempt = 0;
+      this._useSse = true; // WebSocket never got through (proxy, firewall): try SSE
     }
   }
 
@@ -495,11 +507,81 @@ export class PgcastClient {
     });
   }
 
+  /**
+   * SSE: one EventSource per set of channels. The token rides in `?token=` (EventSource
+   * cannot set headers; the gateway never logs query strings) and positions in
+   * `?lastEventId=`, built from this client's own per-channel positions. The client, not
+   * EventSource, reconnects: each new stream gets a fresh token. Subscribing,
+   * unsubscribing and token refresh reopen the stream (a "planned" reconnect, no delay).
+   */
   _runSse(token) {
     return new Promise((resolve) => {
-      resolve({ opened: false, code: 0, reason: `SSE not wired yet (${token.length})`, lived: 0 });
+      let es = null;
+      let openedAt = null;
+      let stopRefresh = () => {};
+      const finish = (code, reason, planned = false) => {
+        if (this._conn !== conn) return;
+        this._conn = null;
+        this.transport = null;
+        stopRefresh();
+        if (es) {
+          es.onopen = es.onmessage = es.onerror = null;
+          es.close();
+        }
+        resolve({ opened: openedAt !== null, code, reason, planned, lived: openedAt === null ? 0 : Date.now() - openedAt });
+      };
+      const reopen = (reason) => finish(0, reason, true);
+      const conn = {
+        changed: () => {
+          for (const sub of this._subs.values()) if (sub.state === 'pending') return reopen('subscriptions changed');
+          return undefined;
+        },
+        unsubscribed: () => reopen('subscriptions changed'),
+        abort: finish,
+      };
+      this._conn = conn;
+      const subs = [...this._subs.values()].filter((sub) => sub.state === 'pending');
+      if (subs.length === 0) return; // nothing to stream yet: conn.changed() reopens
+      const params = new URLSearchParams();
+      const positions = {};
+      for (const sub of subs) {
+        params.append('channel', sub.channel);
+        const request = sub._request(null); // marks it subscribing; the stream carries the rest
+        if ('since' in request) positions[sub.channel] = `${request.epoch}:${request.since}`;
+      }
+      params.set('token', token);
+      if (Object.keys(positions).length) params.set('lastEventId', base64url(JSON.stringify(positions)));
+      es = new this._EventSource(`${this.endpoints.sse}?${params}`);
+      es.onopen = () => {
+        openedAt = Date.now();
+        this.transport = 'sse';
+        this._setState('connected', { transport: 'sse' });
+        stopRefresh = this._refreshTimer(token, (fresh) => {
+          this._freshToken = fresh; // the next stream uses it: no second callback call
+          reopen('token refresh');
+        });
+      };
+      es.onmessage = (event) => {
+        let frame;
+        try {
+          frame = JSON.parse(event.data);
+        } catch (err) {
+          this._emit('error', err);
+          return;
+        }
+        if (frame.type === 'close') finish(frame.code ?? 0, frame.reason ?? '');
+        else this._onFrame(frame, conn);
+      };
+      es.onerror = () => finish(0, 'event stream failed'); // we reconnect, with a fresh token
     });
   }
+}
+
+function base64url(text) {
+  const bytes = new TextEncoder().encode(text);
+  let binary = '';
+  for (const byte of bytes) binary += String.fromCharCode(byte);
+  return btoa(binary).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
 }
 
 /** Shorthand: `const pg = connect({ token: () => fetch('/token').then(r => r.text()) })`. */

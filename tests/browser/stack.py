@@ -7,10 +7,12 @@ be SIGKILLed, SIGTERMed (drain: 1012) and restarted on the same port.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import secrets
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import jwt
@@ -120,3 +122,13 @@ def start_stack(
         stack.stop()
         raise
     return stack
+
+
+async def until(predicate: Callable[[], object], what: str, limit: float = 30.0) -> None:
+    """Poll ``predicate`` (a plain attribute check) until true; fail by name after ``limit`` s."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        await asyncio.sleep(0.02)
+    raise TimeoutError(f"timed out after {limit}s waiting for {what}")

@@ -219,3 +219,85 @@ test('close() stops reconnecting; connect() resumes', async () => {
   client.connect();
   await waitFor(() => FakeWebSocket.instances.length === 2, 'a new socket');
 });
+
+function sseFrames(es) {
+  const url = new URL(es.url);
+  const last = url.searchParams.get('lastEventId');
+  return {
+    channels: url.searchParams.getAll('channel'),
+    token: url.searchParams.get('token'),
+    positions: last ? JSON.parse(Buffer.from(last, 'base64url').toString()) : null,
+  };
+}
+
+test('SSE: token and positions in the query, frames delivered, resume after a failure', async () => {
+  const got = [];
+  let calls = 0;
+  const client = makeClient({ transport: 'sse', token: async () => `s${++calls}` });
+  client.subscribe('orders', (data, info) => got.push(info.offset));
+  let es = await waitFor(() => FakeEventSource.last(), 'an event source');
+  assert.deepEqual(sseFrames(es), { channels: ['orders'], token: 's1', positions: null });
+  assert.equal(es.url.split('?')[0], 'http://gw.test/sse');
+  es.open();
+  assert.equal(client.transport, 'sse');
+  es.emit('message', { type: 'subscribed', channel: 'orders', epoch: 'e1', offset: '4', recovered: false, replayed: 0 });
+  es.emit('message', { type: 'message', channel: 'orders', offset: '5', data: {} });
+  es.fail();
+  es = await waitFor(() => FakeEventSource.instances[1], 'a new event source');
+  assert.deepEqual(sseFrames(es), { channels: ['orders'], token: 's2', positions: { orders: 'e1:5' } });
+  es.open();
+  es.emit('message', { type: 'subscribed', channel: 'orders', epoch: 'e1', offset: '6', recovered: true, replayed: 1 });
+  es.emit('message', { type: 'message', channel: 'orders', offset: '5', data: {} });
+  es.emit('message', { type: 'message', channel: 'orders', offset: '6', data: {} });
+  assert.deepEqual(got, ['5', '6']);
+  assert.equal(es.readyState, 1, 'the stream that works stays open');
+});
+
+test('SSE: subscribing reopens the stream at once with every channel', async () => {
+  const client = makeClient({ transport: 'sse' });
+  client.subscribe('a', () => {});
+  const es = await waitFor(() => FakeEventSource.last(), 'an event source');
+  es.open();
+  es.emit('message', { type: 'subscribed', channel: 'a', epoch: 'e', offset: '2', recovered: false, replayed: 0 });
+  client.subscribe('b', () => {});
+  const next = await waitFor(() => FakeEventSource.instances[1], 'a reopened stream');
+  assert.equal(es.readyState, 2);
+  assert.deepEqual(sseFrames(next).channels, ['a', 'b']);
+  assert.deepEqual(sseFrames(next).positions, { a: 'e:2' });
+});
+
+test('SSE: a close event is a close code (4001 fetches a new token)', async () => {
+  let calls = 0;
+  const client = makeClient({ transport: 'sse', token: async () => `t${++calls}` });
+  client.subscribe('a', () => {});
+  const es = await waitFor(() => FakeEventSource.last(), 'an event source');
+  es.open();
+  es.emit('message', { type: 'close', code: 4001, reason: 'token expired' });
+  const next = await waitFor(() => FakeEventSource.instances[1], 'a new stream');
+  assert.equal(sseFrames(next).token, 't2');
+});
+
+test('auto: WebSocket that never opens falls back to SSE; SSE that fails too goes back', async () => {
+  const client = makeClient({ wsFailuresBeforeSse: 2 });
+  client.subscribe('a', () => {});
+  for (let i = 0; i < 2; i += 1) {
+    const ws = await waitFor(() => FakeWebSocket.instances[i], `socket ${i}`);
+    ws.serverClose(1006); // blocked: closed before open
+  }
+  const es = await waitFor(() => FakeEventSource.last(), 'the SSE fallback');
+  es.fail(); // SSE does not work either: the gateway is down, not WebSocket blocked
+  const ws = await waitFor(() => FakeWebSocket.instances[2], 'WebSocket again');
+  ws.open();
+  assert.equal(client.transport, 'websocket');
+});
+
+test('auto: once SSE worked, it stays the transport', async () => {
+  const client = makeClient({ wsFailuresBeforeSse: 1 });
+  client.subscribe('a', () => {});
+  (await waitFor(() => FakeWebSocket.instances[0], 'a socket')).serverClose(1006);
+  let es = await waitFor(() => FakeEventSource.last(), 'the SSE fallback');
+  es.open();
+  es.fail();
+  es = await waitFor(() => FakeEventSource.instances[1], 'SSE again');
+  assert.equal(FakeWebSocket.instances.length, 1);
+});
