@@ -1,0 +1,144 @@
+"""Composition root: ``create_app(settings)`` wires the gateway; ``gunicorn_app`` serves it.
+
+Resources live in one cleanup context (Redis client, hub task); the drain runs
+in ``on_shutdown`` (1012 closes spread over PGCAST_DRAIN_SECONDS) so gunicorn's
+graceful timeout bounds it. Production::
+
+    gunicorn 'gateway.app:gunicorn_app' -k aiohttp.worker.GunicornUVLoopWebWorker \\
+        -w 4 -b 0.0.0.0:8080 --graceful-timeout 15
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import redis.asyncio as aioredis
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+from aiohttp.web_request import BaseRequest
+from aiohttp.web_response import StreamResponse
+
+from gateway import probes
+from gateway.auth import Verifier
+from gateway.config import GatewaySettings
+from gateway.history import History
+from gateway.hub import Hub, HubOptions
+from gateway.metrics import Metrics
+from gateway.services import SERVICES, Services
+from gateway.sessions import Sessions
+from gateway.sse import sse_handler
+from gateway.ws import websocket_handler
+from pgcast import logs
+from pgcast.settings import ConfigError
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+
+class PathAccessLogger(AbstractAccessLogger):
+    """Access log lines with the path only: a query string may carry a token."""
+
+    def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
+        self.logger.debug(
+            '%s "%s %s" %s %.3fs',
+            request.remote,
+            request.method,
+            request.path,
+            response.status,
+            time,
+        )
+
+
+def create_app(settings: GatewaySettings) -> web.Application:
+    """The gateway application for ``settings`` (raises ConfigError on a bad key)."""
+    verifier = Verifier(settings)
+    app = web.Application(client_max_size=64 * 1024)
+    app.cleanup_ctx.append(_services_context(settings, verifier))
+    app.on_shutdown.append(_drain)
+    app.router.add_get("/ws", websocket_handler)
+    app.router.add_get("/sse", sse_handler)
+    app.router.add_get("/healthz", probes.healthz)
+    app.router.add_get("/readyz", probes.readyz)
+    app.router.add_get("/metrics", probes.metrics)
+    if STATIC_DIR.is_dir():
+        app.router.add_static("/static/", STATIC_DIR)
+        if (STATIC_DIR / "client.js").is_file():
+            app.router.add_get("/client.js", _client_js)
+    return app
+
+
+async def _client_js(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC_DIR / "client.js")
+
+
+def _services_context(
+    settings: GatewaySettings, verifier: Verifier
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        metrics = Metrics()
+        redis = aioredis.Redis.from_url(
+            settings.redis_url, socket_timeout=5.0, socket_connect_timeout=5.0
+        )
+        hub = Hub(
+            HubOptions(
+                redis_url=settings.redis_url,
+                gateway_id=settings.gateway_id,
+                backlog_bytes=settings.send_queue_bytes,
+                subscribe_timeout=settings.subscribe_timeout,
+                heartbeat=settings.redis_heartbeat,
+                heartbeat_timeout=settings.redis_heartbeat_timeout,
+            ),
+            redis,
+            History(redis, settings.history_ttl),
+            metrics,
+        )
+        sessions = Sessions(settings, metrics)
+        app[SERVICES] = Services(settings, verifier, metrics, hub, sessions)
+        hub_task = asyncio.create_task(hub.run(), name="pgcast-hub")
+        try:
+            yield
+        finally:
+            await sessions.aclose()
+            hub_task.cancel()
+            await asyncio.gather(hub_task, return_exceptions=True)
+            await redis.aclose()  # type: ignore[attr-defined, unused-ignore]
+
+    return context
+
+
+async def _drain(app: web.Application) -> None:
+    services = app[SERVICES]
+    await services.sessions.drain(services.settings.drain_seconds)
+
+
+def load_settings() -> GatewaySettings:
+    """Settings from the environment, logging configured, unused variables reported."""
+    settings = GatewaySettings.from_env()
+    logs.configure(settings.log_level, settings.log_format)
+    for name in settings.unused_env:
+        log.warning("%s is set but the gateway does not use it (typo?)", name)
+    return settings
+
+
+def make_runner(app: web.Application, settings: GatewaySettings) -> web.AppRunner:
+    return web.AppRunner(
+        app,
+        access_log_class=PathAccessLogger,
+        handle_signals=False,
+        shutdown_timeout=settings.close_timeout + 1.0,
+    )
+
+
+async def gunicorn_app() -> web.AppRunner:
+    """gunicorn's app factory (aiohttp.worker.GunicornUVLoopWebWorker awaits it)."""
+    try:
+        settings = load_settings()
+        app = create_app(settings)
+    except ConfigError as exc:
+        log.error("pgcast: configuration error: %s", exc)
+        raise SystemExit(2) from None
+    return make_runner(app, settings)

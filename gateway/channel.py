@@ -1,0 +1,169 @@
+"""One channel's local state: its subscribers and its position in history; no I/O.
+
+The hub feeds live messages in (:meth:`Channel.on_live`) and history snapshots
+after (re)subscribing (:meth:`Channel.finish_sync`). The channel dispatches each
+offset exactly once and in order, drops duplicates, notices gaps and epoch changes,
+and tells the hub when it needs a history read. Pending subscribers (resuming)
+collect a bounded backlog of what was dispatched until they go live.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Protocol
+
+from gateway.message import Entry, Message, Resync
+from gateway.resume import Snapshot
+from pgcast.keys import live_channel
+
+
+class Subscriber(Protocol):
+    """A session as the hub sees it; neither method may block or raise."""
+
+    def deliver(self, message: Message) -> None: ...
+
+    def resync(self, channel: str, epoch: str, offset: int) -> None: ...
+
+
+class Backlog:
+    """What a pending subscriber missed, bounded in bytes (overflow = slow consumer)."""
+
+    __slots__ = ("entries", "limit", "overflowed", "size")
+
+    def __init__(self, limit: int) -> None:
+        self.entries: list[Entry] = []
+        self.size = 0
+        self.limit = limit
+        self.overflowed = False
+
+    def add(self, entry: Entry) -> None:
+        if self.overflowed:
+            return
+        self.entries.append(entry)
+        if isinstance(entry, Message):
+            self.size += len(entry.wire)
+            if self.size > self.limit:
+                self.overflowed = True
+                self.entries.clear()
+
+
+class Channel:
+    """Subscribers of one channel and the last offset dispatched to them."""
+
+    def __init__(self, name: str, backlog_limit: int) -> None:
+        self.name = name
+        self.live_key = live_channel(name).encode()
+        self.members: dict[Subscriber, None] = {}
+        self.pending: dict[Subscriber, Backlog] = {}
+        self.epoch: str | None = None
+        self.offset = 0
+        # Not None while the channel waits for a history read: live messages wait here.
+        self.syncing: list[Message] | None = []
+        self.ready = asyncio.Event()
+        self._backlog_limit = backlog_limit
+        self._targets: tuple[Callable[[Message], None], ...] | None = None
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+
+    def __repr__(self) -> str:
+        return f"Channel({self.name!r}, epoch={self.epoch!r}, offset={self.offset})"
+
+    @property
+    def empty(self) -> bool:
+        return not self.members and not self.pending
+
+    # -- membership ---------------------------------------------------------------------
+    def add_pending(self, member: Subscriber) -> Backlog:
+        backlog = self.pending[member] = Backlog(self._backlog_limit)
+        return backlog
+
+    def activate(self, member: Subscriber) -> Backlog:
+        """Move ``member`` from pending to live; returns its backlog (nothing is lost between)."""
+        backlog = self.pending.pop(member)
+        self.members[member] = None
+        self._targets = None
+        return backlog
+
+    def remove(self, member: Subscriber) -> None:
+        self.pending.pop(member, None)
+        if self.members.pop(member, 0) is None:
+            self._targets = None
+
+    # -- the live path ------------------------------------------------------------------
+    def on_live(self, message: Message) -> bool:
+        """Take one live message; returns True when a history read must fill a gap."""
+        if self.syncing is not None:
+            self.syncing.append(message)
+            return False
+        if message.epoch != self.epoch:
+            self._resync(message.epoch, message.offset - 1)
+        elif message.offset <= self.offset:
+            return False  # already dispatched (from history, after a reconnect)
+        elif message.offset != self.offset + 1:
+            self.syncing = [message]
+            self.ready.clear()
+            return True
+        self._dispatch(message)
+        return False
+
+    def _dispatch(self, message: Message) -> None:
+        self.offset = message.offset
+        targets = self._targets
+        if targets is None:
+            targets = self._targets = tuple(m.deliver for m in self.members)
+        for deliver in targets:
+            deliver(message)
+        if self.pending:
+            for backlog in self.pending.values():
+                backlog.add(message)
+        if self._waiters:
+            self._wake(message.offset)
+
+    def _resync(self, epoch: str, offset: int) -> None:
+        self.epoch, self.offset = epoch, offset
+        for member in list(self.members):
+            member.resync(self.name, epoch, offset)
+        mark = Resync(epoch, offset)
+        for backlog in self.pending.values():
+            backlog.add(mark)
+
+    # -- history ------------------------------------------------------------------------
+    def begin_sync(self) -> None:
+        """The live feed is interrupted (reconnect): hold live messages until synced."""
+        if self.syncing is None:
+            self.syncing = []
+        self.ready.clear()
+
+    def finish_sync(self, snapshot: Snapshot) -> bool:
+        """Apply a history read; returns True when another read is needed (a new gap)."""
+        held = self.syncing or []
+        self.syncing = None
+        if self.epoch is None:
+            self.epoch, self.offset = snapshot.epoch, snapshot.top
+        elif snapshot.epoch != self.epoch or not snapshot.continues(self.offset):
+            self._resync(snapshot.epoch, snapshot.top)
+        else:
+            for message in snapshot.messages(self.name, self.offset):
+                self._dispatch(message)
+        again = False
+        for message in held:
+            again = self.on_live(message) or again
+        if self.syncing is None:
+            self.ready.set()
+        return again
+
+    async def wait_offset(self, offset: int) -> None:
+        """Wait until the hub dispatched ``offset`` (a client resumed ahead of us)."""
+        if self.offset >= offset:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((offset, fut))
+        try:
+            await fut
+        finally:
+            self._waiters = [(o, f) for o, f in self._waiters if f is not fut]
+
+    def _wake(self, reached: int) -> None:
+        for offset, fut in self._waiters:
+            if offset <= reached and not fut.done():
+                fut.set_result(None)

@@ -1,0 +1,197 @@
+"""``GET /ws``: the WebSocket edge — admission, upgrade, the read loop, and two transports.
+
+Without compression (the default) a message's pre-built frame bytes go straight
+to the socket's transport, and the transport's own write buffer is the send
+queue: past ``PGCAST_SEND_QUEUE_BYTES`` the session is closed 4008. With
+permessage-deflate negotiated, frames wait in a byte-bounded queue drained by
+one writer task per connection (compression is per connection, so per client).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Callable
+
+from aiohttp import WSMsgType, web
+
+from gateway.admission import admit
+from gateway.codes import CloseCode, ErrorCode
+from gateway.handshake import SUBPROTOCOL
+from gateway.message import Message
+from gateway.services import SERVICES
+from gateway.session import Session
+from gateway.wire import text_frame
+
+log = logging.getLogger(__name__)
+
+
+class DirectTransport:
+    """Writes frames to the socket now; the socket's write buffer is the bounded queue."""
+
+    kind = "ws"
+
+    def __init__(
+        self, ws: web.WebSocketResponse, raw: asyncio.Transport, limit: int, close_timeout: float
+    ) -> None:
+        self._ws = ws
+        self._raw = raw
+        self._limit = limit
+        self._close_timeout = close_timeout
+        self._closed = False
+        self._on_overflow: Callable[[], None] = lambda: None
+
+    def bind(self, on_overflow: Callable[[], None]) -> None:
+        self._on_overflow = on_overflow
+
+    def deliver(self, message: Message) -> None:
+        if self._closed:
+            return
+        raw = self._raw
+        raw.write(message.wire)
+        if raw.get_write_buffer_size() > self._limit:
+            self._closed = True
+            self._on_overflow()
+
+    def send(self, frame: bytes) -> None:
+        if self._closed:
+            return
+        raw = self._raw
+        raw.write(text_frame(frame))
+        if raw.get_write_buffer_size() > self._limit:
+            self._closed = True
+            self._on_overflow()
+
+    def position(self, channel: str, epoch: str, offset: int) -> None:
+        """WebSocket clients track their own positions."""
+
+    def forget(self, channel: str) -> None:
+        """Nothing kept per channel."""
+
+    async def close(self, code: CloseCode, reason: str) -> None:
+        self._closed = True
+        await close_ws(self._ws, self._raw, code, reason, within=self._close_timeout)
+
+
+class QueuedTransport:
+    """permessage-deflate: frames queue (bounded in bytes) for one writer task."""
+
+    kind = "ws"
+
+    def __init__(
+        self, ws: web.WebSocketResponse, raw: asyncio.Transport, limit: int, close_timeout: float
+    ) -> None:
+        self._ws = ws
+        self._raw = raw
+        self._limit = limit
+        self._close_timeout = close_timeout
+        self._queue: deque[bytes] = deque()
+        self._size = 0
+        self._wakeup = asyncio.Event()
+        self._closed = False
+        self._on_overflow: Callable[[], None] = lambda: None
+
+    def bind(self, on_overflow: Callable[[], None]) -> None:
+        self._on_overflow = on_overflow
+
+    def deliver(self, message: Message) -> None:
+        self.send(message.frame)
+
+    def send(self, frame: bytes) -> None:
+        if self._closed:
+            return
+        self._queue.append(frame)
+        self._size += len(frame)
+        self._wakeup.set()
+        if self._size + self._raw.get_write_buffer_size() > self._limit:
+            self._closed = True
+            self._queue.clear()
+            self._on_overflow()
+
+    def position(self, channel: str, epoch: str, offset: int) -> None:
+        """WebSocket clients track their own positions."""
+
+    def forget(self, channel: str) -> None:
+        """Nothing kept per channel."""
+
+    async def run(self) -> None:
+        """The writer: send what is queued, in order, until closed."""
+        while not self._closed:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._queue and not self._closed:
+                frame = self._queue.popleft()
+                self._size -= len(frame)
+                await self._ws.send_frame(frame, WSMsgType.TEXT)
+
+    async def close(self, code: CloseCode, reason: str) -> None:
+        self._closed = True
+        self._queue.clear()
+        self._wakeup.set()
+        await close_ws(self._ws, self._raw, code, reason, within=self._close_timeout)
+
+
+async def close_ws(
+    ws: web.WebSocketResponse, raw: asyncio.Transport, code: CloseCode, reason: str, within: float
+) -> None:
+    """Close handshake bounded by ``within`` seconds; a peer that never reads gets aborted."""
+    try:
+        async with asyncio.timeout(within):
+            await ws.close(code=int(code), message=reason.encode())
+    except (TimeoutError, ConnectionError):
+        pass
+    finally:
+        # A stalled peer keeps the write buffer full forever: do not wait for it.
+        if raw.get_write_buffer_size() > 0 or not raw.is_closing():
+            raw.abort()
+
+
+async def websocket_handler(request: web.Request) -> web.StreamResponse:
+    services = request.app[SERVICES]
+    settings = services.settings
+    claims = await admit(request, services)
+    ws = web.WebSocketResponse(
+        protocols=(SUBPROTOCOL,),
+        compress=settings.ws_compression,
+        max_msg_size=settings.max_frame_bytes,
+        heartbeat=settings.ws_heartbeat,
+        timeout=settings.close_timeout,
+    )
+    await ws.prepare(request)
+    raw = request.transport
+    if raw is None:  # the client left during the upgrade
+        return ws
+    limit, close_timeout = settings.send_queue_bytes, settings.close_timeout
+    transport: DirectTransport | QueuedTransport
+    if ws.compress:
+        transport = QueuedTransport(ws, raw, limit, close_timeout)
+    else:
+        transport = DirectTransport(ws, raw, limit, close_timeout)
+    session = Session(services, transport, claims)
+    services.sessions.add(session)
+    try:
+        if isinstance(transport, QueuedTransport):
+            async with asyncio.TaskGroup() as tasks:
+                writer = tasks.create_task(transport.run())
+                await read_loop(ws, session)
+                writer.cancel()
+        else:
+            await read_loop(ws, session)
+    finally:
+        session.teardown()
+        services.sessions.remove(session)
+    if ws.close_code == CloseCode.TOO_LARGE:
+        services.metrics.limit_breaches.labels("frame_size").inc()
+    return ws
+
+
+async def read_loop(ws: web.WebSocketResponse, session: Session) -> None:
+    """Hand each client frame to the session until the connection closes."""
+    with contextlib.suppress(ConnectionError):
+        async for msg in ws:
+            if msg.type is WSMsgType.TEXT:
+                await session.handle(msg.data)
+            elif msg.type is WSMsgType.BINARY:
+                session.reply_error(ErrorCode.BAD_REQUEST, "frames must be JSON text", None)
