@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.systems import NODE_DIR, Proc, System, python_module, wait_http
+from bench.systems import NODE_DIR, Proc, System, entry_point, python_module, wait_http
 from tests.servers import free_port, wait_port
 
 HOST = "127.0.0.1"
@@ -21,7 +21,7 @@ class Pgcast(System):
     def listener(self, **env: str) -> Proc:
         port = free_port()
         proc = Proc(
-            python_module("listener.cli"),
+            entry_point("listener.cli"),
             {
                 "DATABASE_URL": self.env.dsn,
                 "REDIS_URL": self.env.redis_url,
@@ -29,6 +29,7 @@ class Pgcast(System):
                 "PGCAST_LOG_LEVEL": "warning",
                 **env,
             },
+            piped=False,
         )
         wait_http(f"http://{HOST}:{port}/healthz", 30, proc)
         proc.port = port  # type: ignore[attr-defined]
@@ -37,7 +38,7 @@ class Pgcast(System):
     def gateway(self, compression: bool = False) -> tuple[Proc, int]:
         port = free_port()
         proc = Proc(
-            python_module("gateway.cli"),
+            entry_point("gateway.cli"),
             {
                 "REDIS_URL": self.env.redis_url,
                 "PGCAST_JWT_SECRET": self.env.secret,
@@ -47,6 +48,7 @@ class Pgcast(System):
                 "PGCAST_MAX_CONNECTIONS": "20000",
                 "PGCAST_LOG_LEVEL": "warning",
             },
+            piped=False,
         )
         wait_http(f"http://{HOST}:{port}/readyz", 30, proc)
         return proc, port

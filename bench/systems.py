@@ -32,13 +32,16 @@ NODE_DIR = Path(__file__).resolve().parent / "peers" / "node"
 class Proc:
     """A child process with a piped stdin/stdout and stderr in a log file."""
 
-    def __init__(self, argv: list[str], env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, argv: list[str], env: dict[str, str] | None = None, *, piped: bool = True
+    ) -> None:
+        """``piped=False``: stdout goes to the log too (services that only log)."""
         self.log = Path(tempfile.mkstemp(prefix="pgcast-bench-", suffix=".log")[1])
         with open(self.log, "ab") as log:
             self.popen = subprocess.Popen(
                 argv,
                 stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
+                stdout=subprocess.PIPE if piped else log,
                 stderr=log,
                 env={**os.environ, **(env or {})},
             )
@@ -139,3 +142,8 @@ class System:
 
 def python_module(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", module, *args]
+
+
+def entry_point(module: str) -> list[str]:
+    """Run a console script's ``main`` as ``pip install`` would (exit code included)."""
+    return [sys.executable, "-c", f"import sys; from {module} import main; sys.exit(main())"]
