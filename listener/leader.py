@@ -50,7 +50,7 @@ class Elector:
         self.metrics = metrics
         self.lead = lead
         self.holder = holder_name()
-        self.backoff = Backoff(base=0.1, cap=settings.backoff_max)
+        self.backoff = Backoff(base=min(0.1, settings.backoff_max), cap=settings.backoff_max)
         self.led = False  # whether the current round won the lock
 
     async def run(self) -> None:

@@ -43,7 +43,7 @@ class RetryingPublisher:
         self.publisher = publisher
         self.epoch = epoch
         self.metrics = metrics
-        self.backoff = Backoff(base=0.05, cap=backoff_max)
+        self.backoff = Backoff(base=min(0.05, backoff_max), cap=backoff_max)
         self.failing = False
 
     async def claim(self) -> None:
