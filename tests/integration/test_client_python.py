@@ -22,11 +22,12 @@ from tests.browser.stack import Stack, mint, start_stack, until
 
 FAST = {"backoff_base": 0.05, "backoff_cap": 0.5, "restart_jitter": 0.2}
 WAIT = 30.0
+NO_LEEWAY = {"PGCAST_JWT_LEEWAY": "0"}  # tokens expire when they say (short-token tests)
 
 
 @pytest.fixture
 def stack(database_url: str, redis_url: str) -> Iterator[Stack]:
-    running = start_stack(database_url, redis_url, gateways=1)
+    running = start_stack(database_url, redis_url, gateways=1, gateway_env=NO_LEEWAY)
     yield running
     running.stop()
 
