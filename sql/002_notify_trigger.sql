@@ -47,13 +47,27 @@ END
 $$;
 
 -- The primary key's column names of a table, in key order (empty when none).
+-- Cached per session in a custom setting (a catalog query per row would cost more than
+-- the rest of the trigger); a key changed by ALTER TABLE shows in new sessions.
 CREATE OR REPLACE FUNCTION pgcast.primary_key_columns(rel regclass) RETURNS text[]
-LANGUAGE sql STABLE AS $$
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    cache_name text := 'pgcast.pk_' || rel::oid;
+    cached     text := current_setting(cache_name, true);
+    cols       text[];
+BEGIN
+    IF cached IS NOT NULL AND cached <> '' THEN
+        RETURN cached::text[];
+    END IF;
     SELECT coalesce(array_agg(a.attname::text ORDER BY k.ord), '{}')
+    INTO cols
     FROM pg_index i
     CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
     JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-    WHERE i.indrelid = rel AND i.indisprimary
+    WHERE i.indrelid = rel AND i.indisprimary;
+    PERFORM set_config(cache_name, cols::text, false);
+    RETURN cols;
+END
 $$;
 
 -- The event's "id": the key value, an object for a composite key, null without one.
@@ -102,12 +116,16 @@ BEGIN
         templates := ARRAY[TG_TABLE_NAME::text];
     END IF;
     FOREACH tmpl IN ARRAY templates LOOP
-        channel := pgcast.fill_template(tmpl, rec, TG_TABLE_NAME);
+        IF strpos(tmpl, '{') = 0 THEN
+            channel := tmpl;  -- a constant channel: skip the function call
+        ELSE
+            channel := pgcast.fill_template(tmpl, rec, TG_TABLE_NAME);
+        END IF;
         IF channel IS NOT NULL THEN
             INSERT INTO pgcast.outbox (channel, data) VALUES (channel, data);
             published := true;
         END IF;
-        IF TG_OP = 'UPDATE' THEN
+        IF TG_OP = 'UPDATE' AND strpos(tmpl, '{') > 0 THEN
             old_chan := pgcast.fill_template(tmpl, old_rec, TG_TABLE_NAME);
             IF old_chan IS NOT NULL AND old_chan IS DISTINCT FROM channel THEN
                 INSERT INTO pgcast.outbox (channel, data) VALUES (old_chan, data);
