@@ -251,7 +251,8 @@ export class PgcastClient {
   connect() {
     if (!this._stopped) return;
     this._stopped = false;
-    this._loop = this._run();
+    // Started on the next microtask: `client.on('state', ...)` right after `new` sees 'connecting'.
+    this._loop = Promise.resolve().then(() => this._run());
   }
 
   /** Close for good: no reconnect; subscriptions are kept and resume on a later `connect()`. */

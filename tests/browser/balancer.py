@@ -25,6 +25,7 @@ class Balancer:
         self.backends = list(backends)
         self._next = itertools.cycle(range(len(backends)))
         self._links: dict[asyncio.Task[None], int] = {}
+        self._writers: dict[asyncio.Task[None], list[asyncio.StreamWriter]] = {}
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.Server | None = None
@@ -58,8 +59,11 @@ class Balancer:
     async def _stop(self) -> None:
         if self._server is not None:
             self._server.close()
-        for task in list(self._links):
-            task.cancel()
+        # Cut every link; each handler then returns by itself (a cancelled handler task
+        # would be logged by asyncio's stream machinery).
+        for writers in list(self._writers.values()):
+            for writer in writers:
+                writer.transport.abort()
         if self._links:
             await asyncio.wait(list(self._links), timeout=5)
 
@@ -80,6 +84,7 @@ class Balancer:
             return
         port, up_reader, up_writer = upstream
         self._links[task] = port
+        self._writers[task] = [writer, up_writer]
         pumps = [
             asyncio.ensure_future(_pump(reader, up_writer)),
             asyncio.ensure_future(_pump(up_reader, writer)),
@@ -92,6 +97,7 @@ class Balancer:
                 pump.cancel()
             await asyncio.gather(*pumps, return_exceptions=True)
             del self._links[task]
+            del self._writers[task]
             for side in (writer, up_writer):
                 side.transport.abort()
 
