@@ -110,9 +110,31 @@ def nginx_spec(config: StackConfig) -> ProcSpec:
     )
 
 
+DEMO_PORT = 8200
+
+
 def demo_procs(config: StackConfig) -> list[ProcSpec]:
-    """Extra processes for ``--demo`` (the demo web app adds its line here)."""
-    return []
+    """Extra processes for ``--demo``: the demo web app (examples/demo), served by nginx
+    at ``/demo/`` so the page and the gateway share one origin (no CORS, no extra origin)."""
+    base = f"http://127.0.0.1:{DEMO_PORT}"
+    env = {
+        "DEMO_HOST": "127.0.0.1",
+        "DEMO_PORT": str(DEMO_PORT),
+        "DEMO_SIMULATE_EVERY": "2",  # an order changes every 2 s: the dashboard moves
+        "PYTHONPATH": str(config.repo),  # examples/ is not installed as a package
+    }
+    return [
+        ProcSpec(
+            name="demo",
+            kind="demo",
+            argv=(sys.executable, "-m", "examples.demo"),
+            env=env,
+            port=DEMO_PORT,
+            health_url=base + "/healthz",
+            public_url=f"{config.public_url}/demo/",
+            stop_order=STOP_FIRST,
+        )
+    ]
 
 
 # Each entry yields the specs of one role; order is start order.
