@@ -8,7 +8,6 @@ the same run dir. Raises :class:`StackError`; its message is printed as is.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import getpass
 import json
 import os
@@ -109,16 +108,28 @@ def check_ports(config: StackConfig, specs: list[ProcSpec]) -> None:
             )
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` runs; a zombie (exited, not yet reaped by its parent) does not."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc here: kill(0) is all we know
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 def running_pid(state_file: Path) -> int | None:
     """PID of a live runner recorded in ``state_file``, if any."""
     try:
         pid = int(json.loads(state_file.read_text())["runner_pid"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.kill(pid, 0)
-        return pid if pid != os.getpid() else None
-    return None
+    return pid if pid != os.getpid() and pid_alive(pid) else None
 
 
 async def run_all(config: StackConfig, specs: list[ProcSpec]) -> None:

@@ -52,7 +52,7 @@ class Proc:
         self.log_path = log_path
         self.on_change = on_change
         self.restart = restart
-        self.state = "starting"
+        self.state = "created"
         self.info = ""
         self.restarts = 0
         self.ever_ready = False

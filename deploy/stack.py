@@ -122,6 +122,7 @@ async def serve(config: StackConfig) -> None:
     await supervisor.start()
     try:
         if await _until(stop, asyncio.create_task(supervisor.wait_ready(READY_TIMEOUT))):
+            supervisor.show()  # the table as it is now, before the banner
             print(banner(config, specs, dev_token(config)), flush=True)  # noqa: T201
             await stop.wait()
         print("stopping: gateways drain, then nginx, then listeners ...", flush=True)  # noqa: T201
@@ -138,9 +139,7 @@ def stop_running(run_dir: Path, timeout: float = 90.0) -> int:
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not preflight.pid_alive(pid):
             print(f"stopped the stack (runner pid {pid})")  # noqa: T201
             return 0
         time.sleep(0.2)

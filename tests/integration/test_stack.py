@@ -1,0 +1,153 @@
+"""The main-job topology under failure: 4 gateways behind nginx (wss), 2 listeners, 400 clients.
+
+Started by the real stack runner (``make up``'s ``python -m deploy.stack``) on
+free ports against the test's Postgres and Redis. Events are published from SQL
+while one gateway and then the leader listener are SIGKILLed; every client must
+see every event exactly once, in order, resuming through nginx without a gap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+import pytest
+
+from deploy.status import metrics_info
+from tests.integration.test_stack_harness import RawClient, RunningStack, pid_alive
+
+CLIENTS = 400
+CHANNEL = "stack:news"
+PER_PHASE = 30  # events before the gateway kill, after it, and after the leader kill
+RATE = 40.0  # events per second
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
+
+
+@pytest.fixture
+def stack(tmp_path: Path, database_url: str, redis_url: str) -> Iterator[RunningStack]:
+    env = {
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "PGCAST_LOG_FORMAT": "text",
+        # Quick failover and drain keep the test short; production keeps the defaults.
+        "PGCAST_STANDBY_RETRY": "0.3",
+        "PGCAST_DRAIN_SECONDS": "1",
+    }
+    for name in ("PGCAST_JWT_SECRET", "PGCAST_JWT_PUBLIC_KEY", "PGCAST_JWT_JWKS_URL"):
+        env[name] = ""
+    running = RunningStack(tmp_path / "run", env).start()
+    try:
+        running.wait_up()
+        yield running
+    finally:
+        pids = [p["pid"] for p in running.state()["procs"] if p["pid"]]
+        code = running.stop()
+        assert code == 0, running.output()[-3000:]
+        left = [pid for pid in pids if pid_alive(pid)]
+        assert left == [], f"processes left running: {left}"
+
+
+async def gateway_connections(session: aiohttp.ClientSession, stack: RunningStack) -> list[int]:
+    counts = []
+    for proc in stack.procs("gateway"):
+        async with session.get(f"http://127.0.0.1:{proc['port']}/metrics") as resp:
+            info = metrics_info("gateway", await resp.text())
+        counts.append(int(info.split()[0]) if info else -1)
+    return counts
+
+
+async def leader(session: aiohttp.ClientSession, stack: RunningStack) -> dict[str, object]:
+    for proc in stack.procs("listener"):
+        async with session.get(f"http://127.0.0.1:{proc['port']}/metrics") as resp:
+            if metrics_info("listener", await resp.text()) == "leader":
+                return proc
+    raise AssertionError(f"no leader among {stack.procs('listener')}")
+
+
+async def wait_for(what: str, check: Callable[[], bool], limit: float) -> None:
+    """Poll ``check`` every 0.1 s; fail by name after ``limit`` seconds."""
+    deadline = time.monotonic() + limit
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {limit}s waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+async def publish(dsn: str, first: int, count: int) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        for seq in range(first, first + count):
+            await conn.execute(
+                "select pgcast.publish($1, jsonb_build_object('seq', $2::int))", CHANNEL, seq
+            )
+            await asyncio.sleep(1 / RATE)
+    finally:
+        await conn.close()
+
+
+async def test_four_gateways_two_listeners_400_clients_survive_kills(
+    stack: RunningStack, database_url: str
+) -> None:
+    """400 wss clients through nginx, spread over 4 gateways; SIGKILL a gateway, then the
+    leader listener, mid-stream: every client gets every event exactly once, in order."""
+    url = f"wss://localhost:{stack.https_port}/ws"
+    connector = aiohttp.TCPConnector(limit=0, ssl=stack.ca_context())
+    timeout = aiohttp.ClientTimeout(total=None, connect=10, sock_connect=10)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        token = stack.token()
+        clients = [RawClient(url, token, CHANNEL, session) for _ in range(CLIENTS)]
+        tasks = [asyncio.create_task(c.run()) for c in clients]
+        try:
+            await wait_for(
+                "400 subscriptions", lambda: all(c.subscribed.is_set() for c in clients), 45
+            )
+            probe = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
+            async with probe:
+                counts = await gateway_connections(probe, stack)
+                assert sum(counts) == CLIENTS, counts
+                assert min(counts) >= CLIENTS // 8, f"not spread over all 4 gateways: {counts}"
+
+                await publish(database_url, 0, PER_PHASE)
+                victim = stack.procs("gateway")[1]
+                os.kill(victim["pid"], signal.SIGKILL)
+                await publish(database_url, PER_PHASE, PER_PHASE)
+                await wait_for(
+                    "the killed gateway's clients to reconnect",
+                    lambda: sum(c.connects > 1 for c in clients) >= counts[1],
+                    30,
+                )
+
+                old_leader = await leader(probe, stack)
+                os.kill(int(str(old_leader["pid"])), signal.SIGKILL)
+                await publish(database_url, 2 * PER_PHASE, PER_PHASE)
+                total = 3 * PER_PHASE
+                await wait_for(
+                    f"{total} events at every client",
+                    lambda: all(len(c.seqs) >= total for c in clients),
+                    45,
+                )
+                new_leader = await leader(probe, stack)
+                assert new_leader["name"] != old_leader["name"]
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    expected = list(range(3 * PER_PHASE))
+    wrong = [i for i, c in enumerate(clients) if c.seqs != expected]
+    assert wrong == [], f"{len(wrong)} clients saw {clients[wrong[0]].seqs if wrong else ''}"
+    assert sum(c.not_recovered for c in clients) == 0
+    assert [c.errors for c in clients if c.errors] == []
+    resumed = sum(c.connects > 1 for c in clients)
+    assert resumed >= counts[1]
+    # The runner said what happened and brought the dead back, out loud.
+    out = stack.output()
+    assert f"{victim['name']}: restarting (killed by SIGKILL" in out
+    assert f"{old_leader['name']}: restarting (killed by SIGKILL" in out
