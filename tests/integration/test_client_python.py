@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
@@ -222,3 +223,45 @@ async def test_lost_history_reaches_the_application_as_a_gap(
     assert len(gaps) == 1
     assert gaps[0].channel == "jobs"
     assert gaps[0].epoch != ""
+
+
+async def test_a_consumer_that_falls_behind_is_resumed_not_dropped(
+    database_url: str, redis_url: str, publisher: asyncpg.Connection
+) -> None:
+    """Bounded memory end to end: a stalled consumer gets 4008, resumes, loses nothing."""
+    running = start_stack(
+        database_url, redis_url, 1, gateway_env={"PGCAST_SEND_QUEUE_BYTES": "4096"}
+    )
+    total = 300
+    try:
+        async with Client(
+            running.ws_url(), token=mint(channels=("jobs",)), queue_size=1, **FAST
+        ) as client:
+            jobs = client.channel("jobs")
+            await ready(jobs)
+            # 18 MB while nobody reads: more than the kernel's socket buffers and aiohttp's
+            # reader can hold, so the gateway's send queue must overflow.
+            padding = "x" * 60_000
+            for n in range(1, total + 1):
+                await publisher.execute(
+                    "SELECT pgcast.publish('jobs', $1::jsonb)",
+                    orjson.dumps({"n": n, "pad": padding}).decode(),
+                )
+            got = await take(jobs, total)
+        metrics = await asyncio.to_thread(_metrics, running.http_url() + "/metrics")
+    finally:
+        running.stop()
+    assert numbers(got) == list(range(1, total + 1))
+    assert client.connections >= 2, "the gateway never had to drop the stalled consumer"
+    slow = [line for line in metrics.splitlines() if line.startswith(SLOW_METRIC)]
+    assert slow, metrics[-2000:]
+    assert float(slow[0].split()[-1]) >= 1
+
+
+SLOW_METRIC = "pgcast_gateway_slow_consumer_closes_total"
+
+
+def _metrics(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        body: bytes = response.read()
+        return body.decode()
