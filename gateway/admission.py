@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 def refuse(status: int, reason: str, message: str) -> web.HTTPException:
     """An HTTP error response with a small JSON body (``error`` = the reason)."""
-    body = orjson.dumps({"error": reason, "message": message})
+    body = orjson.dumps({"error": reason, "message": message}).decode()
     headers = {}
     if status == 401:
         headers[hdrs.WWW_AUTHENTICATE] = 'Bearer error="invalid_token"'
@@ -34,7 +34,7 @@ def refuse(status: int, reason: str, message: str) -> web.HTTPException:
         429: web.HTTPTooManyRequests,
         503: web.HTTPServiceUnavailable,
     }.get(status, web.HTTPBadRequest)
-    return cls(body=body, content_type="application/json", headers=headers)
+    return cls(text=body, content_type="application/json", headers=headers)
 
 
 async def admit(request: web.Request, services: Services) -> Claims:

@@ -182,8 +182,6 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     finally:
         session.teardown()
         services.sessions.remove(session)
-    if ws.close_code == CloseCode.TOO_LARGE:
-        services.metrics.limit_breaches.labels("frame_size").inc()
     return ws
 
 
@@ -195,3 +193,6 @@ async def read_loop(ws: web.WebSocketResponse, session: Session) -> None:
                 await session.handle(msg.data)
             elif msg.type is WSMsgType.BINARY:
                 session.reply_error(ErrorCode.BAD_REQUEST, "frames must be JSON text", None)
+            elif msg.type is WSMsgType.ERROR and getattr(msg.data, "code", None) == 1009:
+                # aiohttp already closed with 1009 (max_msg_size); count the breach.
+                session.services.metrics.limit_breaches.labels("frame_size").inc()

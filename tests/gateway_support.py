@@ -134,3 +134,40 @@ async def wait_until(predicate: Any, wait: float = WAIT, what: str = "condition"
             return
         await asyncio.sleep(0.02)
     raise TimeoutError(f"{what} not reached within {wait}s")
+
+
+class SseReader:
+    """Parses a ``text/event-stream`` response into (id, data-json) events."""
+
+    def __init__(self, resp: aiohttp.ClientResponse) -> None:
+        self.resp = resp
+        self.last_id: str | None = None
+
+    async def event(self, wait: float = WAIT) -> dict[str, Any]:
+        data: list[bytes] = []
+        async with asyncio.timeout(wait):
+            while True:
+                line = await self.resp.content.readline()
+                if not line:
+                    raise EOFError("event stream ended")
+                line = line.rstrip(b"\n")
+                if not line:
+                    if data:
+                        frame: dict[str, Any] = orjson.loads(b"\n".join(data))
+                        return frame
+                    continue
+                field, _, value = line.partition(b":")
+                value = value.removeprefix(b" ")
+                if field == b"id":
+                    self.last_id = value.decode()
+                elif field == b"data":
+                    data.append(value)
+
+    async def messages(self, count: int, wait: float = WAIT) -> list[dict[str, Any]]:
+        out = []
+        async with asyncio.timeout(wait):
+            while len(out) < count:
+                frame = await self.event(wait)
+                assert frame["type"] == "message", frame
+                out.append(frame)
+        return out
