@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import re
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 from deploy.config import StackConfig
+from deploy.procs import ProcSpec
 
 NGINX_SRC = Path(__file__).resolve().parent / "nginx"
 TEMPLATE = NGINX_SRC / "stack.conf.in"
@@ -24,7 +26,31 @@ class NginxConfigError(RuntimeError):
     """nginx rejected the generated config: the message carries its words."""
 
 
-def render(config: StackConfig) -> str:
+ROUTE = """
+        location = {bare} {{
+            return 301 {prefix};
+        }}
+        location {prefix} {{
+            proxy_pass http://127.0.0.1:{port}/;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header X-Forwarded-Prefix {bare};
+        }}"""
+
+
+def routes(specs: Sequence[ProcSpec]) -> str:
+    """Locations for processes with a ``route`` (the demo app at /demo/)."""
+    return "".join(
+        ROUTE.format(prefix=s.route, bare=s.route.rstrip("/"), port=s.port)
+        for s in specs
+        if s.route is not None and s.port is not None
+    )
+
+
+def render(config: StackConfig, specs: Sequence[ProcSpec] = ()) -> str:
     """The nginx.conf text for ``config`` (pure: no file is written)."""
     servers = "\n".join(
         f"        server 127.0.0.1:{port} max_fails=1 fail_timeout=2s;"
@@ -38,6 +64,7 @@ def render(config: StackConfig) -> str:
         "HTTPS_PORT": str(config.https_port),
         "UPSTREAM_SERVERS": servers,
         "LOCATIONS": str(LOCATIONS),
+        "ROUTES": routes(specs),
     }
     text = TEMPLATE.read_text()
     for key, value in values.items():
@@ -48,13 +75,13 @@ def render(config: StackConfig) -> str:
     return text
 
 
-def write(config: StackConfig) -> Path:
+def write(config: StackConfig, specs: Sequence[ProcSpec] = ()) -> Path:
     """Write nginx.conf and the temp dirs nginx wants; returns the config's path."""
     for name in TEMP_DIRS:
         (config.nginx_dir / "tmp" / name).mkdir(parents=True, exist_ok=True)
     config.log_dir.mkdir(parents=True, exist_ok=True)
     path = config.nginx_dir / "nginx.conf"
-    path.write_text(render(config))
+    path.write_text(render(config, specs))
     return path
 
 

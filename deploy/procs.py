@@ -33,6 +33,7 @@ class ProcSpec:
     health_url: str | None = None
     metrics_url: str | None = None
     public_url: str | None = None  # printed in the banner (e.g. the demo app's page)
+    route: str | None = None  # a path prefix nginx proxies to ``port`` (prefix stripped)
     stop_signal: signal.Signals = signal.SIGTERM
     stop_timeout: float = 15.0
     stop_order: int = STOP_FIRST
@@ -132,6 +133,7 @@ def demo_procs(config: StackConfig) -> list[ProcSpec]:
             port=DEMO_PORT,
             health_url=base + "/healthz",
             public_url=f"{config.public_url}/demo/",
+            route="/demo/",
             stop_order=STOP_FIRST,
         )
     ]

@@ -51,11 +51,11 @@ def dev_token(config: StackConfig) -> str | None:
     return _run_tool(config, [*argv, "--ttl", str(DEV_TOKEN_TTL)], 30)
 
 
-def prepare(config: StackConfig) -> None:
+def prepare(config: StackConfig, specs: Sequence[ProcSpec]) -> None:
     """TLS files and the nginx config in the run dir, checked with ``nginx -t``."""
     certs.ensure(config.tls_dir)
     try:
-        nginx.check(config, nginx.write(config))
+        nginx.check(config, nginx.write(config, specs))
     except nginx.NginxConfigError as exc:
         raise StackError(str(exc)) from None
 
@@ -64,7 +64,8 @@ def banner(config: StackConfig, specs: Sequence[ProcSpec], token: str | None) ->
     url, host = config.public_url, config.public_url.removeprefix("https://")
     gateways = sum(s.kind == "gateway" for s in specs)
     listeners = sum(s.kind == "listener" for s in specs)
-    rel = os.path.relpath(config.run_dir)
+    inside = config.run_dir.is_relative_to(Path.cwd())
+    rel = os.path.relpath(config.run_dir) if inside else str(config.run_dir)
     lines = [
         "",
         f"pgcast is up: {gateways} gateways behind nginx (TLS), {listeners} listeners",
@@ -115,7 +116,7 @@ async def serve(config: StackConfig) -> None:
         loop.add_signal_handler(sig, stop.set)
     specs = plan(config)
     await preflight.run_all(config, specs)
-    prepare(config)
+    prepare(config, specs)
     print(f"migrating {preflight.redact_url(config.database_url)} ...", flush=True)  # noqa: T201
     await asyncio.to_thread(_run_tool, config, [script("pgcast-migrate")], 120)
     supervisor = Supervisor(config, specs)

@@ -68,6 +68,7 @@ class Supervisor:
         tmp.replace(self.config.state_file)
 
     def show(self) -> None:
+        self._dirty.clear()  # whatever was pending is in this table
         for line in self._events:
             print(f"[{time.strftime('%H:%M:%S')}] {line}", file=self.out)
         self._events.clear()
@@ -129,8 +130,8 @@ class Supervisor:
         while True:
             await self._dirty.wait()
             await asyncio.sleep(0.3)  # one table for a burst of changes
-            self._dirty.clear()
-            self.show()
+            if self._dirty.is_set():  # unless show() was called meanwhile
+                self.show()
 
     async def stop(self) -> None:
         """Stop the processes in stop order, then the loops; awaits everything started."""

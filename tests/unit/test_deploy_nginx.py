@@ -14,6 +14,7 @@ import pytest
 
 from deploy import certs, nginx
 from deploy.config import build, find_nginx, parse_args
+from deploy.procs import plan
 from tests.unit.test_deploy_facts import ROOT
 
 NGINX_SRC = ROOT / "deploy" / "nginx"
@@ -102,3 +103,18 @@ def test_websocket_and_sse_settings_are_shared() -> None:
         # Tokens may ride in ?token=: the access log must not print query strings.
         for leaky in ("$request ", '$request"', "$request_uri", "$args", "$query_string"):
             assert leaky not in log_format, (conf, leaky)
+
+
+def test_demo_route_is_served_under_its_prefix(tmp_path: Path) -> None:
+    """With --demo, nginx proxies /demo/ to the demo app (prefix stripped); nginx accepts it."""
+    binary = nginx_binary()
+    config = build(parse_args(["--run-dir", str(tmp_path), "--demo"]), {})
+    specs = plan(config)
+    (demo,) = [s for s in specs if s.route]
+    text = nginx.render(config, specs)
+    assert f"location {demo.route} {{" in text
+    assert f"proxy_pass http://127.0.0.1:{demo.port}/;" in text
+    assert "location /demo/" not in nginx.render(config, [s for s in specs if not s.route])
+    certs.ensure(config.tls_dir)
+    result = nginx_t(binary, nginx.write(config, specs), config.nginx_dir)
+    assert result.returncode == 0, result.stderr
