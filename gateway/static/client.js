@@ -251,8 +251,9 @@ export class PgcastClient {
   connect() {
     if (!this._stopped) return;
     this._stopped = false;
+    const generation = (this._generation = (this._generation ?? 0) + 1);
     // Started on the next microtask: `client.on('state', ...)` right after `new` sees 'connecting'.
-    this._loop = Promise.resolve().then(() => this._run());
+    this._loop = Promise.resolve().then(() => this._run(generation));
   }
 
   /** Close for good: no reconnect; subscriptions are kept and resume on a later `connect()`. */
@@ -314,20 +315,22 @@ export class PgcastClient {
     return token;
   }
 
-  async _run() {
-    while (!this._stopped) {
+  async _run(generation) {
+    // A loop left over from before close() + connect() ends at its next step.
+    const live = () => !this._stopped && generation === this._generation;
+    while (live()) {
       this._setState('connecting', { attempt: this._attempt });
       let outcome;
       try {
         const token = this._freshToken ?? (await this._getToken());
         this._freshToken = null;
-        if (this._stopped) break;
+        if (!live()) break;
         outcome = await (this._useSse ? this._runSse(token) : this._runWs(token));
       } catch (err) {
         this._emit('error', err);
         outcome = { opened: false, code: 0, reason: String(err?.message ?? err), lived: 0 };
       }
-      if (this._stopped) break;
+      if (!live()) break;
       this._afterConnection(outcome);
       const plan = reconnectPlan(outcome, {
         attempt: this._attempt,

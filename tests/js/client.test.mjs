@@ -301,3 +301,18 @@ test('auto: once SSE worked, it stays the transport', async () => {
   es = await waitFor(() => FakeEventSource.instances[1], 'SSE again');
   assert.equal(FakeWebSocket.instances.length, 1);
 });
+
+test('close() then connect() at once runs one connection loop, not two', async () => {
+  let release;
+  const gate = new Promise((resolve) => {
+    release = resolve;
+  });
+  const client = makeClient({ token: () => gate.then(() => 'tok') });
+  await new Promise((resolve) => setTimeout(resolve, 10)); // the first loop waits for its token
+  client.close();
+  client.connect();
+  release();
+  await waitFor(() => FakeWebSocket.instances.length >= 1, 'a socket');
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  assert.equal(FakeWebSocket.instances.length, 1);
+});
