@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 
 from pgcast.keys import channel_keys, decode_live
 from tests.integration.listener_support import (
+    LEADER_LOCK_SQL,
     Listener,
     Listeners,
     history,
@@ -44,7 +45,7 @@ async def test_two_listeners_exactly_one_leader(
     standby = next(item for item in group if item is not leader)
     await asyncio.sleep(0.5)  # several standby retry rounds: the roles must not flap
     assert (leader.role(), standby.role()) == ("leader", "standby")
-    assert len(await pg.fetch("SELECT 1 FROM pg_locks WHERE locktype = 'advisory'")) == 1
+    assert len(await pg.fetch(LEADER_LOCK_SQL)) == 1
 
 
 async def test_terminated_leader_backend_standby_takes_over(
