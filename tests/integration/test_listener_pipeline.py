@@ -10,6 +10,7 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
+from listener.publisher import Event, Publisher
 from pgcast.keys import channel_keys, decode_live
 from tests.integration.listener_support import Listeners, history, wait_until
 
@@ -172,3 +173,28 @@ async def test_healthz_metrics_and_clean_sigterm(
     assert first.service.terminate(10) == 0
     await wait_until(lambda: second.role() == "leader", "standby takes over after SIGTERM", 5)
     assert "received SIGTERM" in first.service.log()
+
+
+async def test_batch_published_by_a_crashed_leader_is_not_published_again(
+    listeners: Listeners, pg: asyncpg.Connection, redis_client: aioredis.Redis
+) -> None:
+    """Rows a dead leader published but never deleted are skipped as duplicates."""
+    await pg.execute("SELECT pgcast.publish('crash', to_jsonb(n)) FROM generate_series(1, 5) n")
+    # The crashed leader: epoch 1, published rows 1-3, died before its DELETE.
+    epoch = await pg.fetchval("UPDATE pgcast.leader SET epoch = epoch + 1 RETURNING epoch")
+    rows = await pg.fetch("SELECT id, channel, data::text FROM pgcast.outbox ORDER BY id LIMIT 3")
+    crashed = Publisher(redis_client)
+    assert await crashed.claim_fence(epoch)
+    await crashed.publish(epoch, [Event(r["channel"], r["data"].encode(), r["id"]) for r in rows])
+    listener = listeners.start()
+
+    async def all_five() -> bool:
+        return await redis_client.xlen(channel_keys("crash").history) == 5
+
+    await wait_until(all_five, "the remaining rows published")
+    await wait_until(
+        lambda: pg.fetchval("SELECT count(*) = 0 FROM pgcast.outbox"), "the outbox emptied"
+    )
+    assert await history(redis_client, "crash") == [(n, n) for n in range(1, 6)]
+    assert listener.metric("pgcast_listener_events_total", 'result="duplicate"') == 3
+    assert listener.metric("pgcast_listener_events_total", 'result="published"') == 2
