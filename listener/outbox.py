@@ -9,7 +9,6 @@ so a row committed out of id order is simply picked up by a later batch.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -84,22 +83,16 @@ class Outbox:
     def __init__(self, conn: asyncpg.Connection, query_timeout: float) -> None:
         self.conn = conn
         self.query_timeout = query_timeout
-        self.last_answer = time.monotonic()
         self._lock = asyncio.Lock()
 
     async def fetch_batch(self, limit: int) -> list[OutboxRow]:
         async with self._lock:
-            rows = await fetch_batch(self.conn, limit, self.query_timeout)
-        self.last_answer = time.monotonic()
-        return rows
+            return await fetch_batch(self.conn, limit, self.query_timeout)
 
     async def delete(self, ids: Sequence[int]) -> None:
         async with self._lock:
             await delete(self.conn, ids, self.query_timeout)
-        self.last_answer = time.monotonic()
 
     async def health(self) -> Health:
         async with self._lock:
-            result = await health(self.conn, self.query_timeout)
-        self.last_answer = time.monotonic()
-        return result
+            return await health(self.conn, self.query_timeout)
