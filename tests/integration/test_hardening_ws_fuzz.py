@@ -23,8 +23,14 @@ from aiohttp import web
 from gateway.app import create_app
 from gateway.codes import CloseCode, ErrorCode
 from gateway.services import SERVICES
-from tests.gateway_support import Events, settings, token
-from tests.soak.harness import RedisClient, eventually, http_get_async
+from tests.soak.harness import (
+    Events,
+    RedisClient,
+    eventually,
+    gateway_settings,
+    http_get_async,
+    mint,
+)
 from tests.soak.wsraw import (
     BINARY,
     CLOSE,
@@ -51,10 +57,10 @@ CHANNELS = ["user:7", "user:8", "news", "room:1", "a*", "x" * 300, "ctl\x07", "Ã
 def request(rng: random.Random) -> bytes:
     """A JSON request: half well-formed (granted channels), half hostile in some field."""
     if rng.random() < 0.5:
-        kind = rng.choice(["subscribe", "subscribe", "unsubscribe", "ping"])
+        good = rng.choice(["subscribe", "subscribe", "unsubscribe", "ping"])
         channel = rng.choice(["news", "user:7", f"room:{rng.randrange(20)}"])
-        return orjson.dumps({"type": kind, "channel": channel, "id": rng.randrange(100)})
-    kind = rng.choice(["subscribe", "unsubscribe", "ping", "refresh", "publish", None, 7])
+        return orjson.dumps({"type": good, "channel": channel, "id": rng.randrange(100)})
+    kind: object = rng.choice(["subscribe", "unsubscribe", "ping", "refresh", "publish", None, 7])
     frame: dict[str, object] = {"type": kind}
     if rng.random() < 0.8:
         frame["channel"] = rng.choice([*CHANNELS, rng.randbytes(8).hex(), None, 5, ["x"]])
@@ -64,7 +70,7 @@ def request(rng: random.Random) -> bytes:
     if rng.random() < 0.3:
         frame["id"] = rng.choice([1, "a", 2**60, True, None, {"x": 1}, "i" * 200])
     if kind == "refresh":
-        frame["token"] = rng.choice([token("7", ["*"]), token("8"), "junk", ""])
+        frame["token"] = rng.choice([mint("7", ["*"]), mint("8"), "junk", ""])
     return orjson.dumps(frame)
 
 
@@ -129,7 +135,7 @@ def assert_documented(frames: list[Frame]) -> None:
 
 async def fuzz_one(port: int, rng: random.Random) -> None:
     ws = await RawWebSocket.connect(
-        "127.0.0.1", port, headers={"Authorization": f"Bearer {token('7', ['news', 'room:*'])}"}
+        "127.0.0.1", port, headers={"Authorization": f"Bearer {mint('7', ['news', 'room:*'])}"}
     )
     assert ws.status == 101
     try:
@@ -176,7 +182,7 @@ async def test_hostile_frames_get_documented_answers_and_leak_nothing(
 ) -> None:
     """400 fuzzed connections while messages flow: documented replies only, nothing leaks."""
     caplog.set_level(logging.WARNING)
-    app = create_app(settings(redis_url))
+    app = create_app(gateway_settings(redis_url))
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -15,6 +15,11 @@ import urllib.request
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import jwt
+import orjson
+
+from gateway.config import GatewaySettings
+from listener.publisher import Event, Publisher
 from tests.processes import Service
 from tests.servers import free_port
 
@@ -125,3 +130,49 @@ class Listener:
 
     def stop(self) -> None:
         self.service.stop()
+
+
+# -- gateway-side helpers ------------------------------------------------------------------
+
+SECRET = "hardening-secret-0123456789abcdef-0123456789"
+
+
+def mint(sub: str, channels: list[str] | None = None, *, ttl: float = 3600, **claims: Any) -> str:
+    """An HS256 connection token signed with :data:`SECRET`."""
+    payload: dict[str, Any] = {"sub": sub, "exp": int(time.time() + ttl), **claims}
+    if channels is not None:
+        payload["channels"] = channels
+    return jwt.encode(payload, SECRET, algorithm="HS256")
+
+
+def gateway_env(redis_url: str, **env: str) -> dict[str, str]:
+    """Environment of a test gateway: fast heartbeats and drain, the test secret."""
+    return {
+        "REDIS_URL": redis_url,
+        "PGCAST_JWT_SECRET": SECRET,
+        "PGCAST_REDIS_HEARTBEAT": "0.2",
+        "PGCAST_REDIS_HEARTBEAT_TIMEOUT": "1.5",
+        "PGCAST_DRAIN_SECONDS": "0.2",
+        "PGCAST_CLOSE_TIMEOUT": "1",
+        **env,
+    }
+
+
+def gateway_settings(redis_url: str, **env: str) -> GatewaySettings:
+    return GatewaySettings.from_env(gateway_env(redis_url, **env))
+
+
+class Events:
+    """Publishes through the listener's real publish script (leader epoch 1)."""
+
+    def __init__(self, redis: RedisClient, history_size: int = 1000) -> None:
+        self.publisher = Publisher(redis, history_size=history_size)
+        self._claimed = False
+
+    async def publish(self, channel: str, *payloads: dict[str, Any]) -> list[int]:
+        if not self._claimed:
+            await self.publisher.claim_fence(1)
+            self._claimed = True
+        events = [Event(channel, orjson.dumps(p)) for p in payloads]
+        results = await self.publisher.publish(1, events)
+        return [r.offset for r in results if r.offset is not None]
