@@ -55,12 +55,12 @@ def machine() -> dict[str, Any]:
 
 
 async def execute(plan: Plan, env: BenchEnv, quiet_wait: float) -> dict[str, Any]:
-    results: dict[str, Any] = {"deliveries": [], "quiet": []}
+    results: dict[str, Any] = {"deliveries": []}
     for name, spec in plan.deliveries:
-        results["quiet"].append(wait_quiet(quiet_wait, log=log))
+        quiet = wait_quiet(quiet_wait, log=log)
         log(f"{spec.key}: {name} ({spec.clients} clients, {spec.rate:g} ev/s, {spec.procs} proc)")
         row = await run_delivery_logged(name, spec, env)
-        results["deliveries"].append(row)
+        results["deliveries"].append(row | {"machine_before": quiet})
     if plan.idle_clients:
         wait_quiet(quiet_wait, log=log)
         log(f"idle: pgcast, {plan.idle_clients} connections")
@@ -103,7 +103,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--out", type=Path, help="results file (default bench/results/<date>.json)")
     parser.add_argument(
-        "--quiet-wait", type=float, default=180.0, help="max seconds to wait for a quiet machine"
+        "--quiet-wait",
+        type=float,
+        default=60.0,
+        help="max seconds to wait for a quiet machine before each run",
     )
     return parser.parse_args(argv)
 

@@ -9,6 +9,7 @@ lost and duplicated events against what was committed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -114,15 +115,28 @@ async def drain(gens: LoadGens, expected_total: int, limit: float) -> float:
     return time.monotonic() - start
 
 
-async def run_delivery(system: System, spec: DeliverySpec, env: BenchEnv) -> dict[str, Any]:
-    await env.prepare(system.ingest)
-    targets = system.start(spec.procs, compression=spec.compression)
-    gens = LoadGens(system, spec, targets)
+@dataclass
+class Measured:
+    """What the orchestrator saw: a steady-state window, and the whole run."""
+
+    window_cpu: dict[str, float]
+    window_s: float
+    window_deliveries: int
+    run_cpu: dict[str, float]
+    drain_s: float
+    rss_idle: int
+    rss_busy: int
+
+
+async def measure(
+    system: System, spec: DeliverySpec, env: BenchEnv, gens: LoadGens
+) -> tuple[Measured, WriteResult]:
+    groups = {**system.groups(), "loadgen": lambda: [p.pid for p in gens.procs]}
+    whole, meter = CpuMeter(groups), CpuMeter(groups)
+    rss_idle = sum(rss_kib(pid) for pid in system.server_pids())
+    whole.start()
+    feeding = asyncio.create_task(feed(system, spec, env))
     try:
-        ready = await asyncio.to_thread(gens.ready)
-        rss_idle = sum(rss_kib(pid) for pid in system.server_pids())
-        meter = CpuMeter({**system.groups(), "loadgen": lambda: [p.pid for p in gens.procs]})
-        feeding = asyncio.create_task(feed(system, spec, env))
         await asyncio.sleep(spec.warmup)
         await gens.ask({"cmd": "window"})
         d0 = await gens.deliveries()
@@ -132,15 +146,31 @@ async def run_delivery(system: System, spec: DeliverySpec, env: BenchEnv) -> dic
         cpu, window = meter.stop()
         rss_busy = sum(rss_kib(pid) for pid in system.server_pids())
         written = await feeding
-        expected_total = written.total * (spec.clients if spec.scenario == "broadcast" else 1)
-        drained = await drain(gens, expected_total, spec.drain_timeout)
-        reports = await gens.ask({"cmd": "report", "expected": written.expected}, limit=120)
     finally:
-        gens.stop()
+        if not feeding.done():
+            feeding.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await feeding
+    expected_total = written.total * (spec.clients if spec.scenario == "broadcast" else 1)
+    drained = await drain(gens, expected_total, spec.drain_timeout)
+    run_cpu, _ = whole.stop()
+    return Measured(cpu, window, d1 - d0, run_cpu, drained, rss_idle, rss_busy), written
+
+
+async def run_delivery(system: System, spec: DeliverySpec, env: BenchEnv) -> dict[str, Any]:
+    await env.prepare(system.ingest)
+    try:
+        targets = system.start(spec.procs, compression=spec.compression)
+        gens = LoadGens(system, spec, targets)
+        try:
+            ready = await asyncio.to_thread(gens.ready)
+            measured, written = await measure(system, spec, env, gens)
+            reports = await gens.ask({"cmd": "report", "expected": written.expected}, limit=120)
+        finally:
+            gens.stop()
+    finally:
         system.stop()
-    return summarize(spec, system, ready, reports, written, cpu, window, d1 - d0, drained) | {
-        "rss_kib": {"idle": rss_idle, "busy": rss_busy}
-    }
+    return summarize(spec, system, ready, reports, written, measured)
 
 
 def summarize(
@@ -149,13 +179,12 @@ def summarize(
     ready: list[dict[str, Any]],
     reports: list[dict[str, Any]],
     written: WriteResult,
-    cpu: dict[str, float],
-    window: float,
-    delivered: int,
-    drained: float,
+    m: Measured,
 ) -> dict[str, Any]:
     latencies = [x for r in reports for x in r["latencies"]]
-    server_cpu = sum(cpu[g] for g in SERVER_GROUPS)
+    delivered_total = sum(r["deliveries"] for r in reports)
+    server_cpu = sum(m.window_cpu[g] for g in SERVER_GROUPS)
+    run_cpu = sum(m.run_cpu[g] for g in SERVER_GROUPS)
     codes: dict[str, int] = {}
     for r in reports:
         for code, n in r["close_codes"].items():
@@ -168,16 +197,22 @@ def summarize(
         "events_written": written.total,
         "write_rate": round(written.total / max(written.seconds, 1e-9), 1),
         "commit_ms": percentiles([x * 1000 for x in written.commit_latencies]),
-        "window_s": round(window, 3),
-        "deliveries_per_s": round(delivered / window, 1),
-        "cpu_us_per_delivery": round(server_cpu / max(delivered, 1) * 1e6, 3),
-        "cpu_s": {k: round(v, 3) for k, v in cpu.items()},
-        "server_cpu_cores": round(server_cpu / window, 3),
-        "loadgen_cpu_cores": round(cpu["loadgen"] / window, 3),
+        "window_s": round(m.window_s, 3),
+        "deliveries_per_s": round(m.window_deliveries / m.window_s, 1),
+        "cpu_us_per_delivery": round(server_cpu / max(m.window_deliveries, 1) * 1e6, 3),
+        "cpu_s": {k: round(v, 3) for k, v in m.window_cpu.items()},
+        "server_cpu_cores": round(server_cpu / m.window_s, 3),
+        "loadgen_cpu_cores": round(m.window_cpu["loadgen"] / m.window_s, 3),
+        # Whole run (first event to end of drain): immune to where the window falls
+        # when a contender runs ahead of its clients or falls behind them.
+        "run_cpu_s": {k: round(v, 3) for k, v in m.run_cpu.items()},
+        "run_cpu_us_per_delivery": round(run_cpu / max(delivered_total, 1) * 1e6, 3),
+        "deliveries_per_server_cpu_s": round(delivered_total / max(m.run_cpu["servers"], 1e-9)),
         "latency_ms": percentiles([x * 1000 for x in latencies]),
-        "delivered_total": sum(r["deliveries"] for r in reports),
+        "delivered_total": delivered_total,
         "lost": sum(r["lost"] for r in reports),
         "duplicated": sum(r["duplicated"] for r in reports),
         "close_codes": codes,
-        "drain_s": round(drained, 2),
+        "drain_s": round(m.drain_s, 2),
+        "rss_kib": {"idle": m.rss_idle, "busy": m.rss_busy},
     }

@@ -53,6 +53,7 @@ def quick_plan() -> Plan:
     runs: list[tuple[str, DeliverySpec]] = [("ceiling", sat), ("pgcast", sat)]
     runs += [(peer, sat) for peer in PEERS]
     runs += [("pgcast", mod), ("pgcast", per)]
+    runs += [("pgcast", DeliverySpec("broadcast", "saturation", 200, 200, 3, compression=True))]
     return Plan(
         deliveries=runs,
         idle_clients=1000,

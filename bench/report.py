@@ -33,9 +33,10 @@ def _offered(row: dict[str, Any]) -> float:
 
 def delivery_table(doc: dict[str, Any]) -> list[str]:
     lines = [
-        "| scenario | system | clients × procs | offered/s | delivered/s | server CPU µs/delivery"
+        "| scenario | system | clients × procs | offered/s | delivered/s (window) |"
+        " deliveries per server-process CPU-s | server-side CPU µs/delivery (run / window)"
         " | p50 ms | p99 ms | lost | dup | loadgen cores |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in doc.get("deliveries", []):
         spec, lat = row["spec"], row["latency_ms"]
@@ -43,7 +44,8 @@ def delivery_table(doc: dict[str, Any]) -> list[str]:
         lines.append(
             f"| {spec['scenario']}/{spec['level']}{suffix} | {row['system']} | "
             f"{spec['clients']} × {spec['procs']} | {_offered(row):,.0f} | "
-            f"{row['deliveries_per_s']:,.0f} | {row['cpu_us_per_delivery']:.2f} | "
+            f"{row['deliveries_per_s']:,.0f} | {row['deliveries_per_server_cpu_s']:,.0f} | "
+            f"{row['run_cpu_us_per_delivery']:.2f} / {row['cpu_us_per_delivery']:.2f} | "
             f"{lat.get('p50', '-')} | {lat.get('p99', '-')} | {row['lost']} | "
             f"{row['duplicated']} | {row['loadgen_cpu_cores']:.2f} |"
         )
@@ -61,20 +63,29 @@ def ratios(doc: dict[str, Any]) -> list[tuple[str, float | None, str, bool | Non
         return None if value is None else ok
 
     sat, fan = "broadcast/saturation", "broadcast/fanout-5k"
-    cpu = "cpu_us_per_delivery"
+    cpu, per_core = "run_cpu_us_per_delivery", "deliveries_per_server_cpu_s"
     out: list[tuple[str, float | None, str, bool | None]] = []
+    r = ratio(metric("pgcast", fan, per_core), metric("ceiling", fan, per_core))
+    label = "pgcast ÷ ceiling, deliveries per server-process CPU-s, 5,000 connections"
+    out.append((label, r, "≥ 0.8", check(r, (r or 0) >= 0.8)))
     r = ratio(metric("pgcast", fan, "deliveries_per_s"), metric("ceiling", fan, "deliveries_per_s"))
-    out.append(
-        ("pgcast ÷ ceiling, deliveries/s, 5,000 connections", r, "≥ 0.8", check(r, (r or 0) >= 0.8))
-    )
-    r = ratio(metric("pgcast", sat, "deliveries_per_s"), metric("ceiling", sat, "deliveries_per_s"))
-    out.append(("pgcast ÷ ceiling, deliveries/s, saturation", r, "-", None))
+    out.append(("pgcast ÷ ceiling, delivered/s at the clients, 5,000 connections", r, "-", None))
+    r = ratio(metric("pgcast", sat, per_core), metric("ceiling", sat, per_core))
+    label = "pgcast ÷ ceiling, deliveries per server-process CPU-s, 1,000 connections"
+    out.append((label, r, "-", None))
     r = ratio(metric("pgcast", sat, cpu), metric("python-socketio", sat, cpu))
     out.append(
-        ("pgcast ÷ python-socketio, CPU µs/delivery", r, "≤ 0.333", check(r, (r or 9) <= 1 / 3))
+        (
+            "pgcast ÷ python-socketio, server-side CPU µs/delivery",
+            r,
+            "≤ 0.333",
+            check(r, (r or 9) <= 1 / 3),
+        )
     )
     r = ratio(metric("pgcast", sat, cpu), metric("node-socketio", sat, cpu))
-    out.append(("pgcast ÷ Node Socket.IO, CPU µs/delivery", r, "≤ 1", check(r, (r or 9) <= 1)))
+    out.append(
+        ("pgcast ÷ Node Socket.IO, server-side CPU µs/delivery", r, "≤ 1", check(r, (r or 9) <= 1))
+    )
     r = ratio(metric("pgcast", sat + "+deflate", cpu), metric("pgcast", sat, cpu))
     out.append(("pgcast compression on ÷ off, CPU µs/delivery", r, "(kept off)", None))
     return out

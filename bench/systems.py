@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import selectors
 import subprocess
 import sys
@@ -27,6 +28,8 @@ from bench.env import BenchEnv
 from bench.procs import PidSource, descendants
 
 NODE_DIR = Path(__file__).resolve().parent / "peers" / "node"
+# Every process's stderr (and services' stdout) stays here after the run, for post-mortems.
+LOG_DIR = Path(tempfile.gettempdir()) / "pgcast-bench-logs"
 
 
 class Proc:
@@ -36,7 +39,9 @@ class Proc:
         self, argv: list[str], env: dict[str, str] | None = None, *, piped: bool = True
     ) -> None:
         """``piped=False``: stdout goes to the log too (services that only log)."""
-        self.log = Path(tempfile.mkstemp(prefix="pgcast-bench-", suffix=".log")[1])
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
+        name = re.sub(r"[^\w.]+", "_", " ".join(argv[1:3]))[-40:]
+        self.log = Path(tempfile.mkstemp(prefix=f"{name}-", suffix=".log", dir=LOG_DIR)[1])
         with open(self.log, "ab") as log:
             self.popen = subprocess.Popen(
                 argv,
@@ -87,7 +92,6 @@ class Proc:
             if stream is not None:
                 with contextlib.suppress(OSError):
                     stream.close()
-        self.log.unlink(missing_ok=True)
 
     def kill9(self) -> None:
         if self.popen.poll() is None:
