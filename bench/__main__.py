@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from bench.contenders import CONTENDERS
+from bench.contenders import CONTENDERS, Pgcast
 from bench.env import BenchEnv
 from bench.failover import run_failover
 from bench.idle import run_idle
@@ -101,6 +101,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--scenarios", help="comma list: broadcast,per_user,idle,failover,writepath"
     )
+    parser.add_argument(
+        "--tree", help="run pgcast's listener and gateway from this checkout (measure a patch)"
+    )
     parser.add_argument("--out", type=Path, help="results file (default bench/results/<date>.json)")
     parser.add_argument(
         "--quiet-wait",
@@ -121,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         quick_plan() if args.quick else full_plan(), csv(args.systems), csv(args.scenarios)
     )
     needed = {name for name, _ in plan.deliveries}
+    if args.tree:
+        Pgcast.tree = str(Path(args.tree).resolve())
     ensure_peers(needed, log)
     today = datetime.date.today().isoformat()
     out = args.out or RESULTS / f"{today}{'-quick' if args.quick else ''}.json"

@@ -187,6 +187,8 @@ class PgcastConnection(BenchConnection):
         kind = frame.get("type")
         if kind == "subscribed" and not self.subscribed:
             self.mark_subscribed()
+        elif kind == "subscribed":
+            self.gen.resyncs += 1  # recovered:false under a live subscription
         elif kind == "error":
             self.gen.on_failed(self, f"error frame: {frame}")
 

@@ -17,11 +17,12 @@ HOST = "127.0.0.1"
 
 class Pgcast(System):
     name, protocol, ingest = "pgcast", "pgcast", "pgcast"
+    tree: str | None = None  # --tree: run listener and gateway from another checkout
 
     def listener(self, **env: str) -> Proc:
         port = free_port()
         proc = Proc(
-            entry_point("listener.cli"),
+            entry_point("listener.cli", self.tree),
             {
                 "DATABASE_URL": self.env.dsn,
                 "REDIS_URL": self.env.redis_url,
@@ -38,7 +39,7 @@ class Pgcast(System):
     def gateway(self, compression: bool = False) -> tuple[Proc, int]:
         port = free_port()
         proc = Proc(
-            entry_point("gateway.cli"),
+            entry_point("gateway.cli", self.tree),
             {
                 "REDIS_URL": self.env.redis_url,
                 "PGCAST_JWT_SECRET": self.env.secret,

@@ -212,6 +212,7 @@ def summarize(
         "delivered_total": delivered_total,
         "lost": sum(r["lost"] for r in reports),
         "duplicated": sum(r["duplicated"] for r in reports),
+        "resyncs": sum(r["resyncs"] for r in reports),
         "close_codes": codes,
         "drain_s": round(m.drain_s, 2),
         "rss_kib": {"idle": m.rss_idle, "busy": m.rss_busy},

@@ -75,6 +75,7 @@ class LoadGen:
         self.subscribed = 0
         self.failed: list[str] = []
         self.closed = 0
+        self.resyncs = 0  # unsolicited "subscribed" (recovered:false): told to refetch
         self.settled = 0
         self.all_settled = asyncio.Event()
         self.slots = asyncio.Semaphore(config.concurrency)
@@ -152,6 +153,7 @@ class LoadGen:
             "deliveries": self.deliveries,
             "subscribed": self.subscribed,
             "closed": self.closed,
+            "resyncs": self.resyncs,
             "cpu": self_cpu(),
             "time": time.time(),
         }

@@ -148,6 +148,11 @@ def python_module(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", module, *args]
 
 
-def entry_point(module: str) -> list[str]:
-    """Run a console script's ``main`` as ``pip install`` would (exit code included)."""
-    return [sys.executable, "-c", f"import sys; from {module} import main; sys.exit(main())"]
+def entry_point(module: str, tree: str | None = None) -> list[str]:
+    """Run a console script's ``main`` as ``pip install`` would (exit code included).
+
+    ``tree``: a directory searched first for the module (to measure a patched copy).
+    """
+    first = f"sys.path.insert(0, {tree!r}); " if tree else ""
+    code = f"import sys; {first}from {module} import main; sys.exit(main())"
+    return [sys.executable, "-c", code]
