@@ -8,17 +8,22 @@ name, never by the global test timeout).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import aiohttp
 import jwt
 import orjson
+from aiohttp import web
 
+from gateway.app import create_app
 from gateway.config import GatewaySettings
+from gateway.services import SERVICES
 from listener.publisher import Event, Publisher
 from tests.processes import Service
 from tests.servers import free_port
@@ -176,3 +181,32 @@ class Events:
         events = [Event(channel, orjson.dumps(p)) for p in payloads]
         results = await self.publisher.publish(1, events)
         return [r.offset for r in results if r.offset is not None]
+
+
+@contextlib.asynccontextmanager
+async def running_gateway(settings: GatewaySettings) -> AsyncIterator[tuple[web.Application, int]]:
+    """An in-process gateway on a free port, linked to Redis; yields (app, port)."""
+    app = create_app(settings)
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    try:
+        await site.start()
+        port: int = runner.addresses[0][1]
+        hub = app[SERVICES].hub
+        await eventually(lambda: hub.ready, 10, "gateway hub linked to Redis")
+        yield app, port
+    finally:
+        await runner.cleanup()
+
+
+async def handshake_status(
+    session: aiohttp.ClientSession, port: int, path: str = "/ws", **kwargs: Any
+) -> int:
+    """The HTTP status a WebSocket handshake gets (101 when it upgraded; closed again)."""
+    try:
+        ws = await session.ws_connect(f"http://127.0.0.1:{port}{path}", **kwargs)
+    except aiohttp.WSServerHandshakeError as exc:
+        return exc.status
+    await ws.close()
+    return 101
