@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import orjson
 from hypothesis import example, given
 from hypothesis import strategies as st
@@ -14,6 +16,8 @@ from gateway.protocol import (
     RequestError,
     Subscribe,
     Unsubscribe,
+    decode_event_id,
+    encode_event_id,
     error,
     parse_offset,
     parse_request,
@@ -159,3 +163,27 @@ def test_server_frames_are_valid_json(
     assert sub.get("id") == rid
     assert orjson.loads(unsubscribed(channel, request_id=rid)).get("id") == rid
     assert orjson.loads(pong(rid)) == ({"type": "pong"} | ({} if rid is None else {"id": rid}))
+
+
+@given(
+    st.text(max_size=200)
+    | st.binary(max_size=150).map(lambda b: base64.urlsafe_b64encode(b).decode())
+)
+@example("e30")  # {}
+@example(base64.urlsafe_b64encode(b'{"a":"e:1","b":5,"c":"::"}').decode())
+def test_any_last_event_id_decodes_to_positions_or_nothing(text: str) -> None:
+    """A hostile Last-Event-ID never raises: it yields valid-looking positions or none."""
+    positions = decode_event_id(text)
+    for epoch, offset in positions.values():
+        assert epoch
+        assert offset >= 0
+
+
+@given(
+    st.dictionaries(
+        VALID_NAME, st.tuples(st.text(min_size=1, max_size=40), st.integers(0, 2**53)), max_size=5
+    )
+)
+def test_event_ids_round_trip(positions: dict[str, tuple[str, int]]) -> None:
+    """decode_event_id(encode_event_id(p)) == p, epochs with colons included."""
+    assert decode_event_id(encode_event_id(positions)) == positions
