@@ -38,16 +38,19 @@ class StackError(RuntimeError):
     """The stack cannot start (or stopped); the message says why and what to do."""
 
 
+SOCKET_URL = "postgresql:///postgres?host=/var/run/postgresql"
+
+
 def _pg_hint(exc: BaseException) -> str:
+    """What to do about a refused Postgres login (a fresh Debian server knows only 'postgres')."""
     text = str(exc)
-    if "does not exist" in text and "role" in text:
+    if ("role" in text and "does not exist" in text) or "authentication failed" in text:
         user = getpass.getuser()
         return (
-            f"  create the role: su postgres -c 'createuser --superuser {user}'\n"
-            "  or name a user: DATABASE_URL=postgresql://postgres:PASSWORD@localhost:5432/postgres"
+            f"  create your role: su postgres -c 'createuser --superuser {user}'\n"
+            f"  then use the local socket (peer auth): DATABASE_URL='{SOCKET_URL}' make up\n"
+            "  or give a user and password: DATABASE_URL=postgresql://USER:PASSWORD@HOST:5432/DB"
         )
-    if "password" in text:
-        return "  give the password: DATABASE_URL=postgresql://USER:PASSWORD@HOST:5432/DB make up"
     return PG_HELP
 
 

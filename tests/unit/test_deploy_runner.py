@@ -16,7 +16,14 @@ import pytest
 
 from deploy import certs
 from deploy.config import StackConfig, build, parse_args
-from deploy.preflight import StackError, check_postgres, check_redis, port_in_use, running_pid
+from deploy.preflight import (
+    StackError,
+    _pg_hint,
+    check_postgres,
+    check_redis,
+    port_in_use,
+    running_pid,
+)
 from deploy.procs import plan
 from deploy.stack import banner
 from deploy.status import Row, metrics_info, table
@@ -190,3 +197,14 @@ def test_banner_prints_urls_and_token(tmp_path: Path) -> None:
     assert "\nheader.payload.signature\n" in text
     assert "4 gateways" in text
     assert "2 listeners" in text
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    ['role "root" does not exist', 'password authentication failed for user "root"'],
+)
+def test_refused_login_explains_the_fresh_debian_fix(refusal: str) -> None:
+    """A fresh Debian Postgres knows no role for you: say how to create it and connect."""
+    hint = _pg_hint(RuntimeError(refusal))
+    assert "createuser --superuser" in hint
+    assert "postgresql:///postgres?host=/var/run/postgresql" in hint
