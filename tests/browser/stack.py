@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import secrets
 import signal
 import time
@@ -125,10 +126,13 @@ def start_stack(
 
 
 async def until(predicate: Callable[[], object], what: str, limit: float = 30.0) -> None:
-    """Poll ``predicate`` (a plain attribute check) until true; fail by name after ``limit`` s."""
+    """Poll ``predicate`` (a check, sync or async) until true; fail by name after ``limit`` s."""
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
-        if predicate():
+        result = predicate()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
             return
         await asyncio.sleep(0.02)
     raise TimeoutError(f"timed out after {limit}s waiting for {what}")
