@@ -24,7 +24,7 @@ from tests.integration.test_stack_harness import RawClient, RunningStack, pid_al
 
 CLIENTS = 400
 CHANNEL = "stack:news"
-PER_PHASE = 30  # events before the gateway kill, after it, and after the leader kill
+TOTAL = 150  # events; a gateway dies after a third, the leader listener after two thirds
 RATE = 40.0  # events per second
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
@@ -80,73 +80,84 @@ async def wait_for(what: str, check: Callable[[], bool], limit: float) -> None:
         await asyncio.sleep(0.1)
 
 
-async def publish(dsn: str, first: int, count: int) -> None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        for seq in range(first, first + count):
-            await conn.execute(
-                "select pgcast.publish($1, jsonb_build_object('seq', $2::int))", CHANNEL, seq
-            )
-            await asyncio.sleep(1 / RATE)
-    finally:
-        await conn.close()
+class Publisher:
+    """Publishes ``seq`` 0..total-1 from SQL at a steady rate, one transaction each."""
+
+    def __init__(self, dsn: str, total: int) -> None:
+        self.dsn = dsn
+        self.total = total
+        self.published = 0
+
+    async def run(self) -> None:
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            for seq in range(self.total):
+                await conn.execute(
+                    "select pgcast.publish($1, jsonb_build_object('seq', $2::int))", CHANNEL, seq
+                )
+                self.published = seq + 1
+                await asyncio.sleep(1 / RATE)
+        finally:
+            await conn.close()
 
 
 async def test_four_gateways_two_listeners_400_clients_survive_kills(
     stack: RunningStack, database_url: str
 ) -> None:
     """400 wss clients through nginx, spread over 4 gateways; SIGKILL a gateway, then the
-    leader listener, mid-stream: every client gets every event exactly once, in order."""
+    leader listener, while events are being published: every client gets every event
+    exactly once, in order, and the killed gateway's clients resume through nginx."""
     url = f"wss://localhost:{stack.https_port}/ws"
     connector = aiohttp.TCPConnector(limit=0, ssl=stack.ca_context())
     timeout = aiohttp.ClientTimeout(total=None, connect=10, sock_connect=10)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        token = stack.token()
-        clients = [RawClient(url, token, CHANNEL, session) for _ in range(CLIENTS)]
+    probe_timeout = aiohttp.ClientTimeout(total=5)
+    async with (
+        aiohttp.ClientSession(connector=connector, timeout=timeout) as session,
+        aiohttp.ClientSession(timeout=probe_timeout) as probe,
+    ):
+        clients = [RawClient(url, stack.token(), CHANNEL, session) for _ in range(CLIENTS)]
         tasks = [asyncio.create_task(c.run()) for c in clients]
+        publisher = Publisher(database_url, TOTAL)
         try:
             await wait_for(
                 "400 subscriptions", lambda: all(c.subscribed.is_set() for c in clients), 45
             )
-            probe = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
-            async with probe:
-                counts = await gateway_connections(probe, stack)
-                assert sum(counts) == CLIENTS, counts
-                assert min(counts) >= CLIENTS // 8, f"not spread over all 4 gateways: {counts}"
+            counts = await gateway_connections(probe, stack)
+            assert sum(counts) == CLIENTS, counts
+            assert min(counts) >= CLIENTS // 8, f"not spread over all 4 gateways: {counts}"
 
-                await publish(database_url, 0, PER_PHASE)
-                victim = stack.procs("gateway")[1]
-                os.kill(victim["pid"], signal.SIGKILL)
-                await publish(database_url, PER_PHASE, PER_PHASE)
-                await wait_for(
-                    "the killed gateway's clients to reconnect",
-                    lambda: sum(c.connects > 1 for c in clients) >= counts[1],
-                    30,
-                )
-
-                old_leader = await leader(probe, stack)
-                os.kill(int(str(old_leader["pid"])), signal.SIGKILL)
-                await publish(database_url, 2 * PER_PHASE, PER_PHASE)
-                total = 3 * PER_PHASE
-                await wait_for(
-                    f"{total} events at every client",
-                    lambda: all(len(c.seqs) >= total for c in clients),
-                    45,
-                )
-                new_leader = await leader(probe, stack)
-                assert new_leader["name"] != old_leader["name"]
+            publishing = asyncio.create_task(publisher.run())
+            await wait_for("a third of the events", lambda: publisher.published >= TOTAL // 3, 30)
+            victim = stack.procs("gateway")[1]
+            os.kill(victim["pid"], signal.SIGKILL)
+            await wait_for(
+                "the killed gateway's clients to reconnect",
+                lambda: sum(c.connects > 1 for c in clients) >= counts[1],
+                30,
+            )
+            await wait_for("two thirds", lambda: publisher.published >= 2 * TOTAL // 3, 30)
+            old_leader = await leader(probe, stack)
+            os.kill(int(str(old_leader["pid"])), signal.SIGKILL)
+            async with asyncio.timeout(60):
+                await publishing
+            await wait_for(
+                f"{TOTAL} events at every client",
+                lambda: all(len(c.seqs) >= TOTAL for c in clients),
+                45,
+            )
+            new_leader = await leader(probe, stack)
+            assert new_leader["name"] != old_leader["name"]
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    expected = list(range(3 * PER_PHASE))
-    wrong = [i for i, c in enumerate(clients) if c.seqs != expected]
-    assert wrong == [], f"{len(wrong)} clients saw {clients[wrong[0]].seqs if wrong else ''}"
+    expected = list(range(TOTAL))
+    wrong = [c.seqs for c in clients if c.seqs != expected]
+    assert wrong == [], f"{len(wrong)} clients saw other than 0..{TOTAL - 1}, e.g. {wrong[0]}"
     assert sum(c.not_recovered for c in clients) == 0
     assert [c.errors for c in clients if c.errors] == []
-    resumed = sum(c.connects > 1 for c in clients)
-    assert resumed >= counts[1]
+    assert sum(c.connects > 1 for c in clients) >= counts[1]
     # The runner said what happened and brought the dead back, out loud.
     out = stack.output()
     assert f"{victim['name']}: restarting (killed by SIGKILL" in out
