@@ -210,3 +210,34 @@ async def handshake_status(
         return exc.status
     await ws.close()
     return 101
+
+
+class Gateway:
+    """A pgcast-gateway process on a free port."""
+
+    def __init__(self, redis_url: str, **env: str) -> None:
+        self.port = free_port()
+        self.service = Service(
+            "gateway",
+            {
+                **gateway_env(redis_url),
+                "PGCAST_HOST": "127.0.0.1",
+                "PGCAST_PORT": str(self.port),
+                **env,
+            },
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, ready: bool = True) -> Gateway:
+        self.service.start()
+        self.service.wait_http(self.url + ("/readyz" if ready else "/healthz"), timeout=20)
+        return self
+
+    def log(self) -> str:
+        return self.service.log()
+
+    def stop(self) -> None:
+        self.service.stop()
