@@ -117,6 +117,14 @@ class RunningStack:
         claims = {"sub": sub, "exp": int(time.time()) + 3600, "channels": list(channels)}
         return jwt.encode(claims, secret, algorithm="HS256")
 
+    def wait(self, timeout: float) -> int:
+        """Wait for the runner to exit by itself; returns its exit code."""
+        assert self.proc is not None
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self._out.close()
+
     def stop(self, timeout: float = 60.0) -> int:
         """SIGTERM the runner (as Ctrl-C would) and wait; returns its exit code."""
         assert self.proc is not None

@@ -97,8 +97,7 @@ def test_unreachable_postgres_stops_before_anything_starts(tmp_path: Path, redis
     """No Postgres: exit 1 with what to install or set, and no process was started."""
     env = base_env(f"postgresql://postgres@127.0.0.1:{_closed_port()}/postgres", redis_url)
     stack = RunningStack(tmp_path / "run", env).start()
-    assert stack.proc is not None
-    assert stack.proc.wait(30) == 1
+    assert stack.wait(30) == 1
     out = stack.output()
     assert "Postgres is not reachable" in out
     assert "apt-get install -y postgresql" in out
@@ -112,8 +111,7 @@ def test_a_process_failing_at_start_aborts_with_its_reason(
     and the runner leaves nothing running."""
     env = {**base_env(database_url, redis_url), "PGCAST_JWT_SECRET": "too-short"}
     stack = RunningStack(tmp_path / "run", env, gateways=1, listeners=1).start()
-    assert stack.proc is not None
-    assert stack.proc.wait(60) == 1
+    assert stack.wait(60) == 1
     out = stack.output()
     assert "gateway-1 exit 2 before it was ready" in out
     assert "PGCAST_JWT_SECRET must be at least 32 bytes" in out
