@@ -22,6 +22,10 @@ timeout = 30
 # aiohttp's access log would print query strings, and ?token= is allowed.
 accesslog = None
 errorlog = "-"
+# gunicorn >= 25 opens a control socket in $HOME/.gunicorn: several gateways on one
+# host would share that path, and the image's home is read-only. Older versions
+# ignore the name.
+control_socket_disable = True
 # The root filesystem is read-only in the image's deployments: heartbeat files go to
 # the tmpfs that containers always have.
 _SHM = "/dev/shm"  # noqa: S108 - a tmpfs, the usual place for gunicorn's heartbeat files

@@ -65,6 +65,7 @@ def test_gunicorn_runs_the_aiohttp_uvloop_worker_on_the_app_factory() -> None:
     assert hasattr(importlib.import_module(module), cls)
     assert settings["bind"] == "127.0.0.1:9999"
     assert settings["accesslog"] is None
+    assert settings["control_socket_disable"] is True
     (cmd,) = instructions("CMD")
     app_module, _, factory = json.loads(cmd)[-1].partition(":")
     assert inspect.iscoroutinefunction(getattr(importlib.import_module(app_module), factory))
