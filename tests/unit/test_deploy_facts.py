@@ -65,14 +65,14 @@ def migrate_env() -> set[str]:
 
 
 def routes(*globs: str) -> set[str]:
-    """Paths registered with ``add_get``/``add_route``/``web.get`` in the files."""
+    """Paths registered with ``add_get``/``add_route``/``add_static``/``web.get`` in the files."""
     paths = [p for g in globs for p in sorted(ROOT.glob(g))]
     found: set[str] = set()
     for call in _calls(paths):
         func = call.func
         attr = func.attr if isinstance(func, ast.Attribute) else ""
         args = [a for a in call.args if isinstance(a, ast.Constant) and isinstance(a.value, str)]
-        if attr in ("add_get", "get", "add_route") and args:
+        if attr in ("add_get", "get", "add_route", "add_static") and args:
             found.update(a.value for a in args if a.value.startswith("/"))
     return found
 
