@@ -16,6 +16,8 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
@@ -80,8 +82,13 @@ def _services_context(
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def context(app: web.Application) -> AsyncIterator[None]:
         metrics = Metrics()
+        # Fail fast (one quick retry, for a pooled connection that died with a Redis
+        # restart): the hub's own loop owns the backoff and the history re-sync.
         redis = aioredis.Redis.from_url(
-            settings.redis_url, socket_timeout=5.0, socket_connect_timeout=5.0
+            settings.redis_url,
+            socket_timeout=5.0,
+            socket_connect_timeout=5.0,
+            retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 1),
         )
         hub = Hub(
             HubOptions(
@@ -120,7 +127,7 @@ def load_settings() -> GatewaySettings:
     settings = GatewaySettings.from_env()
     logs.configure(settings.log_level, settings.log_format)
     for name in settings.unused_env:
-        log.warning("%s is set but the gateway does not use it (typo?)", name)
+        log.info("%s is set but the gateway does not use it (typo?)", name)
     return settings
 
 

@@ -7,6 +7,7 @@ so the gateway tests prove the real Redis contract, not a copy of it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -171,3 +172,151 @@ class SseReader:
                 assert frame["type"] == "message", frame
                 out.append(frame)
         return out
+
+
+def gateway_env(redis_url: str, port: int, **env: str) -> dict[str, str]:
+    """Environment of a ``pgcast-gateway`` process for tests (fast heartbeats, short drain)."""
+    return {
+        "REDIS_URL": redis_url,
+        "PGCAST_JWT_SECRET": SECRET,
+        "PGCAST_HOST": "127.0.0.1",
+        "PGCAST_PORT": str(port),
+        "PGCAST_REDIS_HEARTBEAT": "0.2",
+        "PGCAST_REDIS_HEARTBEAT_TIMEOUT": "1.5",
+        "PGCAST_DRAIN_SECONDS": "1",
+        "PGCAST_CLOSE_TIMEOUT": "2",
+        **env,
+    }
+
+
+class Follower:
+    """A client that follows one channel across gateways: on any close it reconnects to the
+    next URL and resumes from its last position. Records every message with its epoch."""
+
+    def __init__(self, session: aiohttp.ClientSession, urls: list[str], channel: str, tok: str):
+        self.session = session
+        self.urls = urls
+        self.channel = channel
+        self.token = tok
+        self.received: list[tuple[str, int]] = []  # (epoch, offset) of each message
+        self.epoch: str | None = None
+        self.offset = 0
+        self.closes: list[int | None] = []
+        self.subscribed: list[dict[str, Any]] = []
+        self.stop = asyncio.Event()
+        self._turn = 0
+
+    def offsets(self, epoch: str | None = None) -> list[int]:
+        return [o for e, o in self.received if epoch is None or e == epoch]
+
+    async def run(self) -> None:
+        while not self.stop.is_set():
+            url = self.urls[self._turn % len(self.urls)]
+            with contextlib.suppress(aiohttp.ClientError, OSError):
+                await self._follow(url)
+            if not self.stop.is_set():
+                self._turn += 1
+                await asyncio.sleep(0.05)
+
+    async def _follow(self, url: str) -> None:
+        protocols = ("pgcast.v1", f"bearer.{self.token}")
+        async with self.session.ws_connect(url, protocols=protocols) as ws:
+            request: dict[str, Any] = {"type": "subscribe", "channel": self.channel}
+            if self.epoch is not None:
+                request.update(since=str(self.offset), epoch=self.epoch)
+            await ws.send_str(orjson.dumps(request).decode())
+            while not self.stop.is_set():
+                msg = await ws.receive()
+                if msg.type is not aiohttp.WSMsgType.TEXT:
+                    break
+                self._frame(orjson.loads(msg.data))
+            self.closes.append(ws.close_code)
+
+    def _frame(self, frame: dict[str, Any]) -> None:
+        if frame["type"] == "subscribed":
+            self.subscribed.append(frame)
+            self.epoch = frame["epoch"]
+            if not frame["recovered"]:
+                self.offset = int(frame["offset"])
+        elif frame["type"] == "message":
+            self.offset = int(frame["offset"])
+            self.received.append((self.epoch or "", self.offset))
+
+
+def contiguous(values: list[int], first: int, last: int) -> bool:
+    return values == list(range(first, last + 1))
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of process ``pid`` (Linux)."""
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def masked_text(payload: bytes) -> bytes:
+    """One final, masked client text frame (clients must mask, RFC 6455 §5.3)."""
+    import os
+    import struct
+
+    mask = os.urandom(4)
+    n = len(payload)
+    if n < 126:
+        header = struct.pack("!BB", 0x81, 0x80 | n)
+    elif n < 65536:
+        header = struct.pack("!BBH", 0x81, 0x80 | 126, n)
+    else:
+        header = struct.pack("!BBQ", 0x81, 0x80 | 127, n)
+    body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return header + mask + body
+
+
+def server_frames(data: bytes) -> tuple[list[tuple[int, bytes]], bytes]:
+    """Complete unmasked server frames in ``data`` as (opcode, payload), and the rest."""
+    frames = []
+    pos = 0
+    while len(data) - pos >= 2:
+        opcode, length = data[pos] & 0x0F, data[pos + 1] & 0x7F
+        head = 2
+        if length == 126:
+            if len(data) - pos < 4:
+                break
+            length, head = int.from_bytes(data[pos + 2 : pos + 4], "big"), 4
+        elif length == 127:
+            if len(data) - pos < 10:
+                break
+            length, head = int.from_bytes(data[pos + 2 : pos + 10], "big"), 10
+        if len(data) - pos < head + length:
+            break
+        frames.append((opcode, data[pos + head : pos + head + length]))
+        pos += head + length
+    return frames, data[pos:]
+
+
+async def raw_ws(
+    port: int, tok: str, rcvbuf: int
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A bare WebSocket connection with a small receive buffer, upgraded by hand."""
+    import base64
+    import os
+    import socket
+
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    reader, writer = await asyncio.open_connection(sock=sock, limit=16 * 1024)
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write(
+        (
+            f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            f"Sec-WebSocket-Version: 13\r\nAuthorization: Bearer {tok}\r\n\r\n"
+        ).encode()
+    )
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WAIT)
+    if not head.startswith(b"HTTP/1.1 101"):
+        raise AssertionError(head.decode(errors="replace"))
+    return reader, writer
