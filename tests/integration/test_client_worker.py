@@ -48,20 +48,24 @@ async def test_two_workers_wake_on_insert_and_run_each_job_once(
                 workers.append(Worker(pool, client, handler(name), name))
             tasks = [asyncio.ensure_future(w.run()) for w in workers]
             try:
-                await until(lambda: len(ran) == 1, "the backlog job")
+                await until(lambda: len(ran) == 1, "the backlog job", limit=60)
                 for batch in range(10):  # three jobs per transaction, ten transactions
                     await pool.execute(
                         "INSERT INTO jobs (payload) SELECT jsonb_build_object('n', g) "
                         "FROM generate_series($1::int, $1::int + 2) AS g",
                         batch * 3 + 1,
                     )
-                await until(lambda: len(ran) == 31, "31 jobs run")
+                try:
+                    await until(lambda: len(ran) >= 31, "31 jobs run", limit=60)
+                except TimeoutError:
+                    states = await pool.fetch("SELECT id, status, done_by FROM jobs ORDER BY id")
+                    raise AssertionError(f"ran {ran}; table {[tuple(r) for r in states]}") from None
             finally:
                 for task in tasks:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
         ids = [job_id for _, job_id in ran]
-        assert len(ids) == len(set(ids)) == 31
+        assert len(ids) == len(set(ids)) == 31, ran
         done = await pool.fetchval("SELECT count(*) FROM jobs WHERE status = 'done'")
         assert done == 31
     finally:
