@@ -102,4 +102,4 @@ class BenchEnv:
         try:
             await client.flushall()
         finally:
-            await client.aclose()  # type: ignore[attr-defined]  # stubs predate aclose
+            await client.aclose()  # type: ignore[attr-defined, unused-ignore]  # old stubs lack aclose
