@@ -16,12 +16,12 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 
 from gateway import probes
 from gateway.auth import Verifier
@@ -111,7 +111,11 @@ def _services_context(
         finally:
             await sessions.aclose()
             hub_task.cancel()
-            await asyncio.gather(hub_task, return_exceptions=True)
+            # Bounded: shutdown must finish inside gunicorn's graceful timeout, whatever
+            # a library does with the cancellation.
+            await asyncio.wait([hub_task], timeout=2.0)
+            if not hub_task.done():
+                log.warning("the hub did not stop within 2s; exiting anyway")
             await redis.aclose()  # type: ignore[attr-defined, unused-ignore]
 
     return context

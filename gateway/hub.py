@@ -32,6 +32,17 @@ SYNC_BATCH = 200
 AHEAD_WAIT = 1.0  # how long a client that resumes ahead of this hub waits for it
 
 
+def raise_if_cancelled() -> None:
+    """Re-raise a cancellation that a library turned into another error on its way out.
+
+    (redis-py cleans up a cancelled command with awaits of its own; an error there
+    replaces the CancelledError, and a loop that caught it would never stop.)
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 class HubClosedError(Exception):
     """The subscriber left (or the hub stopped) while its subscribe was pending."""
 
@@ -193,6 +204,7 @@ class Hub:
                     within=self.options.connect_timeout,
                 )
             except (OSError, TimeoutError, ConnectionError) as exc:
+                raise_if_cancelled()
                 delay = backoff.next()
                 log.warning("redis pub/sub connect failed (%s); retry in %.2fs", exc, delay)
                 await asyncio.sleep(delay)
@@ -200,6 +212,7 @@ class Hub:
             try:
                 await self._serve(link, backoff)
             except Exception:
+                raise_if_cancelled()
                 log.exception("pub/sub link failed")
             finally:
                 self._link = None
@@ -274,6 +287,7 @@ class Hub:
                 async with asyncio.timeout(self.options.heartbeat):
                     await self.redis.publish(self._hb_key, b"1")
             except (OSError, TimeoutError, ConnectionError, aioredis.RedisError) as exc:
+                raise_if_cancelled()
                 log.debug("heartbeat publish failed: %s", exc)
             age = self._loop.time() - self._last_heartbeat
             if self._link is link and age > self.options.heartbeat_timeout:

@@ -1,0 +1,151 @@
+"""Compression on request, probes, metrics, the static client, SSE's close event, gunicorn."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+import redis.asyncio as aioredis
+from aiohttp.test_utils import TestClient
+
+from gateway.app import create_app
+from gateway.services import SERVICES
+from tests.gateway_support import (
+    Client,
+    Events,
+    SseReader,
+    gateway_env,
+    offsets,
+    settings,
+    token,
+    wait_until,
+)
+from tests.integration.test_gateway_failover import status
+from tests.servers import free_port
+
+MakeClient = Callable[..., Awaitable[TestClient]]
+VENV_BIN = Path(__file__).resolve().parents[2] / ".venv" / "bin"
+
+
+async def test_permessage_deflate_only_when_enabled(
+    aiohttp_client: MakeClient, redis_url: str, redis_client: aioredis.Redis
+) -> None:
+    """Off by default even when the client offers it; on with PGCAST_WS_COMPRESSION=true."""
+    plain = await aiohttp_client(create_app(settings(redis_url)))
+    ws = await plain.ws_connect("/ws", params={"token": token()}, compress=15)
+    assert ws.compress == 0
+    await ws.close()
+    deflating = await aiohttp_client(create_app(settings(redis_url, PGCAST_WS_COMPRESSION="true")))
+    ws = await deflating.ws_connect("/ws", params={"token": token()}, compress=15)
+    assert ws.compress == 15
+    client = Client(ws)
+    assert (await client.subscribe("user:42"))["type"] == "subscribed"
+    await Events(redis_client).publish("user:42", *({"text": "y" * 500, "n": n} for n in range(50)))
+    assert offsets(await client.messages(50)) == list(range(1, 51))
+    await ws.close()
+
+
+async def test_probes_metrics_and_the_client_script(
+    aiohttp_client: MakeClient, redis_url: str
+) -> None:
+    """/healthz, /readyz (heartbeat proven), /metrics gauges, /client.js when shipped."""
+    app = create_app(settings(redis_url))
+    http = await aiohttp_client(app)
+    assert (await http.get("/healthz")).status == 200
+
+    async def ready() -> bool:
+        return (await http.get("/readyz")).status == 200
+
+    await wait_until(ready, what="ready")
+    ws = await http.ws_connect("/ws", params={"token": token()})
+    await Client(ws).subscribe("user:42")
+    metrics = await (await http.get("/metrics")).text()
+    for line in (
+        "pgcast_gateway_connections 1.0",
+        "pgcast_gateway_subscriptions 1.0",
+        "pgcast_gateway_channels 1.0",
+        "pgcast_gateway_ready 1.0",
+        'pgcast_gateway_connections_opened_total{transport="ws"} 1.0',
+    ):
+        assert line in metrics, line
+    if (Path(__file__).resolve().parents[2] / "gateway" / "static" / "client.js").is_file():
+        script = await http.get("/client.js")
+        assert script.status == 200
+        assert "javascript" in script.headers["Content-Type"]
+    drain = asyncio.create_task(app[SERVICES].sessions.drain(0))
+    closing = await ws.receive(timeout=5)
+    assert (closing.type, closing.data) == (aiohttp.WSMsgType.CLOSE, 1012)
+    await drain
+    assert (await http.get("/readyz")).status == 503
+
+
+async def test_sse_stream_announces_the_drain(aiohttp_client: MakeClient, redis_url: str) -> None:
+    """An SSE stream ends with a close event carrying 1012 when the gateway drains."""
+    app = create_app(settings(redis_url))
+    http = await aiohttp_client(app)
+    resp = await http.get("/sse", params={"channel": "user:42", "token": token()})
+    reader = SseReader(resp)
+    assert (await reader.event())["type"] == "subscribed"
+    drain = asyncio.create_task(app[SERVICES].sessions.drain(0))
+    assert await reader.event() == {
+        "type": "close",
+        "code": 1012,
+        "reason": "gateway shutting down",
+    }
+    await drain
+    resp.close()
+
+
+async def test_gunicorn_production_command_serves_and_drains(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """The README's gunicorn command: uvloop workers serve, SIGTERM drains with 1012, exit 0."""
+    port = free_port()
+    log = tmp_path / "gunicorn.log"
+    out = log.open("wb")
+    env = {**os.environ, **gateway_env(redis_url, port), "PGCAST_LOG_FORMAT": "text"}
+    proc = subprocess.Popen(
+        [
+            str(VENV_BIN / "gunicorn"),
+            "gateway.app:gunicorn_app",
+            "-k",
+            "aiohttp.worker.GunicornUVLoopWebWorker",
+            "-w",
+            "2",
+            "-b",
+            f"127.0.0.1:{port}",
+            "--graceful-timeout",
+            "10",
+        ],
+        env=env,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        # Both workers up (a SIGTERM that lands while gunicorn forks a worker is lost to it).
+        await wait_until(
+            lambda: log.read_text().count("redis pub/sub connected") == 2, what="workers up"
+        )
+        await wait_until(lambda: status(f"http://127.0.0.1:{port}/readyz") == 200, what="ready")
+        async with aiohttp.ClientSession() as session:
+            ws = await session.ws_connect(f"ws://127.0.0.1:{port}/ws", params={"token": token()})
+            await ws.send_json({"type": "subscribe", "channel": "user:42"})
+            assert (await ws.receive_json(timeout=10))["type"] == "subscribed"
+            started = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            msg = await ws.receive(timeout=15)
+            assert msg.type is aiohttp.WSMsgType.CLOSE
+            assert ws.close_code == 1012
+        assert await asyncio.to_thread(proc.wait, 15) == 0
+        assert time.monotonic() - started < 10, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        out.close()
