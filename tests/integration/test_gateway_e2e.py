@@ -80,6 +80,8 @@ async def test_row_changes_reach_browser_clients_on_the_right_channels(
             got_bob = await _collect(bob, 2)
             await bob.send_json({"type": "ping"})
             assert (await bob.receive_json(timeout=10))["type"] == "pong"
+            await alice.close()
+            await bob.close()
         by_channel: dict[str, list[tuple[str, int]]] = {}
         for frame in got_alice + got_bob:
             data = frame["data"]

@@ -142,6 +142,7 @@ async def test_gunicorn_production_command_serves_and_drains(
             msg = await ws.receive(timeout=15)
             assert msg.type is aiohttp.WSMsgType.CLOSE
             assert ws.close_code == 1012
+            await ws.close()
         assert await asyncio.to_thread(proc.wait, 15) == 0
         assert time.monotonic() - started < 10, log.read_text()
     finally:
