@@ -43,5 +43,10 @@ down:
 bench: install
 	$(PY) -m bench
 
+# Churn soak of a real gateway (10 minutes, 10,000 client slots; scale with PGCAST_SOAK_*,
+# e.g. PGCAST_SOAK_SECONDS=60 PGCAST_SOAK_CONNECTIONS=500). Not part of `make check`.
+soak: install
+	$(PY) -m tests.soak.soak
+
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info
