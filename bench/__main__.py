@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from bench import delivery
 from bench.contenders import CONTENDERS, Pgcast
 from bench.env import BenchEnv
 from bench.failover import run_failover
@@ -64,9 +65,12 @@ async def execute(plan: Plan, env: BenchEnv, quiet_wait: float) -> dict[str, Any
     if plan.idle_clients:
         wait_quiet(quiet_wait, log=log)
         log(f"idle: pgcast, {plan.idle_clients} connections")
-        results["idle"] = await run_idle(
-            CONTENDERS["pgcast"](env), env, clients=plan.idle_clients, settle=2.0
-        )
+        results["idle"] = [
+            await run_idle(
+                CONTENDERS["pgcast"](env), env, clients=plan.idle_clients, settle=2.0, mode=mode
+            )
+            for mode in ("per_user", "broadcast")
+        ]
     if plan.failover:
         log("failover: SIGKILL the leader under load")
         results["failover"] = [
@@ -104,6 +108,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--tree", help="run pgcast's listener and gateway from this checkout (measure a patch)"
     )
+    parser.add_argument(
+        "--profile", type=Path, help="py-spy the Python servers during each window into DIR"
+    )
     parser.add_argument("--out", type=Path, help="results file (default bench/results/<date>.json)")
     parser.add_argument(
         "--quiet-wait",
@@ -124,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         quick_plan() if args.quick else full_plan(), csv(args.systems), csv(args.scenarios)
     )
     needed = {name for name, _ in plan.deliveries}
+    if args.profile:
+        delivery.PROFILE_DIR = args.profile
     if args.tree:
         Pgcast.tree = str(Path(args.tree).resolve())
     ensure_peers(needed, log)

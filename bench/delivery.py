@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
+import subprocess
+import sys
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -24,6 +28,7 @@ from bench.systems import Proc, System, python_module
 from bench.writer import Writer, WriteResult
 
 SERVER_GROUPS = ("servers", "feeder", "redis", "postgres")
+PROFILE_DIR: Path | None = None  # --profile: py-spy the server processes during the window
 
 
 @dataclass(frozen=True)
@@ -128,6 +133,23 @@ class Measured:
     rss_busy: int
 
 
+def start_profilers(
+    system: System, spec: DeliverySpec, seconds: float
+) -> list[subprocess.Popen[bytes]]:
+    """py-spy each Python server process for the window (collapsed stacks for flamegraphs)."""
+    if PROFILE_DIR is None or system.protocol == "raw" or system.name == "node-socketio":
+        return []
+    PROFILE_DIR.mkdir(parents=True, exist_ok=True)
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    procs = []
+    for pid in system.server_pids():
+        out = PROFILE_DIR / f"{system.name}-{spec.key.replace('/', '-')}-{pid}.txt"
+        argv = [spy, "record", "-p", str(pid), "-d", str(max(1, int(seconds))), "-r", "250"]
+        argv += ["-f", "raw", "-o", str(out), "--nonblocking"]
+        procs.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    return procs
+
+
 async def measure(
     system: System, spec: DeliverySpec, env: BenchEnv, gens: LoadGens
 ) -> tuple[Measured, WriteResult]:
@@ -141,11 +163,15 @@ async def measure(
         await gens.ask({"cmd": "window"})
         d0 = await gens.deliveries()
         meter.start()
-        await asyncio.sleep(max(0.5, spec.seconds - spec.warmup - 0.3))
+        seconds = max(0.5, spec.seconds - spec.warmup - 0.3)
+        profilers = start_profilers(system, spec, seconds)
+        await asyncio.sleep(seconds)
         d1 = await gens.deliveries()
         cpu, window = meter.stop()
         rss_busy = sum(rss_kib(pid) for pid in system.server_pids())
         written = await feeding
+        for profiler in profilers:
+            await asyncio.to_thread(profiler.wait, 60)
     finally:
         if not feeding.done():
             feeding.cancel()

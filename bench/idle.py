@@ -1,7 +1,7 @@
 """Idle capacity: RSS per idle, authenticated, subscribed connection on one server process.
 
 N clients each authenticate (JWT) and subscribe to their own ``user:<i>``
-channel on one server process, then stay idle. Per connection = (server RSS
+channel (or all to one channel) on one server process, then stay idle. Per connection = (server RSS
 with N connections - RSS before) / N. The kernel's socket memory (both ends,
 loopback) is reported separately from /proc/meminfo's Slab.
 """
@@ -26,8 +26,11 @@ def slab_kib() -> int:
     return 0
 
 
-async def run_idle(system: System, env: BenchEnv, *, clients: int, settle: float) -> dict[str, Any]:
-    spec = DeliverySpec("per_user", "idle", clients, rate=0, seconds=0)
+async def run_idle(
+    system: System, env: BenchEnv, *, clients: int, settle: float, mode: str = "per_user"
+) -> dict[str, Any]:
+    """``mode``: "per_user" (each on its own user:<i>, a channel each) or "broadcast"."""
+    spec = DeliverySpec(mode, "idle", clients, rate=0, seconds=0)
     await env.prepare(system.ingest)
     targets = system.start(1)
     server = system.server_pids()[0]
@@ -47,6 +50,7 @@ async def run_idle(system: System, env: BenchEnv, *, clients: int, settle: float
     per_conn = (rss1 - rss0) / max(subscribed, 1)
     return {
         "system": system.name,
+        "mode": mode,
         "clients": clients,
         "subscribed": subscribed,
         "connect_s": round(connect_s, 2),

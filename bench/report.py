@@ -120,12 +120,12 @@ def latency_targets(doc: dict[str, Any]) -> list[tuple[str, float | str | None, 
 
 def other_targets(doc: dict[str, Any]) -> list[tuple[str, float | str | None, str, bool | None]]:
     out: list[tuple[str, float | str | None, str, bool | None]] = []
-    idle = doc.get("idle")
-    if idle:
-        v = idle["rss_per_connection_kib"]
-        out.append(
-            (f"RSS KiB per idle subscribed connection ({idle['clients']:,})", v, "≤ 20", v <= 20)
-        )
+    idle = doc.get("idle") or []
+    for row in [idle] if isinstance(idle, dict) else idle:  # older files hold one dict
+        v = row["rss_per_connection_kib"]
+        mode = row.get("mode", "per_user")
+        what = f"RSS KiB per idle subscribed connection ({row['clients']:,}, {mode})"
+        out.append((what, v, "≤ 20", v <= 20))
     for fo in doc.get("failover", []):
         v = fo["first_new_event_s"]
         label = f"failover s ({fo['listener_env'] or 'defaults'}), lost {fo['lost']}"
