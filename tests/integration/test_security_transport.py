@@ -19,7 +19,7 @@ import pytest
 
 from tests.servers import PgInstance, RedisInstance, free_port
 from tests.soak.certs import TlsFiles, make_tls_files
-from tests.soak.harness import Gateway, Listener, mint
+from tests.soak.harness import Gateway, Listener, eventually, http_get_async, mint
 
 REDIS_PASSWORD = "redis-pw-Zx81"
 
@@ -138,3 +138,24 @@ def test_wrong_redis_password_and_missing_postgres_tls_fail_at_start(
     )
     assert_one_line_config_error(no_tls, "Postgres")
     assert REDIS_PASSWORD not in no_tls.stderr + no_tls.stdout
+
+
+@pytest.mark.slow
+async def test_gateway_with_a_wrong_redis_password_is_never_ready(
+    private_redis: Callable[..., RedisInstance],
+) -> None:
+    """The gateway retries (a password may be rotated under it) but stays unready (503),
+    and neither its password nor the right one appears in its log."""
+    redis = private_redis("--requirepass", REDIS_PASSWORD)
+    wrong = "not-the-password-Ww3"
+    gateway = Gateway(f"redis://:{wrong}@127.0.0.1:{redis.port}/0")
+    try:
+        gateway.start(ready=False)
+        await eventually(
+            lambda: "WRONGPASS" in gateway.log(), 15, "the refused AUTH is logged", interval=0.1
+        )
+        assert (await http_get_async(gateway.url + "/readyz"))[0] == 503
+    finally:
+        gateway.stop()
+    assert wrong not in gateway.log()
+    assert REDIS_PASSWORD not in gateway.log()
