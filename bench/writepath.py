@@ -4,7 +4,9 @@ Variants on the same table, one after another on the same private Postgres
 (fsync, synchronous_commit, full_page_writes on):
 
 - ``plain``: no trigger;
-- ``pgcast-notify``: ``pgcast.notify_trigger('wp')``, listener in notify mode;
+- ``pgcast-auto``: ``pgcast.notify_trigger('wp')`` as shipped (``pgcast.notify`` unset:
+  the wake-up NOTIFY only while the listener sleeps), listener in notify mode;
+- ``pgcast-always-notify``: the same with ``pgcast.notify = on`` (a NOTIFY per commit);
 - ``pgcast-poll``: the same trigger, ``pgcast.notify = off``, listener polling;
 - ``classic``: a per-row ``pg_notify('wp', row json)`` trigger with one LISTENer.
 
@@ -18,6 +20,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +28,7 @@ import asyncpg
 
 from bench.contenders import Pgcast
 from bench.env import BenchEnv
+from bench.systems import Proc
 
 PGBENCH_DIRS = ("/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin")
 SCRIPT = "\\set v random(1, 100000)\nINSERT INTO wp (v, note) VALUES (:v, 'pgbench row');\n"
@@ -37,12 +41,16 @@ DROP TRIGGER IF EXISTS wp_event ON wp;
 TRUNCATE wp;
 DELETE FROM pgcast.outbox;
 """
-TRIGGERS = {
-    "plain": None,
-    "pgcast-notify": "pgcast.notify_trigger('wp')",
-    "pgcast-poll": "pgcast.notify_trigger('wp')",
-    "classic": "wp_classic()",
+PGCAST = "pgcast.notify_trigger('wp')"
+# variant -> (trigger function, pgcast.notify setting or None for unset, listener mode)
+VARIANTS: dict[str, tuple[str | None, str | None, str | None]] = {
+    "plain": (None, None, None),
+    "pgcast-auto": (PGCAST, None, "notify"),
+    "pgcast-always-notify": (PGCAST, "on", "notify"),
+    "pgcast-poll": (PGCAST, "off", "poll"),
+    "classic": ("wp_classic()", None, "classic"),
 }
+TARGETED = ("pgcast-auto", "pgcast-poll")  # the issue's >= 0.75x applies to these
 
 
 def pgbench_binary() -> str:
@@ -76,9 +84,11 @@ async def prepare(env: BenchEnv, variant: str) -> None:
     conn = await asyncpg.connect(env.dsn)
     try:
         await conn.execute(SETUP)
-        mode = "off" if variant == "pgcast-poll" else "on"
-        await conn.execute(f"ALTER DATABASE postgres SET pgcast.notify = '{mode}'")
-        trigger = TRIGGERS[variant]
+        trigger, setting, _ = VARIANTS[variant]
+        if setting is None:
+            await conn.execute("ALTER DATABASE postgres RESET pgcast.notify")
+        else:
+            await conn.execute(f"ALTER DATABASE postgres SET pgcast.notify = '{setting}'")
         if trigger is not None:
             await conn.execute(
                 "CREATE TRIGGER wp_event AFTER INSERT ON wp FOR EACH ROW "
@@ -86,6 +96,24 @@ async def prepare(env: BenchEnv, variant: str) -> None:
             )
     finally:
         await conn.close()
+
+
+COUNTERS = re.compile(
+    r"^(pgcast_listener_(?:wakeups_total|wakes_total|sleeps_total\{[^}]*\}"
+    r"|events_total\{result=\"published\"\}|publish_batch_seconds_(?:count|sum)))\s+(\S+)$",
+    re.M,
+)
+
+
+def listener_counters(proc: Proc) -> dict[str, float]:
+    """The listener's wake-up protocol counters: how often writers had to NOTIFY."""
+    url = f"http://127.0.0.1:{proc.port}/metrics"  # type: ignore[attr-defined]
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return {}
+    return {name: float(value) for name, value in COUNTERS.findall(text)}
 
 
 async def outbox_backlog(env: BenchEnv) -> int:
@@ -101,10 +129,10 @@ async def run_variant(env: BenchEnv, variant: str, clients: int, seconds: float)
     system = Pgcast(env)
     listener_conn = None
     try:
-        if variant.startswith("pgcast"):
-            mode = "poll" if variant == "pgcast-poll" else "notify"
+        mode = VARIANTS[variant][2]
+        if variant.startswith("pgcast") and mode is not None:
             system.feeders.append(system.listener(PGCAST_NOTIFY_MODE=mode))
-        elif variant == "classic":
+        elif mode == "classic":
             listener_conn = await asyncpg.connect(env.dsn)
             received = [0]
             await listener_conn.add_listener(
@@ -113,6 +141,7 @@ async def run_variant(env: BenchEnv, variant: str, clients: int, seconds: float)
         result: dict[str, Any] = await asyncio.to_thread(pgbench, env, clients, seconds)
         if variant.startswith("pgcast"):
             result["outbox_backlog_at_end"] = await outbox_backlog(env)
+            result["listener"] = await asyncio.to_thread(listener_counters, system.feeders[0])
     finally:
         system.stop()
         if listener_conn is not None:
@@ -121,7 +150,7 @@ async def run_variant(env: BenchEnv, variant: str, clients: int, seconds: float)
 
 
 async def run_writepath(env: BenchEnv, *, clients: int, seconds: float) -> dict[str, Any]:
-    rows = [await run_variant(env, v, clients, seconds) for v in TRIGGERS]
+    rows = [await run_variant(env, v, clients, seconds) for v in VARIANTS]
     conn = await asyncpg.connect(env.dsn)
     try:
         await conn.execute("ALTER DATABASE postgres RESET pgcast.notify")
