@@ -23,6 +23,8 @@ from pgcast.settings import (
 DEFAULT_LOCK_KEY = 0x706763617374  # "pgcast" in ASCII: any bigint shared by all replicas
 BIGINT_MAX = 2**63 - 1
 PG_IDENTIFIER_MAX = 63  # bytes; a relayed channel is a Postgres LISTEN identifier
+# auto: sleep (NOTIFY wakes it) when idle, poll while busy; notify: always NOTIFY; poll: never.
+NOTIFY_MODES = ("auto", "notify", "poll")
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,8 +35,10 @@ class ListenerSettings:
     port: int = 8081
     history_size: int = 1000
     history_ttl: int = 86400
-    notify_mode: str = "notify"
+    notify_mode: str = "auto"
     poll_interval: float = 1.0
+    awake_poll: float = 0.002
+    awake_linger: float = 0.02
     batch_size: int = 500
     relay_channels: tuple[str, ...] = ()
     relay_queue_size: int = 10000
@@ -89,8 +93,10 @@ def load_settings(environ: Mapping[str, str]) -> ListenerSettings:
         port=env.integer("PGCAST_LISTENER_PORT", 8081, maximum=65535),
         history_size=env.integer("PGCAST_HISTORY_SIZE", 1000, minimum=1),
         history_ttl=env.integer("PGCAST_HISTORY_TTL", 86400, minimum=1),
-        notify_mode=env.choice("PGCAST_NOTIFY_MODE", "notify", ("notify", "poll")),
+        notify_mode=env.choice("PGCAST_NOTIFY_MODE", "auto", NOTIFY_MODES),
         poll_interval=env.number("PGCAST_POLL_INTERVAL", 1.0, minimum=0.01),
+        awake_poll=env.number("PGCAST_AWAKE_POLL", 0.002, minimum=0.0005, maximum=1.0),
+        awake_linger=env.number("PGCAST_AWAKE_LINGER", 0.02, minimum=0.0, maximum=60.0),
         batch_size=env.integer("PGCAST_BATCH_SIZE", 500, minimum=1, maximum=10000),
         relay_channels=_relay_channels(env),
         relay_queue_size=env.integer("PGCAST_RELAY_QUEUE_SIZE", 10000, minimum=1),

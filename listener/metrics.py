@@ -47,6 +47,20 @@ class ListenerMetrics:
         self.wakeups = Counter(
             "pgcast_listener_wakeups", "NOTIFY wake-ups received on 'pgcast'", registry=r
         )
+        self.awake = Gauge(
+            "pgcast_listener_awake",
+            "1 while the leader polls (writers skip the NOTIFY), 0 while it sleeps or is standby",
+            registry=r,
+        )
+        self.sleeps = Counter(
+            "pgcast_listener_sleeps",
+            "Attempts to fall asleep: slept, or refused (a writer skipping the NOTIFY in flight)",
+            ["result"],
+            registry=r,
+        )
+        self.wakes = Counter(
+            "pgcast_listener_wakes", "Times the sleeping leader woke up to poll", registry=r
+        )
         self.batches = Histogram(
             "pgcast_listener_publish_batch_seconds",
             "Time to publish one outbox batch to Redis",
@@ -68,6 +82,8 @@ class ListenerMetrics:
             self.relayed.labels(name)
         for server in ("postgres", "redis"):
             self.errors.labels(server)
+        for result in ("slept", "refused"):
+            self.sleeps.labels(result)
         self.current_role = "standby"
         self.current_epoch = 0
         self.set_standby()
@@ -84,6 +100,7 @@ class ListenerMetrics:
         self.role.labels("leader").set(0)
         self.role.labels("standby").set(1)
         self.epoch.set(0)
+        self.awake.set(0)
         self.lag.set(0)
         self.queue_usage.set(0)
 

@@ -31,7 +31,11 @@ RETURNING epoch
 """
 SCHEMA_SQL = """
 SELECT to_regclass('pgcast.outbox') IS NOT NULL AND to_regclass('pgcast.leader') IS NOT NULL
+       AND to_regprocedure('pgcast.listener_sleep()') IS NOT NULL
 """
+# The wake-up protocol's listener side (sql/001_outbox.sql): try-locks, never a wait.
+SLEEP_SQL = "SELECT pgcast.listener_sleep()"
+WAKE_SQL = "SELECT pgcast.listener_wake()"
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,3 +100,13 @@ class Outbox:
     async def health(self) -> Health:
         async with self._lock:
             return await health(self.conn, self.query_timeout)
+
+    async def sleep(self) -> bool:
+        """Take the wake lock (writers NOTIFY from now on); False while a skipping writer runs."""
+        async with self._lock:
+            return bool(await self.conn.fetchval(SLEEP_SQL, timeout=self.query_timeout))
+
+    async def wake(self) -> None:
+        """Release the wake lock: writers skip the NOTIFY, so the caller must poll."""
+        async with self._lock:
+            await self.conn.fetchval(WAKE_SQL, timeout=self.query_timeout)

@@ -1,7 +1,7 @@
 """The leader's drain: outbox rows -> Redis, in id order, deleted only once published.
 
 ``Drainer.run()`` claims the Redis fence for its epoch, drains at once (catch-up
-after an acquisition), then on every wake-up and every poll interval: read a
+after an acquisition), then whenever its WakeCycle says (a NOTIFY, a poll): read a
 batch, publish it (retrying while Redis is down, rows kept), delete it. Rows
 whose channel name is invalid are logged, counted and deleted so they cannot
 wedge the drain. A fenced publish means a newer leader exists: raise Fenced.
@@ -18,6 +18,7 @@ from listener.leader import LeadershipEnded
 from listener.metrics import ListenerMetrics
 from listener.outbox import Outbox, OutboxRow
 from listener.publisher import Event, PublishResult
+from listener.wakeup import WakeCycle
 from pgcast.backoff import Backoff
 from pgcast.channels import channel_error
 
@@ -87,41 +88,38 @@ class RetryingPublisher:
 
 
 class Drainer:
-    """Moves outbox rows to Redis for the leader of one epoch; owns the wake-up event."""
+    """Moves outbox rows to Redis for the leader of one epoch, paced by its WakeCycle."""
 
     def __init__(
         self,
         outbox: Outbox,
         publisher: RetryingPublisher,
         metrics: ListenerMetrics,
+        cycle: WakeCycle,
         *,
         batch_size: int,
-        poll_interval: float,
         hold_batch: float = 0.0,
     ) -> None:
         self.outbox = outbox
         self.publisher = publisher
         self.metrics = metrics
+        self.cycle = cycle
         self.batch_size = batch_size
-        self.poll_interval = poll_interval
         self.hold_batch = hold_batch
-        self.wake = asyncio.Event()
 
     def wake_up(self) -> None:
         """Called from the (sync) LISTEN callback: never blocks, never awaits."""
         self.metrics.wakeups.inc()
-        self.wake.set()
+        self.cycle.notified()
 
     async def run(self) -> None:
         await self.publisher.claim()
         while True:
-            self.wake.clear()
-            await self.drain()
-            try:
-                async with asyncio.timeout(self.poll_interval):
-                    await self.wake.wait()
-            except TimeoutError:
-                pass  # the periodic poll: the safety net, and all of poll mode
+            self.cycle.clear()
+            drained = await self.drain()
+            if await self.cycle.settle(drained):
+                await self.drain()
+            await self.cycle.wait()
 
     async def drain(self) -> int:
         """Publish until the outbox is empty; returns how many rows left it."""

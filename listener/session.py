@@ -1,7 +1,7 @@
 """One leadership: everything the leader does on its connection for one epoch.
 
-``LeaderSession.run()`` LISTENs (the ``pgcast`` wake-up in notify mode, and each
-relayed channel), then runs the drain, the relay, the liveness query and the
+``LeaderSession.run()`` LISTENs (the ``pgcast`` wake-up unless in poll mode, and
+each relayed channel), then runs the drain, the relay, the liveness query and the
 connection watcher in one TaskGroup. It returns only by raising: the connection
 died (ConnectionLost), the liveness query went unanswered, or a newer leader
 fenced this one (Fenced). LISTEN callbacks are sync and only set events or queue.
@@ -21,6 +21,7 @@ from listener.leader import LeadershipEnded
 from listener.metrics import ListenerMetrics
 from listener.outbox import Outbox
 from listener.relay import Drainer, PublisherLike, RetryingPublisher
+from listener.wakeup import WakeCycle
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +56,20 @@ class LeaderSession:
         self.metrics = metrics
         self.outbox = Outbox(conn, settings.query_timeout)
         retrying = RetryingPublisher(publisher, epoch, metrics, settings.backoff_max)
+        self.cycle = WakeCycle(
+            self.outbox,
+            metrics,
+            mode=settings.notify_mode,
+            poll_interval=settings.poll_interval,
+            awake_poll=settings.awake_poll,
+            linger=settings.awake_linger,
+        )
         self.drainer = Drainer(
             self.outbox,
             retrying,
             metrics,
+            self.cycle,
             batch_size=settings.batch_size,
-            poll_interval=settings.poll_interval,
             hold_batch=settings.debug_hold_batch,
         )
         self.forwarder = Forwarder(
@@ -82,7 +91,7 @@ class LeaderSession:
 
     async def run(self) -> None:
         self.conn.add_termination_listener(self._on_terminated)
-        if self.settings.notify_mode == "notify":
+        if self.settings.notify_mode != "poll":
             await self.conn.add_listener(WAKEUP_CHANNEL, self._on_wakeup)
         for channel in self.settings.relay_channels:
             await self.conn.add_listener(channel, self._on_relayed)

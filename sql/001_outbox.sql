@@ -1,9 +1,11 @@
--- pgcast 001: schema, outbox, leader epoch, and pgcast.publish().
+-- pgcast 001: schema, outbox, leader epoch, the wake-up protocol, and pgcast.publish().
 -- Plain, idempotent SQL: safe to re-run, and to paste into any migration tool.
 -- Wake-ups: pg_notify('pgcast', '') with a constant payload, so every NOTIFY in
--- one transaction collapses into a single notification at commit.
--- Poll mode (no NOTIFY at all): ALTER DATABASE <db> SET pgcast.notify = 'off'
--- (new sessions pick it up), and run the listener with PGCAST_NOTIFY_MODE=poll.
+-- one transaction collapses into a single notification at commit. A NOTIFYing
+-- commit holds a database-wide lock through its WAL flush, so writers skip the
+-- NOTIFY whenever no listener sleeps (see pgcast.wake_listener below).
+-- Per session / role / database: SET pgcast.notify = 'auto' (default) | 'on'
+-- (always NOTIFY) | 'off' (never; only with a poll-mode listener).
 
 CREATE SCHEMA IF NOT EXISTS pgcast;
 
@@ -31,15 +33,36 @@ CREATE TABLE IF NOT EXISTS pgcast.leader (
 );
 INSERT INTO pgcast.leader (singleton, epoch) VALUES (true, 0) ON CONFLICT DO NOTHING;
 
--- Whether this session's writes send the NOTIFY wake-up ('off' = poll mode).
+-- The wake-up protocol ('auto'), race-free with ONE advisory lock, W = (1885824887, 1)
+-- ('pgcw' in ASCII; a two-int key, so no bigint lock such as PGCAST_LOCK_KEY collides):
+-- * the leader listener holds W exclusively (a session lock) while it sleeps, that
+--   is while it waits for a NOTIFY; awake (draining, polling every few ms) it does not;
+-- * a writer try-locks W shared until the end of its transaction: granted means no
+--   listener sleeps, and none can fall asleep before this transaction ends, so the
+--   NOTIFY (and its commit-time global lock) is skipped; refused means the listener
+--   sleeps: NOTIFY. Writers never wait, and never block each other (shared mode);
+-- * the listener falls asleep with pg_try_advisory_lock(W), which only succeeds once
+--   no skipping writer is in flight, and then drains once more; it wakes with
+--   pg_advisory_unlock(W). A dead listener's lock dies with its session: writers skip
+--   the NOTIFY, and the next leader starts awake and catches up.
+-- SQL (not PL/pgSQL), so that callers' plans inline it: no function call per row.
 CREATE OR REPLACE FUNCTION pgcast.wake_listener() RETURNS void
-LANGUAGE plpgsql AS $$
-BEGIN
-    IF coalesce(current_setting('pgcast.notify', true), '') NOT IN ('off', 'false', '0') THEN
-        PERFORM pg_notify('pgcast', '');
-    END IF;
+LANGUAGE sql VOLATILE AS $$
+SELECT CASE  -- CASE, not AND: its branches are evaluated in order, the lock last
+    WHEN coalesce(current_setting('pgcast.notify', true), '') NOT IN ('', 'auto') THEN
+        CASE WHEN current_setting('pgcast.notify', true) IN ('off', 'false', '0') THEN NULL
+             ELSE pg_notify('pgcast', '') END
+    WHEN pg_try_advisory_xact_lock_shared(1885824887, 1) THEN NULL
+    ELSE pg_notify('pgcast', '')
 END
 $$;
+
+-- The listener's side of the protocol (its own connection, autocommit, never blocking).
+CREATE OR REPLACE FUNCTION pgcast.listener_sleep() RETURNS boolean
+LANGUAGE sql VOLATILE AS $$ SELECT pg_try_advisory_lock(1885824887, 1) $$;
+
+CREATE OR REPLACE FUNCTION pgcast.listener_wake() RETURNS boolean
+LANGUAGE sql VOLATILE AS $$ SELECT pg_advisory_unlock(1885824887, 1) $$;
 
 CREATE OR REPLACE FUNCTION pgcast.publish(channel text, data jsonb) RETURNS bigint
 LANGUAGE plpgsql AS $$

@@ -45,7 +45,9 @@ async def test_two_listeners_exactly_one_leader(
     standby = next(item for item in group if item is not leader)
     await asyncio.sleep(0.5)  # several standby retry rounds: the roles must not flap
     assert (leader.role(), standby.role()) == ("leader", "standby")
-    assert len(await pg.fetch(LEADER_LOCK_SQL)) == 1
+    # objsubid 1: a bigint key (the leader lock); the wake lock's two-int key has objsubid 2.
+    leader_locks = await pg.fetch(LEADER_LOCK_SQL.replace("granted", "granted AND objsubid = 1"))
+    assert len(leader_locks) == 1
 
 
 async def test_terminated_leader_backend_standby_takes_over(

@@ -51,10 +51,11 @@ async def test_publish_inserts_an_outbox_row_visible_after_commit_only(
 
 
 async def test_one_wakeup_per_transaction(pg: asyncpg.Connection, database_url: str) -> None:
-    """A transaction publishing many events sends one NOTIFY, with an empty payload."""
+    """A transaction publishing many events wakes a sleeping listener with ONE empty NOTIFY."""
     listener = await asyncpg.connect(database_url)
     try:
         queue = await _notifications(listener)
+        assert await listener.fetchval("SELECT pgcast.listener_sleep()")
         async with pg.transaction():
             for i in range(50):
                 await pg.execute("SELECT pgcast.publish('c', $1::jsonb)", str(i))

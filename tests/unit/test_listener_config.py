@@ -10,12 +10,13 @@ from pgcast.settings import ConfigError
 
 
 def test_defaults_follow_the_contract() -> None:
-    """No environment: contract defaults (port 8081, local servers, notify mode)."""
+    """No environment: contract defaults (port 8081, local servers, auto wake-up mode)."""
     settings = load_settings({})
     assert settings.port == 8081
     assert settings.database_url == "postgresql://localhost:5432/postgres"
     assert settings.redis_url == "redis://localhost:6379/0"
-    assert settings.notify_mode == "notify"
+    assert settings.notify_mode == "auto"
+    assert (settings.awake_poll, settings.awake_linger) == (0.002, 0.02)
     assert settings.relay_channels == ()
     assert settings.lock_key == DEFAULT_LOCK_KEY != MIGRATION_LOCK_KEY
 
@@ -31,8 +32,11 @@ def test_values_are_parsed() -> None:
             "PGCAST_HISTORY_SIZE": "50",
             "PGCAST_LOCK_KEY": "-5",
             "PGCAST_TCP_USER_TIMEOUT": "0",
+            "PGCAST_AWAKE_POLL": "0.001",
+            "PGCAST_AWAKE_LINGER": "0",
         }
     )
+    assert (settings.awake_poll, settings.awake_linger) == (0.001, 0.0)
     assert (settings.port, settings.notify_mode, settings.poll_interval) == (9000, "poll", 0.25)
     assert settings.relay_channels == ("legacy", "orders:new")
     assert (settings.history_size, settings.lock_key, settings.tcp_user_timeout) == (50, -5, 0)
@@ -47,6 +51,10 @@ def test_values_are_parsed() -> None:
         ("PGCAST_HISTORY_TTL", "0"),
         ("PGCAST_STANDBY_RETRY", "nan"),
         ("PGCAST_LOG_LEVEL", "loud"),
+        ("PGCAST_NOTIFY_MODE", "sometimes"),
+        ("PGCAST_AWAKE_POLL", "0"),
+        ("PGCAST_AWAKE_POLL", "2"),
+        ("PGCAST_AWAKE_LINGER", "-1"),
         ("REDIS_URL", "localhost:6379"),
     ],
 )

@@ -1,0 +1,165 @@
+"""WakeCycle decisions: when the leader falls asleep, wakes up, and how long it waits."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from listener.metrics import ListenerMetrics
+from listener.wakeup import WakeCycle
+
+
+class FakeLock:
+    """The wake lock: ``refuse`` sleep attempts are refused first (writers in flight)."""
+
+    def __init__(self, refuse: int = 0) -> None:
+        self.refuse = refuse
+        self.calls: list[str] = []
+
+    async def sleep(self) -> bool:
+        self.calls.append("sleep")
+        if self.refuse:
+            self.refuse -= 1
+            return False
+        return True
+
+    async def wake(self) -> None:
+        self.calls.append("wake")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make(mode: str = "auto", refuse: int = 0) -> tuple[WakeCycle, FakeLock, Clock, ListenerMetrics]:
+    lock, clock, metrics = FakeLock(refuse), Clock(), ListenerMetrics()
+    cycle = WakeCycle(
+        lock,
+        metrics,
+        mode=mode,
+        poll_interval=1.0,
+        awake_poll=0.002,
+        linger=0.05,
+        clock=clock,
+    )
+    return cycle, lock, clock, metrics
+
+
+def sample(metrics: ListenerMetrics, name: str, labels: dict[str, str] | None = None) -> float:
+    value = metrics.registry.get_sample_value(name, labels or {})
+    assert value is not None, name
+    return value
+
+
+async def test_starts_awake_and_sleeps_after_the_linger_without_rows() -> None:
+    """A new leader polls; rows keep it awake; a linger of empty polls puts it to sleep,
+    and falling asleep asks for one more drain."""
+    cycle, lock, clock, metrics = make()
+    assert cycle.awake
+    assert sample(metrics, "pgcast_listener_awake") == 1
+    clock.now += 1.0
+    assert not await cycle.settle(drained=5)  # rows: the linger starts again
+    clock.now += 0.04
+    assert not await cycle.settle(drained=0)
+    assert lock.calls == []
+    clock.now += 0.02
+    assert await cycle.settle(drained=0)
+    assert not cycle.awake
+    assert lock.calls == ["sleep"]
+    assert sample(metrics, "pgcast_listener_awake") == 0
+    assert sample(metrics, "pgcast_listener_sleeps_total", {"result": "slept"}) == 1
+
+
+async def test_refused_sleep_keeps_polling_and_retries_after_another_linger() -> None:
+    """A writer that skipped the NOTIFY is in flight: stay awake, and do not retry every poll."""
+    cycle, lock, clock, metrics = make(refuse=1)
+    clock.now += 0.06
+    assert not await cycle.settle(drained=0)
+    assert cycle.awake
+    assert sample(metrics, "pgcast_listener_sleeps_total", {"result": "refused"}) == 1
+    clock.now += 0.01
+    assert not await cycle.settle(drained=0)
+    assert lock.calls == ["sleep"]
+    clock.now += 0.05
+    assert await cycle.settle(drained=0)
+    assert lock.calls == ["sleep", "sleep"]
+
+
+async def test_sparse_notifies_keep_it_asleep_dense_ones_wake_it() -> None:
+    """Asleep, a lone NOTIFY is drained without waking; two within the linger wake it."""
+    cycle, lock, clock, metrics = make()
+    clock.now += 0.06
+    assert await cycle.settle(drained=0)
+    for _ in range(3):
+        clock.now += 0.5
+        cycle.notified()
+        assert not await cycle.settle(drained=1)
+    assert not cycle.awake
+    assert lock.calls == ["sleep"]
+    clock.now += 0.01
+    cycle.notified()
+    assert not await cycle.settle(drained=1)
+    assert cycle.awake
+    assert lock.calls == ["sleep", "wake"]
+    assert sample(metrics, "pgcast_listener_wakes_total") == 1
+    assert sample(metrics, "pgcast_listener_awake") == 1
+
+
+async def test_notify_mode_sleeps_at_once_and_never_wakes() -> None:
+    """notify: the first empty drain falls asleep; dense NOTIFYs never wake it."""
+    cycle, lock, clock, _ = make("notify")
+    assert await cycle.settle(drained=0)
+    for _ in range(5):
+        clock.now += 0.001
+        cycle.notified()
+        assert not await cycle.settle(drained=1)
+    assert lock.calls == ["sleep"]
+    assert not cycle.awake
+
+
+async def test_poll_mode_never_sleeps() -> None:
+    """poll: never touches the wake lock, however long it stays idle."""
+    cycle, lock, clock, _ = make("poll")
+    for _ in range(5):
+        clock.now += 10
+        assert not await cycle.settle(drained=0)
+    assert lock.calls == []
+    assert cycle.awake
+
+
+async def _timed_wait(mode: str, *, asleep: bool) -> float:
+    """Seconds one wait() takes with poll interval 0.2 s and awake poll 0.01 s."""
+    cycle = WakeCycle(
+        FakeLock(), ListenerMetrics(), mode=mode, poll_interval=0.2, awake_poll=0.01, linger=0
+    )
+    if asleep:
+        assert await cycle.settle(drained=0)
+    started = time.monotonic()
+    async with asyncio.timeout(5):
+        await cycle.wait()
+    return time.monotonic() - started
+
+
+async def test_wait_polls_at_the_interval_of_the_state() -> None:
+    """Awake waits PGCAST_AWAKE_POLL; asleep, and in poll mode, PGCAST_POLL_INTERVAL."""
+    assert await _timed_wait("auto", asleep=False) < 0.15
+    assert await _timed_wait("auto", asleep=True) >= 0.19
+    assert await _timed_wait("poll", asleep=False) >= 0.19
+
+
+async def test_a_notify_ends_the_wait_at_once() -> None:
+    """Asleep, a NOTIFY ends the wait long before the poll interval."""
+    cycle = WakeCycle(
+        FakeLock(), ListenerMetrics(), mode="auto", poll_interval=30, awake_poll=30, linger=0
+    )
+    assert await cycle.settle(drained=0)
+    cycle.clear()
+    waiter = asyncio.create_task(cycle.wait())
+    await asyncio.sleep(0)
+    cycle.notified()
+    async with asyncio.timeout(5):
+        await waiter
