@@ -17,6 +17,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from gateway.batch import WriteBatch
 from gateway.channel import Channel, Subscriber
 from gateway.history import History
 from gateway.message import Message
@@ -77,7 +78,7 @@ class Hub:
         self._to_sync: dict[str, None] = {}
         self._sync_wanted = asyncio.Event()
         self._hb_key = heartbeat_channel(options.gateway_id).encode()
-        self._last_heartbeat = 0.0
+        self.batch = WriteBatch()
         self._connected_once = False
         self._loop = asyncio.get_running_loop()
         metrics.gauge("channels", "Channels subscribed in Redis", lambda: len(self.channels))
@@ -85,9 +86,12 @@ class Hub:
     # -- state --------------------------------------------------------------------------
     @property
     def ready(self) -> bool:
-        """Linked to Redis and a heartbeat came back through pub/sub recently."""
-        age = self._loop.time() - self._last_heartbeat
-        return self._link is not None and age < self.options.heartbeat_timeout
+        """Linked to Redis, and the link delivered something recently (at least our
+        own heartbeat, published every PGCAST_REDIS_HEARTBEAT seconds)."""
+        link = self._link
+        if link is None:
+            return False
+        return self._loop.time() - link.last_activity < self.options.heartbeat_timeout
 
     # -- subscribers --------------------------------------------------------------------
     async def join(
@@ -169,9 +173,7 @@ class Hub:
     def _on_message(self, live: bytes, payload: bytes) -> None:
         channel = self._by_live.get(live)
         if channel is None:
-            if live == self._hb_key:
-                self._last_heartbeat = self._loop.time()
-            return
+            return  # our heartbeat (its arrival was noted by the link), or a channel just left
         try:
             message = Message.from_live(channel.name, payload)
         except ValueError:
@@ -202,6 +204,8 @@ class Hub:
                     self._on_message,
                     name=f"pgcast-gateway-{self.options.gateway_id}",
                     within=self.options.connect_timeout,
+                    begin=self.batch.begin,
+                    end=self.batch.end,
                 )
             except (OSError, TimeoutError, ConnectionError) as exc:
                 raise_if_cancelled()
@@ -225,7 +229,7 @@ class Hub:
         """One connection's life: heartbeat channel, every channel re-synced, then live."""
         async with asyncio.timeout(self.options.connect_timeout):
             await asyncio.gather(*link.subscribe([self._hb_key]))
-        self._last_heartbeat = self._loop.time()
+        link.last_activity = self._loop.time()
         self._on_link = set()
         self._link = link
         if self._connected_once:
@@ -289,7 +293,7 @@ class Hub:
             except (OSError, TimeoutError, ConnectionError, aioredis.RedisError) as exc:
                 raise_if_cancelled()
                 log.debug("heartbeat publish failed: %s", exc)
-            age = self._loop.time() - self._last_heartbeat
+            age = self._loop.time() - link.last_activity
             if self._link is link and age > self.options.heartbeat_timeout:
                 self.metrics.heartbeat_stale.inc()
                 link.abort(TimeoutError(f"no heartbeat through redis for {age:.1f}s"))

@@ -22,6 +22,10 @@ log = logging.getLogger(__name__)
 MessageHandler = Callable[[bytes, bytes], None]
 
 
+def _nothing() -> None:
+    """Default batch hook."""
+
+
 class LinkClosedError(ConnectionError):
     """The pub/sub connection is gone; pending confirmations fail with this."""
 
@@ -29,32 +33,48 @@ class LinkClosedError(ConnectionError):
 class PubSubLink(asyncio.Protocol):
     """A subscribe-mode Redis connection; create it with :func:`open_link`."""
 
-    def __init__(self, on_message: MessageHandler) -> None:
+    def __init__(
+        self,
+        on_message: MessageHandler,
+        begin: Callable[[], None] = _nothing,
+        end: Callable[[], None] = _nothing,
+    ) -> None:
         self._on_message = on_message
+        self._begin = begin
+        self._end = end
+        self._loop = asyncio.get_running_loop()
+        # Any byte from Redis proves the link alive: under a backlog the heartbeat
+        # itself waits behind messages, and must not get a busy link dropped.
+        self.last_activity = self._loop.time()
         self._parser = RespParser()
         self._transport: asyncio.Transport | None = None
         self._replies: list[asyncio.Future[Reply]] = []  # handshake commands, in order
         self._confirm: dict[bytes, asyncio.Future[None]] = {}
         self._subscribe_mode = False
-        self.closed: asyncio.Future[BaseException | None] = (
-            asyncio.get_running_loop().create_future()
-        )
+        self.closed: asyncio.Future[BaseException | None] = self._loop.create_future()
 
     # -- asyncio.Protocol -------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
+        self.last_activity = self._loop.time()
         try:
             replies = self._parser.feed(data)
         except ProtocolError as exc:
             self.abort(exc)
             return
-        for reply in replies:
-            if self._subscribe_mode:
+        if not self._subscribe_mode:
+            for reply in replies:
+                if self._replies:
+                    self._replies.pop(0).set_result(reply)
+            return
+        self._begin()
+        try:
+            for reply in replies:
                 self._push(reply)
-            elif self._replies:
-                self._replies.pop(0).set_result(reply)
+        finally:
+            self._end()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
@@ -139,7 +159,13 @@ class PubSubLink(asyncio.Protocol):
 
 
 async def open_link(
-    url: str, on_message: MessageHandler, *, name: str, within: float
+    url: str,
+    on_message: MessageHandler,
+    *,
+    name: str,
+    within: float,
+    begin: Callable[[], None] = _nothing,
+    end: Callable[[], None] = _nothing,
 ) -> PubSubLink:
     """Connect to the Redis of ``url`` (redis:// or rediss://), authenticate, name the client."""
     parts = urlsplit(url)
@@ -147,7 +173,7 @@ async def open_link(
     context = ssl.create_default_context() if parts.scheme == "rediss" else None
     async with asyncio.timeout(within):
         _, link = await loop.create_connection(
-            lambda: PubSubLink(on_message),
+            lambda: PubSubLink(on_message, begin, end),
             parts.hostname or "localhost",
             parts.port or 6379,
             ssl=context,

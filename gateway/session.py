@@ -47,6 +47,19 @@ class Transport(Protocol):
 
 
 class Session:
+    # Slots: one Session per connection, 10,000s per process.
+    __slots__ = (
+        "_bucket",
+        "_expiry",
+        "claims",
+        "close_code",
+        "closing",
+        "deliver",
+        "services",
+        "subscriptions",
+        "transport",
+    )
+
     def __init__(self, services: Services, transport: Transport, claims: Claims) -> None:
         self.services = services
         self.transport = transport

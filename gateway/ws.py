@@ -18,6 +18,7 @@ from collections.abc import Callable
 from aiohttp import WSMsgType, web
 
 from gateway.admission import admit
+from gateway.batch import WriteBatch
 from gateway.codes import CloseCode, ErrorCode
 from gateway.handshake import SUBPROTOCOL
 from gateway.message import Message
@@ -28,20 +29,45 @@ from gateway.wire import text_frame
 log = logging.getLogger(__name__)
 
 
+def _nothing() -> None:
+    """Overflow callback until a session binds its own."""
+
+
 class DirectTransport:
-    """Writes frames to the socket now; the socket's write buffer is the bounded queue."""
+    """Writes frames to the socket itself; the socket's write buffer is the bounded queue.
+
+    During a Redis read (``batch.active``) frames are only collected, then written
+    in one call when the read is done (:meth:`flush`).
+    """
 
     kind = "ws"
+    __slots__ = (
+        "_batch",
+        "_close_timeout",
+        "_closed",
+        "_limit",
+        "_on_overflow",
+        "_pending",
+        "_raw",
+        "_ws",
+    )
 
     def __init__(
-        self, ws: web.WebSocketResponse, raw: asyncio.Transport, limit: int, close_timeout: float
+        self,
+        ws: web.WebSocketResponse,
+        raw: asyncio.Transport,
+        limit: int,
+        close_timeout: float,
+        batch: WriteBatch,
     ) -> None:
         self._ws = ws
         self._raw = raw
         self._limit = limit
         self._close_timeout = close_timeout
+        self._batch = batch
+        self._pending: list[bytes] = []
         self._closed = False
-        self._on_overflow: Callable[[], None] = lambda: None
+        self._on_overflow: Callable[[], None] = _nothing
 
     def bind(self, on_overflow: Callable[[], None]) -> None:
         self._on_overflow = on_overflow
@@ -49,17 +75,35 @@ class DirectTransport:
     def deliver(self, message: Message) -> None:
         if self._closed:
             return
-        raw = self._raw
-        raw.write(message.wire)
-        if raw.get_write_buffer_size() > self._limit:
-            self._closed = True
-            self._on_overflow()
+        if self._batch.active:
+            if not self._pending:
+                self._batch.dirty.append(self)
+            self._pending.append(message.wire)
+        else:
+            self._write(message.wire)
 
     def send(self, frame: bytes) -> None:
         if self._closed:
             return
+        if self._batch.active:
+            if not self._pending:
+                self._batch.dirty.append(self)
+            self._pending.append(text_frame(frame))
+        else:
+            self._write(text_frame(frame))
+
+    def flush(self) -> None:
+        pending = self._pending
+        if not pending or self._closed:
+            pending.clear()
+            return
+        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        pending.clear()
+        self._write(data)
+
+    def _write(self, data: bytes) -> None:
         raw = self._raw
-        raw.write(text_frame(frame))
+        raw.write(data)
         if raw.get_write_buffer_size() > self._limit:
             self._closed = True
             self._on_overflow()
@@ -91,7 +135,7 @@ class QueuedTransport:
         self._size = 0
         self._wakeup = asyncio.Event()
         self._closed = False
-        self._on_overflow: Callable[[], None] = lambda: None
+        self._on_overflow: Callable[[], None] = _nothing
 
     def bind(self, on_overflow: Callable[[], None]) -> None:
         self._on_overflow = on_overflow
@@ -168,7 +212,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     if ws.compress:
         transport = QueuedTransport(ws, raw, limit, close_timeout)
     else:
-        transport = DirectTransport(ws, raw, limit, close_timeout)
+        transport = DirectTransport(ws, raw, limit, close_timeout, services.hub.batch)
     session = Session(services, transport, claims)
     services.sessions.add(session)
     try:
