@@ -30,7 +30,9 @@ from tests.integration.test_gateway_failover import status
 from tests.servers import free_port
 
 MakeClient = Callable[..., Awaitable[TestClient]]
-VENV_BIN = Path(__file__).resolve().parents[2] / ".venv" / "bin"
+ROOT = Path(__file__).resolve().parents[2]
+VENV_BIN = ROOT / ".venv" / "bin"
+CLIENT_JS_SHIPPED = (ROOT / "gateway" / "static" / "client.js").is_file()
 
 
 async def test_permessage_deflate_only_when_enabled(
@@ -74,7 +76,7 @@ async def test_probes_metrics_and_the_client_script(
         'pgcast_gateway_connections_opened_total{transport="ws"} 1.0',
     ):
         assert line in metrics, line
-    if (Path(__file__).resolve().parents[2] / "gateway" / "static" / "client.js").is_file():
+    if CLIENT_JS_SHIPPED:
         script = await http.get("/client.js")
         assert script.status == 200
         assert "javascript" in script.headers["Content-Type"]
@@ -110,19 +112,17 @@ async def test_gunicorn_production_command_serves_and_drains(
     log = tmp_path / "gunicorn.log"
     out = log.open("wb")
     env = {**os.environ, **gateway_env(redis_url, port), "PGCAST_LOG_FORMAT": "text"}
-    proc = subprocess.Popen(
-        [
-            str(VENV_BIN / "gunicorn"),
-            "gateway.app:gunicorn_app",
-            "-k",
-            "aiohttp.worker.GunicornUVLoopWebWorker",
-            "-w",
-            "2",
-            "-b",
-            f"127.0.0.1:{port}",
-            "--graceful-timeout",
-            "10",
-        ],
+    proc = await asyncio.create_subprocess_exec(
+        str(VENV_BIN / "gunicorn"),
+        "gateway.app:gunicorn_app",
+        "-k",
+        "aiohttp.worker.GunicornUVLoopWebWorker",
+        "-w",
+        "2",
+        "-b",
+        f"127.0.0.1:{port}",
+        "--graceful-timeout",
+        "10",
         env=env,
         stdout=out,
         stderr=subprocess.STDOUT,
@@ -143,10 +143,10 @@ async def test_gunicorn_production_command_serves_and_drains(
             assert msg.type is aiohttp.WSMsgType.CLOSE
             assert ws.close_code == 1012
             await ws.close()
-        assert await asyncio.to_thread(proc.wait, 15) == 0
+        assert await asyncio.wait_for(proc.wait(), 15) == 0
         assert time.monotonic() - started < 10, log.read_text()
     finally:
-        if proc.poll() is None:
+        if proc.returncode is None:
             proc.kill()
-            proc.wait(10)
+            await asyncio.wait_for(proc.wait(), 10)
         out.close()
