@@ -31,5 +31,5 @@ async def test_bounded_soak_leaves_no_trace(private_redis: Callable[..., RedisIn
     summary = await run_soak(config, redis.url, out=out)
     assert summary["ok"], out.getvalue() + str(summary)
     assert summary["stats"]["connects"] >= 800
-    assert summary["stats"]["resumes"] > 0
+    assert summary["stats"]["resumes"] * 2 >= summary["stats"]["subscribes"], "mostly resumes"
     assert summary["stats"]["messages"] > 0

@@ -63,6 +63,10 @@ class Worker:
         self.positions: dict[str, Position] = {}
         self.pending: dict[str, int | None] = {}  # channel -> since sent (None: fresh)
         self.token = mint(f"soak-{slot % config.users}", ["soak:*"], ttl=24 * 3600)
+        # A few "home" channels per slot, so most subscribes are resumes (like an app's).
+        self.home = self.rng.sample(
+            config.channels, min(len(config.channels), config.per_connection + 1)
+        )
 
     async def run(self, deadline: float) -> None:
         while time.monotonic() < deadline:
@@ -98,7 +102,7 @@ class Worker:
 
     def subscribe_some(self, ws: RawWebSocket) -> None:
         self.pending.clear()
-        for channel in self.rng.sample(self.config.channels, self.config.per_connection):
+        for channel in self.rng.sample(self.home, self.config.per_connection):
             request: dict[str, Any] = {"type": "subscribe", "channel": channel}
             known = self.positions.get(channel)
             if known is not None:
