@@ -1,15 +1,17 @@
 """Pipeline benchmark: outbox -> Redis throughput, commit -> Redis latency, write-path cost.
 
-``python -m bench.pipeline [--quick] [--json FILE]`` starts a private, durable
-Postgres (fsync and synchronous_commit on) and a private Redis, runs a real
-pgcast-listener process, and measures, in well under a minute:
+``python -m bench.pipeline [--quick] [--clients 64] [--rounds N] [--json FILE]`` starts a
+private, durable Postgres (fsync, synchronous_commit, full_page_writes on) and Redis, runs
+real pgcast-listener processes, and measures:
 
 1. drain: events/s the leader publishes from a pre-filled outbox backlog;
-2. latency: commit acknowledged -> message on Redis pub/sub, p50/p99, at a
-   paced 1,000 events/s (one event per transaction, 8 writer connections);
-3. write path: pgbench TPS of a one-row INSERT into a small table with the
-   pgcast trigger (notify mode, poll mode), as ratios of the plain table's TPS;
-   with the listener draining on the same machine, and with the trigger alone.
+2. latency: commit acknowledged -> message on Redis pub/sub, p50/p99, paced at 20 and
+   1,000 events/s (one event per transaction, 8 writer connections), per wake-up mode;
+3. write path: pgbench TPS of a one-row INSERT at N clients, plain and with each trigger
+   (pgcast in each mode with its listener draining, or alone; a classic per-row pg_notify
+   trigger with one LISTENer), as ratios of the plain table's TPS; for each run the CPU
+   spent per transaction by each process group and the sampled wait events of the
+   pgbench backends, which say where the time goes.
 """
 
 from __future__ import annotations
@@ -18,11 +20,8 @@ import argparse
 import asyncio
 import contextlib
 import os
-import re
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -36,16 +35,10 @@ from pgcast.keys import channel_keys, decode_live
 from tests.servers import PgInstance, RedisInstance, free_port
 
 DURABLE = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on"}
-PGBENCH = "/usr/lib/postgresql/15/bin/pgbench"
-PGBENCH_SCRIPT = "\\set v random(1, 100000)\nINSERT INTO wp (v, note) VALUES (:v, 'row');\n"
-WP_TABLE = """
-DROP TABLE IF EXISTS wp;
-CREATE TABLE wp (id bigserial PRIMARY KEY, v int NOT NULL, note text);
-"""
-WP_TRIGGER = """
-CREATE TRIGGER wp_pgcast AFTER INSERT OR UPDATE OR DELETE ON wp FOR EACH ROW
-EXECUTE FUNCTION pgcast.notify_trigger('wp');
-"""
+
+
+# (wake-up mode, events/s, seconds): the new default at a low and a high rate, and the old one.
+LATENCY_RUNS = [("auto", 20.0, 10.0), ("auto", 1000.0, 5.0), ("notify", 1000.0, 5.0)]
 
 
 def log(message: str) -> None:
@@ -81,7 +74,7 @@ def servers() -> Iterator[tuple[PgInstance, RedisInstance]]:
 
 
 @contextlib.contextmanager
-def listener(pg: PgInstance, rd: RedisInstance, **env: str) -> Iterator[None]:
+def listener(pg: PgInstance, rd: RedisInstance, **env: str) -> Iterator[subprocess.Popen[bytes]]:
     """A real pgcast-listener process for the duration of the block."""
     full = {k: v for k, v in os.environ.items() if not k.startswith("PGCAST_")}
     full.update(
@@ -97,7 +90,7 @@ def listener(pg: PgInstance, rd: RedisInstance, **env: str) -> Iterator[None]:
         env=full,
     )
     try:
-        yield
+        yield proc
     finally:
         proc.terminate()
         try:
@@ -169,7 +162,7 @@ async def _writer(
 
 
 async def bench_latency(
-    pg: PgInstance, rd: RedisInstance, rate: float, seconds: float
+    pg: PgInstance, rd: RedisInstance, rate: float, seconds: float, mode: str
 ) -> dict[str, Any]:
     """Paced single-event transactions; latency = pub/sub arrival - commit acknowledged."""
     total, writers = int(rate * seconds), 8
@@ -178,8 +171,11 @@ async def bench_latency(
     client = aioredis.Redis.from_url(rd.url)
     pubsub = client.pubsub()
     await pubsub.subscribe(channel_keys("lat").live)
+    setting = {"auto": "auto", "notify": "on", "poll": "off"}[mode]
+    admin = await asyncpg.connect(pg.dsn)
+    await admin.execute(f"ALTER DATABASE postgres SET pgcast.notify = '{setting}'")
     try:
-        with listener(pg, rd):
+        with listener(pg, rd, PGCAST_NOTIFY_MODE=mode):
             await asyncio.sleep(1.0)  # the listener's start-up is not part of the measure
             start = time.perf_counter() + 0.1
             tasks = [
@@ -196,10 +192,14 @@ async def bench_latency(
                 await asyncio.gather(*tasks)
             wall = max(commits.values()) - start
     finally:
+        await admin.execute("ALTER DATABASE postgres RESET pgcast.notify")
+        await admin.close()
         await pubsub.aclose()
         await client.aclose()
     lat_ms = [(arrivals[i] - commits[i]) * 1000 for i in commits if i in arrivals]
     return {
+        "mode": mode,
+        "rate": rate,
         "events": total,
         "achieved_rate": round(total / wall),
         "p50_ms": round(percentile(lat_ms, 50), 2),
@@ -208,101 +208,45 @@ async def bench_latency(
     }
 
 
-def pgbench(pg: PgInstance, clients: int, seconds: int) -> float:
-    binary = PGBENCH if os.access(PGBENCH, os.X_OK) else shutil.which("pgbench") or "pgbench"
-    with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as script:
-        script.write(PGBENCH_SCRIPT)
-    try:
-        out = subprocess.run(
-            [
-                binary,
-                "-n",
-                "-c",
-                str(clients),
-                "-j",
-                "2",
-                "-T",
-                str(seconds),
-                "-f",
-                script.name,
-                pg.dsn,
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=seconds + 60,
-        ).stdout
-    finally:
-        Path(script.name).unlink()
-    match = re.search(r"tps = ([\d.]+)", out)
-    if match is None:
-        raise RuntimeError(f"no tps in pgbench output:\n{out}")
-    return float(match.group(1))
-
-
-WRITEPATH_VARIANTS = {
-    # name: (trigger, pgcast.notify, listener mode or None for no listener running)
-    "plain": (False, "on", None),
-    "notify": (True, "on", "notify"),
-    "poll": (True, "off", "poll"),
-    "notify_trigger_only": (True, "on", None),
-    "poll_trigger_only": (True, "off", None),
-}
-
-
-async def bench_writepath(
-    pg: PgInstance, rd: RedisInstance, clients: int, seconds: int
-) -> dict[str, Any]:
-    """pgbench TPS of each variant; the ratios are against the plain table."""
-    conn = await asyncpg.connect(pg.dsn)
-    dbname = await conn.fetchval("SELECT current_database()")
-    results: dict[str, Any] = {"clients": clients, "seconds_each": seconds}
-    try:
-        for variant, (trigger, notify, mode) in WRITEPATH_VARIANTS.items():
-            await conn.execute(WP_TABLE)
-            await conn.execute("DELETE FROM pgcast.outbox")
-            await conn.execute("CHECKPOINT")
-            if trigger:
-                await conn.execute(WP_TRIGGER)
-            await conn.execute(f"ALTER DATABASE \"{dbname}\" SET pgcast.notify = '{notify}'")
-            running = (
-                listener(pg, rd, PGCAST_NOTIFY_MODE=mode) if mode else contextlib.nullcontext()
-            )
-            with running:
-                await asyncio.sleep(0.5)
-                tps = await asyncio.to_thread(pgbench, pg, clients, seconds)
-            results[f"{variant}_tps"] = round(tps)
-            log(f"write path {variant}: {tps:.0f} TPS")
-        await conn.execute(f'ALTER DATABASE "{dbname}" RESET pgcast.notify')
-    finally:
-        await conn.close()
-    for variant in WRITEPATH_VARIANTS:
-        if variant != "plain":
-            results[f"{variant}_ratio"] = round(results[f"{variant}_tps"] / results["plain_tps"], 3)
-    return results
-
-
-async def main_async(quick: bool) -> dict[str, Any]:
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     report: dict[str, Any] = {}
+    seconds = 3 if args.quick else args.seconds
+    # Imported here: bench.pipeline_writepath uses this module's process helpers.
+    from bench.pipeline_writepath import VARIANTS, bench_writepath, table
+
     with servers() as (pg, rd):
-        log("drain throughput")
-        report["drain"] = await bench_drain(pg, rd, 20_000 if quick else 50_000)
-        log(f"drain: {report['drain']}")
-        log("commit -> Redis latency at 1,000 events/s")
-        report["latency"] = await bench_latency(pg, rd, 1000.0, 3.0 if quick else 10.0)
-        log(f"latency: {report['latency']}")
-        report["writepath"] = await bench_writepath(pg, rd, 8, 2 if quick else 5)
-        log(f"write path: {report['writepath']}")
+        if not args.skip_drain:
+            log("drain throughput")
+            report["drain"] = await bench_drain(pg, rd, 20_000 if args.quick else 50_000)
+            log(f"drain: {report['drain']}")
+        if not args.skip_latency:
+            report["latency"] = []
+            for mode, rate, span in LATENCY_RUNS:
+                log(f"commit -> Redis latency, {mode} mode, {rate:.0f} events/s")
+                result = await bench_latency(pg, rd, rate, 2.0 if args.quick else span, mode)
+                report["latency"].append(result)
+                log(f"latency: {result}")
+        names = args.variants.split(",") if args.variants else list(VARIANTS)
+        report["writepath"] = await bench_writepath(
+            pg, rd, names, args.clients, seconds, args.rounds
+        )
+        log("write path:\n" + table(report["writepath"]))
     return report
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="shorter runs (smoke test)")
+    parser.add_argument("--clients", type=int, default=64, help="pgbench clients (64)")
+    parser.add_argument("--seconds", type=int, default=8, help="seconds per pgbench run (8)")
+    parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds (1)")
+    parser.add_argument("--variants", help="comma-separated subset of the write-path variants")
+    parser.add_argument("--skip-drain", action="store_true")
+    parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     args = parser.parse_args()
     started = time.monotonic()
-    report = asyncio.run(main_async(args.quick))
+    report = asyncio.run(main_async(args))
     report["total_seconds"] = round(time.monotonic() - started, 1)
     text = orjson.dumps(report, option=orjson.OPT_INDENT_2).decode()
     print(text)

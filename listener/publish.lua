@@ -1,4 +1,6 @@
--- pgcast publish script: fence, de-duplicate, number, store and broadcast ONE event.
+-- pgcast publish script: fence, de-duplicate, number, store and broadcast the events of ONE
+-- channel, in order (one call per run of same-channel events: the per-call work, fence,
+-- epoch, trimming and TTLs, is paid once per run instead of once per event).
 -- The layout is pgcast/keys.py's; the frame built here must equal
 -- pgcast.keys.message_frame(channel, offset, data_json) byte for byte.
 --
@@ -8,50 +10,66 @@
 --   key lives in another slot than the channel's keys; the script would then need a
 --   per-slot fence copy (e.g. pgcast:{c}:fence, raised by claim per channel or by
 --   every publish), and SPUBLISH instead of PUBLISH for sharded pub/sub.
--- ARGV[1] leader epoch (integer)          ARGV[2] outbox id ('' = no de-duplication)
--- ARGV[3] epoch token for a new history   ARGV[4] channel as a JSON string
--- ARGV[5] data as JSON text               ARGV[6] history max length (approximate)
--- ARGV[7] TTL seconds                     ARGV[8] live pub/sub channel
--- ARGV[9] how many recent outbox ids the ids zset keeps
--- Returns {status, offset, epoch}: status 'published' | 'duplicate' | 'fenced'.
+-- ARGV[1] leader epoch (integer)          ARGV[2] epoch token for a new history
+-- ARGV[3] channel as a JSON string        ARGV[4] history max length (approximate)
+-- ARGV[5] TTL seconds                     ARGV[6] live pub/sub channel
+-- ARGV[7] how many recent outbox ids the ids zset keeps
+-- ARGV[8], ARGV[9], ... pairs: outbox id ('' = no de-duplication), data as JSON text
+-- Returns {epoch, status, offset, status, offset, ...}: one status per event,
+-- 'published' (with its offset) or 'duplicate' (offset false); {false, 'fenced'} when
+-- a newer leader raised the fence (nothing published).
 
 local leader = tonumber(ARGV[1])
 local fence = tonumber(redis.call('GET', KEYS[4]) or '0')
 if leader < fence then
-  return {'fenced', false, false}
+  return {false, 'fenced'}
 end
 if leader > fence then
   -- Keeps the fence up even after Redis lost it (restart without persistence).
   redis.call('SET', KEYS[4], ARGV[1])
 end
 
-local epoch = redis.call('HGET', KEYS[1], 'e')
+local meta = redis.call('HMGET', KEYS[1], 'e', 's')
+local epoch, offset = meta[1], tonumber(meta[2])
 if not epoch then
   -- A new history: whatever is left of an older one (evicted meta) must not mix in.
   redis.call('DEL', KEYS[2], KEYS[3])
-  epoch = ARGV[3]
-  redis.call('HSET', KEYS[1], 'e', epoch, 's', 0)
+  epoch = ARGV[2]
+  offset = 0
 end
 
-local outbox_id = ARGV[2]
-if outbox_id ~= '' and redis.call('ZSCORE', KEYS[3], outbox_id) then
-  return {'duplicate', false, epoch}
+local head = '{"type":"message","channel":' .. ARGV[3] .. ',"offset":"'
+local live_prefix = ':' .. epoch .. ':'
+local reply = {epoch}
+local deduplicated = false
+for i = 8, #ARGV, 2 do
+  local outbox_id = ARGV[i]
+  if outbox_id ~= '' and redis.call('ZSCORE', KEYS[3], outbox_id) then
+    reply[#reply + 1] = 'duplicate'
+    reply[#reply + 1] = false
+  else
+    offset = offset + 1
+    local offset_text = string.format('%d', offset)
+    local frame = head .. offset_text .. '","data":' .. ARGV[i + 1] .. '}'
+    redis.call('XADD', KEYS[2], offset_text .. '-0', 'f', frame)
+    if outbox_id ~= '' then
+      redis.call('ZADD', KEYS[3], outbox_id, outbox_id)
+      deduplicated = true
+    end
+    redis.call('PUBLISH', ARGV[6], offset_text .. live_prefix .. frame)
+    reply[#reply + 1] = 'published'
+    reply[#reply + 1] = offset
+  end
 end
 
-local offset = redis.call('HINCRBY', KEYS[1], 's', 1)
-local offset_text = string.format('%d', offset)
-local frame = '{"type":"message","channel":' .. ARGV[4] .. ',"offset":"' .. offset_text
-  .. '","data":' .. ARGV[5] .. '}'
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], offset_text .. '-0', 'f', frame)
-
-local ttl = tonumber(ARGV[7])
-if outbox_id ~= '' then
-  redis.call('ZADD', KEYS[3], outbox_id, outbox_id)
-  -- Keep the newest ARGV[9] ids: enough to cover any batch a crashed leader left.
-  redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -(tonumber(ARGV[9]) + 1))
+local ttl = tonumber(ARGV[5])
+redis.call('HSET', KEYS[1], 'e', epoch, 's', offset)
+redis.call('EXPIRE', KEYS[1], ttl)
+redis.call('XTRIM', KEYS[2], 'MAXLEN', '~', ARGV[4])
+redis.call('EXPIRE', KEYS[2], ttl)
+if deduplicated then
+  -- Keep the newest ARGV[7] ids: enough to cover any batch a crashed leader left.
+  redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -(tonumber(ARGV[7]) + 1))
   redis.call('EXPIRE', KEYS[3], ttl)
 end
-redis.call('EXPIRE', KEYS[1], ttl)
-redis.call('EXPIRE', KEYS[2], ttl)
-redis.call('PUBLISH', ARGV[8], offset_text .. ':' .. epoch .. ':' .. frame)
-return {'published', offset, epoch}
+return reply

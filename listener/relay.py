@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -155,9 +156,10 @@ class Drainer:
             )
             await asyncio.sleep(self.hold_batch)
         results = await self.publisher.publish(events) if events else []
-        for result in results:
-            self.metrics.events.labels(result.status).inc()
-        if any(result.status == "fenced" for result in results):
+        statuses = Counter(result.status for result in results)
+        for status, count in statuses.items():
+            self.metrics.events.labels(status).inc(count)
+        if statuses["fenced"]:
             log.error(
                 "publish refused: fenced (a newer leader holds epoch > %d)", self.publisher.epoch
             )

@@ -12,18 +12,39 @@ from listener.config import load_settings
 from listener.leader import Elector, jittered
 from listener.metrics import ListenerMetrics
 from listener.pgconn import server_settings, set_keepalive
-from listener.publisher import PUBLISH_SCRIPT, Event, PublishResult, parse_result
+from listener.publisher import (
+    PUBLISH_SCRIPT,
+    RUN_MAX,
+    Event,
+    PublishResult,
+    parse_result,
+    runs,
+)
 from listener.relay import Fenced, RetryingPublisher
 from listener.session import first_leaf
 
 
 def test_parse_result_of_each_status() -> None:
-    """The script's reply triples become PublishResults; garbage is refused."""
-    assert parse_result([b"published", 3, b"ab"]) == PublishResult("published", 3, "ab")
-    assert parse_result([b"duplicate", None, b"ab"]) == PublishResult("duplicate", None, "ab")
-    assert parse_result([b"fenced", None, None]) == PublishResult("fenced", None, None)
+    """A run's reply becomes one PublishResult per event; fenced covers the run; garbage fails."""
+    reply = [b"ab", b"published", 3, b"duplicate", None]
+    assert parse_result(reply, 2) == [
+        PublishResult("published", 3, "ab"),
+        PublishResult("duplicate", None, "ab"),
+    ]
+    assert parse_result([None, b"fenced"], 3) == [PublishResult("fenced", None, None)] * 3
     with pytest.raises(ValueError, match="unexpected"):
-        parse_result([b"what"])
+        parse_result([b"ab", b"what", 1], 1)
+    with pytest.raises(ValueError, match="unexpected"):
+        parse_result([b"ab", b"published", 1], 2)
+
+
+def test_runs_group_consecutive_channels_and_cap_their_length() -> None:
+    """Events are cut into same-channel runs, in order, none longer than RUN_MAX."""
+    events = [Event("a", b"1"), Event("a", b"2"), Event("b", b"3"), Event("a", b"4")]
+    assert [[e.data_json for e in run] for run in runs(events)] == [[b"1", b"2"], [b"3"], [b"4"]]
+    many = [Event("c", b"x", i) for i in range(RUN_MAX * 2 + 1)]
+    assert [len(run) for run in runs(many)] == [RUN_MAX, RUN_MAX, 1]
+    assert runs([]) == []
 
 
 def test_script_builds_the_kernel_frame_layout() -> None:
