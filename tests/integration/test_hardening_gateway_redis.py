@@ -5,7 +5,8 @@ turn red within the heartbeat bound, and after the heal the gateway reconnects
 by itself and back-fills what was published meanwhile: no gap, no duplicate.
 Restart without persistence: history is gone, so a live subscriber is told
 ``recovered:false`` with the new epoch (never a silent skip), and a resume from
-the old epoch gets ``recovered:false`` too.
+the old epoch gets ``recovered:false`` too; under the whole pipeline (listener and
+gateway processes) everything recovers by itself.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+import asyncpg
 import orjson
 import pytest
 import redis.asyncio as aioredis
@@ -25,6 +27,8 @@ from gateway.services import SERVICES
 from tests.servers import RedisInstance
 from tests.soak.harness import (
     Events,
+    Gateway,
+    Listener,
     RedisClient,
     eventually,
     gateway_env,
@@ -152,3 +156,53 @@ def counted(counter: Counter) -> float:
 
 async def _is(port: int, status: int) -> bool:
     return await ready(port) == status
+
+
+@pytest.mark.slow
+async def test_redis_restart_under_the_whole_pipeline_recovers_without_a_manual_step(
+    database_url: str, private_redis: Callable[..., RedisInstance]
+) -> None:
+    """Listener and gateway processes, Redis killed and restarted with rows being committed:
+    the client is told recovered:false with the new epoch, then gets every later event."""
+    redis = private_redis()
+    listener = Listener(database_url, redis.url).start()
+    gateway = Gateway(redis.url)
+    pg = await asyncpg.connect(database_url)
+    try:
+        gateway.start()
+        await eventually(lambda: _role(listener, "leader"), 15, "listener leads")
+        async with aiohttp.ClientSession() as http:
+            port = gateway.port
+            ws, first = await subscribe(http, port, "orders")
+            await commit(pg, range(3))
+            assert [f["data"]["n"] for f in await frames(ws, 3)] == [0, 1, 2]
+            redis.restart()
+            await commit(pg, range(3, 5))  # committed while Redis was gone
+            await eventually(lambda: _is(port, 200), 20, "gateway ready again")
+            resync = (await frames(ws, 1))[0]
+            assert resync["type"] == "subscribed", resync
+            assert resync["recovered"] is False
+            assert resync["epoch"] != first["epoch"]
+            after = int(resync["offset"])
+            await commit(pg, range(5, 8))
+            tail = await frames(ws, 8 - 3 - after)
+            assert [f["type"] for f in tail] == ["message"] * len(tail)
+            assert [int(f["offset"]) for f in tail] == list(range(after + 1, 6))
+            assert [f["data"]["n"] for f in tail][-3:] == [5, 6, 7]
+            await ws.close()
+        assert await listener.role() == "leader"
+    finally:
+        await pg.close()
+        gateway.stop()
+        listener.stop()
+
+
+async def commit(pg: asyncpg.Connection, numbers: range) -> None:
+    for n in numbers:
+        await pg.execute(
+            "SELECT pgcast.publish('orders', $1::jsonb)", orjson.dumps({"n": n}).decode()
+        )
+
+
+async def _role(listener: Listener, role: str) -> bool:
+    return await listener.role() == role
