@@ -37,6 +37,8 @@ from tests.servers import PgInstance, RedisInstance, free_port
 DURABLE = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on"}
 
 
+# Extra settings for every listener the benchmark starts (--set NAME=VALUE).
+LISTENER_ENV: dict[str, str] = {}
 # (wake-up mode, events/s, seconds): the new default at a low and a high rate, and the old one.
 LATENCY_RUNS = [("auto", 20.0, 10.0), ("auto", 1000.0, 5.0), ("notify", 1000.0, 5.0)]
 
@@ -83,8 +85,9 @@ def listener(pg: PgInstance, rd: RedisInstance, **env: str) -> Iterator[subproce
         PGCAST_LISTENER_PORT=str(free_port()),
         PGCAST_LOG_LEVEL="warning",
         PGCAST_HISTORY_SIZE="1000",
-        **env,
     )
+    full.update(LISTENER_ENV)
+    full.update(env)
     proc = subprocess.Popen(
         [sys.executable, "-c", "import sys; from listener.cli import main; sys.exit(main())"],
         env=full,
@@ -243,8 +246,20 @@ def main() -> int:
     parser.add_argument("--variants", help="comma-separated subset of the write-path variants")
     parser.add_argument("--skip-drain", action="store_true")
     parser.add_argument("--skip-latency", action="store_true")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="PGCAST_NAME=VALUE",
+        help="a listener setting for every listener started (repeatable)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     args = parser.parse_args()
+    for item in args.set:
+        name, _, value = item.partition("=")
+        if not name.startswith("PGCAST_") or not value:
+            parser.error(f"--set {item!r}: expected PGCAST_NAME=VALUE")
+        LISTENER_ENV[name] = value
     started = time.monotonic()
     report = asyncio.run(main_async(args))
     report["total_seconds"] = round(time.monotonic() - started, 1)

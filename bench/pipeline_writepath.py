@@ -14,6 +14,7 @@ import contextlib
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import tempfile
 import time
@@ -309,7 +310,7 @@ async def bench_writepath(
                 for run, plain in zip(runs[name], runs["plain"], strict=True)
             ]
             entry["ratio"] = [round(r, 3) for r in ratios]
-            entry["ratio_median"] = round(sorted(ratios)[len(ratios) // 2], 3)
+            entry["ratio_median"] = round(statistics.median(ratios), 3)
         report[name] = entry
     return report
 

@@ -37,8 +37,9 @@ class ListenerSettings:
     history_ttl: int = 86400
     notify_mode: str = "auto"
     poll_interval: float = 1.0
-    awake_poll: float = 0.002
-    awake_linger: float = 0.02
+    awake_poll: float = 0.001
+    awake_linger: float = 0.2
+    wake_gap: float = 0.01
     batch_size: int = 500
     relay_channels: tuple[str, ...] = ()
     relay_queue_size: int = 10000
@@ -95,8 +96,9 @@ def load_settings(environ: Mapping[str, str]) -> ListenerSettings:
         history_ttl=env.integer("PGCAST_HISTORY_TTL", 86400, minimum=1),
         notify_mode=env.choice("PGCAST_NOTIFY_MODE", "auto", NOTIFY_MODES),
         poll_interval=env.number("PGCAST_POLL_INTERVAL", 1.0, minimum=0.01),
-        awake_poll=env.number("PGCAST_AWAKE_POLL", 0.002, minimum=0.0005, maximum=1.0),
-        awake_linger=env.number("PGCAST_AWAKE_LINGER", 0.02, minimum=0.0, maximum=60.0),
+        awake_poll=env.number("PGCAST_AWAKE_POLL", 0.001, minimum=0.0005, maximum=1.0),
+        awake_linger=env.number("PGCAST_AWAKE_LINGER", 0.2, minimum=0.0, maximum=60.0),
+        wake_gap=env.number("PGCAST_WAKE_GAP", 0.01, minimum=0.0, maximum=60.0),
         batch_size=env.integer("PGCAST_BATCH_SIZE", 500, minimum=1, maximum=10000),
         relay_channels=_relay_channels(env),
         relay_queue_size=env.integer("PGCAST_RELAY_QUEUE_SIZE", 10000, minimum=1),

@@ -1,7 +1,7 @@
 """Publish events to Redis through ``publish.lua``: fenced, de-duplicated, numbered.
 
-A batch is one pipelined round trip of EVALSHA calls, one per run of consecutive
-events on the same channel (at most RUN_MAX events each); the script is loaded on
+A batch is one pipelined round trip of EVALSHA calls, one per run of events on the
+same channel (at most RUN_MAX events each); the script is loaded on
 NOSCRIPT and the batch retried once. Knows redis, not asyncpg. Connection errors
 propagate: the caller keeps its outbox rows and retries, and the script's
 de-duplication makes the retry harmless.
@@ -79,15 +79,17 @@ def parse_result(reply: Sequence[Any], count: int) -> list[PublishResult]:
     return results
 
 
-def runs(events: Sequence[Event]) -> list[Sequence[Event]]:
-    """Consecutive same-channel events, at most RUN_MAX per run, in order."""
-    found: list[Sequence[Event]] = []
-    start = 0
-    for i in range(1, len(events) + 1):
-        if i == len(events) or events[i].channel != events[start].channel or i - start == RUN_MAX:
-            found.append(events[start:i])
-            start = i
-    return found
+def runs(events: Sequence[Event]) -> list[list[int]]:
+    """Indexes of ``events`` grouped by channel, at most RUN_MAX per run: in order within
+    a channel (offsets follow it); across channels there is no order to keep."""
+    by_channel: dict[str, list[int]] = {}
+    for index, event in enumerate(events):
+        by_channel.setdefault(event.channel, []).append(index)
+    return [
+        indexes[start : start + RUN_MAX]
+        for indexes in by_channel.values()
+        for start in range(0, len(indexes), RUN_MAX)
+    ]
 
 
 class Publisher:
@@ -122,10 +124,11 @@ class Publisher:
         await self.redis.script_load(script)  # type: ignore[no-untyped-call, unused-ignore]
 
     async def publish(self, leader_epoch: int, events: Sequence[Event]) -> list[PublishResult]:
-        """Publish ``events`` in order, in one round trip; one result per event."""
+        """Publish ``events`` (in order per channel) in one round trip; a result per event."""
         if not events:
             return []
-        batch = runs(events)
+        indexes = runs(events)
+        batch = [[events[i] for i in run] for run in indexes]
         try:
             replies = await self._run(leader_epoch, batch)
         except NoScriptError:
@@ -133,12 +136,13 @@ class Publisher:
             # script failed for every run, so nothing was published).
             await self._load(PUBLISH_SCRIPT)
             replies = await self._run(leader_epoch, batch)
-        results = []
-        for reply, run in zip(replies, batch, strict=True):
-            results.extend(parse_result(reply, len(run)))
-        return results
+        results: list[PublishResult | None] = [None] * len(events)
+        for reply, run in zip(replies, indexes, strict=True):
+            for index, result in zip(run, parse_result(reply, len(run)), strict=True):
+                results[index] = result
+        return [result for result in results if result is not None]
 
-    async def _run(self, leader_epoch: int, batch: list[Sequence[Event]]) -> list[Any]:
+    async def _run(self, leader_epoch: int, batch: list[list[Event]]) -> list[Any]:
         keep = max(self.history_size, sum(len(run) for run in batch), 1000)
         pipe = self.redis.pipeline(transaction=False)
         for run in batch:

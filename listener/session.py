@@ -63,6 +63,7 @@ class LeaderSession:
             poll_interval=settings.poll_interval,
             awake_poll=settings.awake_poll,
             linger=settings.awake_linger,
+            wake_gap=settings.wake_gap,
         )
         self.drainer = Drainer(
             self.outbox,

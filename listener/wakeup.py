@@ -4,8 +4,9 @@ Awake, the leader holds no wake lock, so writers skip the NOTIFY and the leader 
 every PGCAST_AWAKE_POLL seconds. After PGCAST_AWAKE_LINGER seconds without rows it
 tries to fall asleep (a try-lock, refused while a writer that skipped the NOTIFY is in
 flight) and, asleep, drains once more. Asleep, it waits for a NOTIFY or the poll
-interval; a NOTIFY within the linger of the previous one wakes it (traffic is dense).
-``notify`` mode falls asleep for good; ``poll`` mode never sleeps.
+interval; a NOTIFY within PGCAST_WAKE_GAP of the previous one wakes it: traffic that
+dense would queue writers on NOTIFY's commit lock. ``notify`` mode falls asleep for
+good; ``poll`` mode never sleeps.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class WakeCycle:
         poll_interval: float,
         awake_poll: float,
         linger: float,
+        wake_gap: float,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.lock = lock
@@ -50,19 +52,20 @@ class WakeCycle:
         self.poll_interval = poll_interval
         self.awake_poll = poll_interval if mode == "poll" else awake_poll
         self.linger = 0.0 if mode == "notify" else linger
+        self.wake_gap = wake_gap
         self.clock = clock
         self.event = asyncio.Event()
         # A new leader holds no wake lock: writers skip the NOTIFY, so it starts awake.
         self.awake = True
         self.idle_since = clock()
         self.last_notify = -math.inf
-        self.dense = False  # two NOTIFYs within the linger since the last transition
+        self.dense = False  # two NOTIFYs within the wake gap since the last transition
         metrics.awake.set(1)
 
     def notified(self) -> None:
         """A NOTIFY arrived (called from the sync LISTEN callback: never awaits)."""
         now = self.clock()
-        if now - self.last_notify <= self.linger:
+        if now - self.last_notify <= self.wake_gap:
             self.dense = True
         self.last_notify = now
         self.event.set()

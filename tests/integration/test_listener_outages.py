@@ -32,8 +32,10 @@ async def test_redis_killed_listener_keeps_consuming_wakeups_and_catches_up(
 ) -> None:
     """Redis down for seconds: wake-ups keep flowing, nothing is lost, all lands afterwards."""
     listeners, server = redis_down_listeners
-    listener = listeners.start(PGCAST_POLL_INTERVAL="30")
+    # notify mode: the leader sleeps for good, so every publish sends a wake-up to consume.
+    listener = listeners.start(PGCAST_POLL_INTERVAL="30", PGCAST_NOTIFY_MODE="notify")
     await wait_until(lambda: listener.role() == "leader", "the listener leads")
+    await wait_until(lambda: listener.metric("pgcast_listener_awake") == 0, "the leader sleeps")
     server.kill9()
     killed_at = time.monotonic()
     wakeups = listener.metric("pgcast_listener_wakeups_total")

@@ -131,3 +131,25 @@ async def test_event_without_outbox_id_is_never_deduplicated(redis_client: aiore
     publisher = Publisher(redis_client)
     results = await publisher.publish(1, [Event("c", b"1"), Event("c", b"1")])
     assert [r.offset for r in results] == [1, 2]
+
+
+async def test_interleaved_channels_in_long_batches_map_results_back_in_order(
+    redis_client: aioredis.Redis,
+) -> None:
+    """Runs are per channel and capped: results still come back one per event, in the
+    caller's order, offsets contiguous per channel, re-published ids skipped."""
+    publisher = Publisher(redis_client)
+    events = [Event(f"i{n % 2}", str(n).encode(), n) for n in range(1, 251)]
+    results = await publisher.publish(1, events)
+    assert [r.offset for r in results] == [(n + 1) // 2 for n in range(1, 251)]
+    again = await publisher.publish(
+        1, [Event(f"i{n % 2}", str(n).encode(), n) for n in (249, 251, 250, 252)]
+    )
+    assert [(r.status, r.offset) for r in again] == [
+        ("duplicate", None),
+        ("published", 126),
+        ("duplicate", None),
+        ("published", 126),
+    ]
+    history = await redis_client.xrange(channel_keys("i1").history)
+    assert [orjson.loads(f[b"f"])["data"] for _, f in history][-3:] == [247, 249, 251]

@@ -16,7 +16,7 @@ def test_defaults_follow_the_contract() -> None:
     assert settings.database_url == "postgresql://localhost:5432/postgres"
     assert settings.redis_url == "redis://localhost:6379/0"
     assert settings.notify_mode == "auto"
-    assert (settings.awake_poll, settings.awake_linger) == (0.002, 0.02)
+    assert (settings.awake_poll, settings.awake_linger, settings.wake_gap) == (0.001, 0.2, 0.01)
     assert settings.relay_channels == ()
     assert settings.lock_key == DEFAULT_LOCK_KEY != MIGRATION_LOCK_KEY
 
@@ -34,9 +34,10 @@ def test_values_are_parsed() -> None:
             "PGCAST_TCP_USER_TIMEOUT": "0",
             "PGCAST_AWAKE_POLL": "0.001",
             "PGCAST_AWAKE_LINGER": "0",
+            "PGCAST_WAKE_GAP": "0.5",
         }
     )
-    assert (settings.awake_poll, settings.awake_linger) == (0.001, 0.0)
+    assert (settings.awake_poll, settings.awake_linger, settings.wake_gap) == (0.001, 0.0, 0.5)
     assert (settings.port, settings.notify_mode, settings.poll_interval) == (9000, "poll", 0.25)
     assert settings.relay_channels == ("legacy", "orders:new")
     assert (settings.history_size, settings.lock_key, settings.tcp_user_timeout) == (50, -5, 0)
@@ -55,6 +56,7 @@ def test_values_are_parsed() -> None:
         ("PGCAST_AWAKE_POLL", "0"),
         ("PGCAST_AWAKE_POLL", "2"),
         ("PGCAST_AWAKE_LINGER", "-1"),
+        ("PGCAST_WAKE_GAP", "soon"),
         ("REDIS_URL", "localhost:6379"),
     ],
 )

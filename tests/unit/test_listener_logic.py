@@ -38,12 +38,13 @@ def test_parse_result_of_each_status() -> None:
         parse_result([b"ab", b"published", 1], 2)
 
 
-def test_runs_group_consecutive_channels_and_cap_their_length() -> None:
-    """Events are cut into same-channel runs, in order, none longer than RUN_MAX."""
-    events = [Event("a", b"1"), Event("a", b"2"), Event("b", b"3"), Event("a", b"4")]
-    assert [[e.data_json for e in run] for run in runs(events)] == [[b"1", b"2"], [b"3"], [b"4"]]
+def test_runs_group_by_channel_keep_order_within_and_cap_their_length() -> None:
+    """Events are grouped per channel, in order within each, no run longer than RUN_MAX."""
+    events = [Event("a", b"1"), Event("b", b"2"), Event("a", b"3"), Event("c", b"4")]
+    assert runs(events) == [[0, 2], [1], [3]]
     many = [Event("c", b"x", i) for i in range(RUN_MAX * 2 + 1)]
     assert [len(run) for run in runs(many)] == [RUN_MAX, RUN_MAX, 1]
+    assert runs(many)[1][0] == RUN_MAX
     assert runs([]) == []
 
 
