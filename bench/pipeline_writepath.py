@@ -24,7 +24,7 @@ from typing import Any
 
 import asyncpg
 
-from bench.pipeline import listener, log, poll_until
+from bench.pipeline import ListenerProcess, listener, log, poll_until
 from tests.servers import PgInstance, RedisInstance
 
 PGBENCH = "/usr/lib/postgresql/15/bin/pgbench"
@@ -36,13 +36,29 @@ CREATE TABLE wp (id bigserial PRIMARY KEY, v int NOT NULL, note text);
 TRIGGERS = {
     "pgcast": "EXECUTE FUNCTION pgcast.notify_trigger('wp')",
     "classic": "EXECUTE FUNCTION wp_classic()",
+    "noop": "EXECUTE FUNCTION wp_noop()",
+    "outbox": "EXECUTE FUNCTION wp_outbox()",
 }
-CLASSIC = """
+# The classic bridge's trigger, and two yardsticks that split pgcast's cost: a PL/pgSQL
+# trigger that does nothing, and one that only inserts a constant outbox row.
+FUNCTIONS = """
 CREATE OR REPLACE FUNCTION wp_classic() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN PERFORM pg_notify('wp', json_build_object('id', NEW.id, 'v', NEW.v)::text); RETURN NEW; END
 $$;
+CREATE OR REPLACE FUNCTION wp_noop() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RETURN NEW; END
+$$;
+CREATE OR REPLACE FUNCTION wp_outbox() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN INSERT INTO pgcast.outbox (channel, data) VALUES ('wp', '{"id": 1}'); RETURN NEW; END
+$$;
 """
 TICK = 1.0 / os.sysconf("SC_CLK_TCK")
+# The listener's counters of the wake-up protocol, read before and after each run.
+WAKE_METRICS = (
+    "pgcast_listener_wakeups_total",
+    "pgcast_listener_sleeps_total",
+    "pgcast_listener_wakes_total",
+)
 
 
 @dataclass(frozen=True)
@@ -62,6 +78,8 @@ VARIANTS = {
     "auto_trigger_only": Variant("pgcast", "auto", None),
     "notify_trigger_only": Variant("pgcast", "on", None),
     "poll_trigger_only": Variant("pgcast", "off", None),
+    "noop_trigger": Variant("noop", "auto", None),
+    "outbox_row_only": Variant("outbox", "auto", None),
 }
 
 
@@ -178,7 +196,7 @@ async def sample_waits(dsn: str, stop: asyncio.Event) -> collections.Counter[str
 
 
 async def _prepare(conn: asyncpg.Connection, variant: Variant) -> None:
-    await conn.execute(WP_TABLE + CLASSIC)
+    await conn.execute(WP_TABLE + FUNCTIONS)
     await conn.execute("DELETE FROM pgcast.outbox")
     await conn.execute("VACUUM pgcast.outbox")
     await conn.execute("CHECKPOINT")
@@ -208,6 +226,8 @@ async def run_variant(
     """One pgbench run of ``variant``: TPS, CPU per transaction by group, wait events."""
     conn = await asyncpg.connect(pg.dsn)
     consumer: asyncpg.Connection | None = None
+    running: ListenerProcess | None = None
+    wake: dict[str, float] = {}
     received = collections.Counter[str]()
     try:
         await _prepare(conn, variant)
@@ -219,9 +239,10 @@ async def run_variant(
                 await consumer.add_listener("wp", lambda *_: received.update(["n"]))
                 backend = consumer.get_server_pid()
             elif variant.listener is not None:
-                proc = stack.enter_context(listener(pg, rd, PGCAST_NOTIFY_MODE=variant.listener))
-                others["listener"] = proc.pid
+                running = stack.enter_context(listener(pg, rd, PGCAST_NOTIFY_MODE=variant.listener))
+                others["listener"] = running.proc.pid
                 backend = await _listener_backend(conn)
+                before = running.metrics(*WAKE_METRICS)
             meter = CpuMeter(pg.postmaster_pid(), backend, others)
             stop = asyncio.Event()
             sampler = asyncio.create_task(sample_waits(pg.dsn, stop))
@@ -229,6 +250,9 @@ async def run_variant(
             tps, txns, pgbench_cpu = await asyncio.to_thread(pgbench, pg, clients, seconds)
             stop.set()
             waits = await sampler
+            if running is not None:  # what the wake-up protocol did during the run
+                after = running.metrics(*WAKE_METRICS)
+                wake = {k: after[k] - before.get(k, 0.0) for k in after}
             await asyncio.sleep(0.3)  # pgbench's backends exit and are reaped
             cpu = meter.stop()
             backlog = int(await conn.fetchval("SELECT count(*) FROM pgcast.outbox"))
@@ -246,7 +270,10 @@ async def run_variant(
             await consumer.close()
         await conn.close()
     cpu["pgbench"] = pgbench_cpu
-    return _summary(variant, tps, txns, cpu, waits, backlog, catch_up, received["n"])
+    result = _summary(variant, tps, txns, cpu, waits, backlog, catch_up, received["n"])
+    if wake:
+        result["listener_wakeup"] = {k.removeprefix("pgcast_listener_"): v for k, v in wake.items()}
+    return result
 
 
 def _summary(

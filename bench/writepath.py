@@ -4,9 +4,9 @@ Variants on the same table, one after another on the same private Postgres
 (fsync, synchronous_commit, full_page_writes on):
 
 - ``plain``: no trigger;
-- ``pgcast-auto``: ``pgcast.notify_trigger('wp')`` as shipped (``pgcast.notify`` unset:
-  the wake-up NOTIFY only while the listener sleeps), listener in notify mode;
-- ``pgcast-always-notify``: the same with ``pgcast.notify = on`` (a NOTIFY per commit);
+- ``pgcast-auto``: ``pgcast.notify_trigger('wp')`` as shipped (``pgcast.notify`` unset,
+  listener mode ``auto``: the wake-up NOTIFY only while the listener sleeps);
+- ``pgcast-always-notify``: ``pgcast.notify = on``, listener mode ``notify``;
 - ``pgcast-poll``: the same trigger, ``pgcast.notify = off``, listener polling;
 - ``classic``: a per-row ``pg_notify('wp', row json)`` trigger with one LISTENer.
 
@@ -45,7 +45,7 @@ PGCAST = "pgcast.notify_trigger('wp')"
 # variant -> (trigger function, pgcast.notify setting or None for unset, listener mode)
 VARIANTS: dict[str, tuple[str | None, str | None, str | None]] = {
     "plain": (None, None, None),
-    "pgcast-auto": (PGCAST, None, "notify"),
+    "pgcast-auto": (PGCAST, None, "auto"),
     "pgcast-always-notify": (PGCAST, "on", "notify"),
     "pgcast-poll": (PGCAST, "off", "poll"),
     "classic": ("wp_classic()", None, "classic"),
