@@ -23,7 +23,9 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -75,14 +77,32 @@ def servers() -> Iterator[tuple[PgInstance, RedisInstance]]:
         pg.destroy()
 
 
+@dataclass(frozen=True)
+class ListenerProcess:
+    proc: subprocess.Popen[bytes]
+    port: int
+
+    def metrics(self, *names: str) -> dict[str, float]:
+        """Samples of /metrics whose name (with labels, as printed) starts with ``names``."""
+        url = f"http://127.0.0.1:{self.port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode()
+        return {
+            line.split()[0]: float(line.split()[-1])
+            for line in text.splitlines()
+            if line.startswith(names)
+        }
+
+
 @contextlib.contextmanager
-def listener(pg: PgInstance, rd: RedisInstance, **env: str) -> Iterator[subprocess.Popen[bytes]]:
+def listener(pg: PgInstance, rd: RedisInstance, **env: str) -> Iterator[ListenerProcess]:
     """A real pgcast-listener process for the duration of the block."""
+    port = free_port()
     full = {k: v for k, v in os.environ.items() if not k.startswith("PGCAST_")}
     full.update(
         DATABASE_URL=pg.dsn,
         REDIS_URL=rd.url,
-        PGCAST_LISTENER_PORT=str(free_port()),
+        PGCAST_LISTENER_PORT=str(port),
         PGCAST_LOG_LEVEL="warning",
         PGCAST_HISTORY_SIZE="1000",
     )
@@ -93,7 +113,7 @@ def listener(pg: PgInstance, rd: RedisInstance, **env: str) -> Iterator[subproce
         env=full,
     )
     try:
-        yield proc
+        yield ListenerProcess(proc, port)
     finally:
         proc.terminate()
         try:
