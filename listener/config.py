@@ -41,6 +41,7 @@ class ListenerSettings:
     awake_linger: float = 0.2
     wake_gap: float = 0.01
     batch_size: int = 500
+    vacuum_every: int = 20000
     relay_channels: tuple[str, ...] = ()
     relay_queue_size: int = 10000
     lock_key: int = DEFAULT_LOCK_KEY
@@ -100,6 +101,7 @@ def load_settings(environ: Mapping[str, str]) -> ListenerSettings:
         awake_linger=env.number("PGCAST_AWAKE_LINGER", 0.2, minimum=0.0, maximum=60.0),
         wake_gap=env.number("PGCAST_WAKE_GAP", 0.01, minimum=0.0, maximum=60.0),
         batch_size=env.integer("PGCAST_BATCH_SIZE", 500, minimum=1, maximum=10000),
+        vacuum_every=env.integer("PGCAST_VACUUM_EVERY", 20000, minimum=0),
         relay_channels=_relay_channels(env),
         relay_queue_size=env.integer("PGCAST_RELAY_QUEUE_SIZE", 10000, minimum=1),
         lock_key=env.integer(

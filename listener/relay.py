@@ -99,6 +99,7 @@ class Drainer:
         cycle: WakeCycle,
         *,
         batch_size: int,
+        vacuum_every: int = 0,
         hold_batch: float = 0.0,
     ) -> None:
         self.outbox = outbox
@@ -106,7 +107,9 @@ class Drainer:
         self.metrics = metrics
         self.cycle = cycle
         self.batch_size = batch_size
+        self.vacuum_every = vacuum_every
         self.hold_batch = hold_batch
+        self.deleted = 0  # rows deleted since the last VACUUM
 
     def wake_up(self) -> None:
         """Called from the (sync) LISTEN callback: never blocks, never awaits."""
@@ -133,7 +136,17 @@ class Drainer:
             if len(rows) < self.batch_size:
                 if total:
                     log.debug("drained %d outbox rows", total)
+                await self._vacuum(total)
                 return total
+
+    async def _vacuum(self, deleted: int) -> None:
+        """VACUUM the outbox every ``vacuum_every`` deleted rows. Every poll reads the oldest
+        rows by id, and dead index entries there make each poll slower until a vacuum
+        (autovacuum may come only once a minute: 600,000 dead rows at 10,000 events/s)."""
+        self.deleted += deleted
+        if self.vacuum_every and self.deleted >= self.vacuum_every:
+            self.deleted = 0
+            await self.outbox.vacuum()
 
     async def _publish_batch(self, rows: list[OutboxRow]) -> None:
         events = []

@@ -71,6 +71,7 @@ class LeaderSession:
             metrics,
             self.cycle,
             batch_size=settings.batch_size,
+            vacuum_every=settings.vacuum_every,
             hold_batch=settings.debug_hold_batch,
         )
         self.forwarder = Forwarder(

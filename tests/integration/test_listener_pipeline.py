@@ -198,3 +198,24 @@ async def test_batch_published_by_a_crashed_leader_is_not_published_again(
     assert await history(redis_client, "crash") == [(n, n) for n in range(1, 6)]
     assert listener.metric("pgcast_listener_events_total", 'result="duplicate"') == 3
     assert listener.metric("pgcast_listener_events_total", 'result="published"') == 2
+
+
+async def test_leader_vacuums_the_outbox_every_n_deleted_rows(
+    listeners: Listeners, pg: asyncpg.Connection, redis_client: aioredis.Redis
+) -> None:
+    """PGCAST_VACUUM_EVERY: dead outbox rows are reclaimed by the leader, not left for a
+    once-a-minute autovacuum (every poll reads the oldest rows, dead ones included)."""
+    listeners.start(PGCAST_VACUUM_EVERY="100")
+    await pg.execute("SELECT pgcast.publish('vac', to_jsonb(n)) FROM generate_series(1, 250) n")
+
+    async def all_there() -> bool:
+        return await redis_client.xlen(channel_keys("vac").history) == 250
+
+    async def vacuumed() -> bool:
+        count = await pg.fetchval(
+            "SELECT vacuum_count FROM pg_stat_user_tables WHERE relid = 'pgcast.outbox'::regclass"
+        )
+        return bool(count and count >= 1)
+
+    await wait_until(all_there, "250 events published")
+    await wait_until(vacuumed, "a VACUUM of pgcast.outbox by the leader")

@@ -35,8 +35,10 @@ def test_values_are_parsed() -> None:
             "PGCAST_AWAKE_POLL": "0.001",
             "PGCAST_AWAKE_LINGER": "0",
             "PGCAST_WAKE_GAP": "0.5",
+            "PGCAST_VACUUM_EVERY": "0",
         }
     )
+    assert settings.vacuum_every == 0
     assert (settings.awake_poll, settings.awake_linger, settings.wake_gap) == (0.001, 0.0, 0.5)
     assert (settings.port, settings.notify_mode, settings.poll_interval) == (9000, "poll", 0.25)
     assert settings.relay_channels == ("legacy", "orders:new")
@@ -57,6 +59,7 @@ def test_values_are_parsed() -> None:
         ("PGCAST_AWAKE_POLL", "2"),
         ("PGCAST_AWAKE_LINGER", "-1"),
         ("PGCAST_WAKE_GAP", "soon"),
+        ("PGCAST_VACUUM_EVERY", "-1"),
         ("REDIS_URL", "localhost:6379"),
     ],
 )
