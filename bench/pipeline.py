@@ -41,8 +41,17 @@ DURABLE = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on"}
 
 # Extra settings for every listener the benchmark starts (--set NAME=VALUE).
 LISTENER_ENV: dict[str, str] = {}
-# (wake-up mode, events/s, seconds): the new default at a low and a high rate, and the old one.
-LATENCY_RUNS = [("auto", 20.0, 10.0), ("auto", 1000.0, 5.0), ("notify", 1000.0, 5.0)]
+# MODE:RATE,...: the new default at a low and a high rate, and the old default.
+LATENCY_RUNS = "auto:20,auto:1000,notify:1000"
+
+
+def latency_runs(spec: str) -> list[tuple[str, float, float]]:
+    """(wake-up mode, events/s, seconds) from ``mode:rate,...``: 10 s at low rates, else 5 s."""
+    runs = []
+    for item in spec.split(","):
+        mode, _, rate = item.partition(":")
+        runs.append((mode, float(rate), 10.0 if float(rate) < 100 else 5.0))
+    return runs
 
 
 def log(message: str) -> None:
@@ -244,7 +253,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             log(f"drain: {report['drain']}")
         if not args.skip_latency:
             report["latency"] = []
-            for mode, rate, span in LATENCY_RUNS:
+            for mode, rate, span in latency_runs(args.latency):
                 log(f"commit -> Redis latency, {mode} mode, {rate:.0f} events/s")
                 result = await bench_latency(pg, rd, rate, 2.0 if args.quick else span, mode)
                 report["latency"].append(result)
@@ -266,6 +275,9 @@ def main() -> int:
     parser.add_argument("--variants", help="comma-separated subset of the write-path variants")
     parser.add_argument("--skip-drain", action="store_true")
     parser.add_argument("--skip-latency", action="store_true")
+    parser.add_argument(
+        "--latency", default=LATENCY_RUNS, help=f"MODE:EVENTS_PER_S,... ({LATENCY_RUNS})"
+    )
     parser.add_argument(
         "--set",
         action="append",

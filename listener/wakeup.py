@@ -1,11 +1,12 @@
 """When the leader drains: its side of the wake-up protocol (sql/001_outbox.sql), per leadership.
 
-Awake, the leader holds no wake lock, so writers skip the NOTIFY and the leader polls
-every PGCAST_AWAKE_POLL seconds. After PGCAST_AWAKE_LINGER seconds without rows it
-tries to fall asleep (a try-lock, refused while a writer that skipped the NOTIFY is in
-flight) and, asleep, drains once more. Asleep, it waits for a NOTIFY or the poll
-interval; a NOTIFY within PGCAST_WAKE_GAP of the previous one wakes it: traffic that
-dense would queue writers on NOTIFY's commit lock. ``notify`` mode falls asleep for
+Asleep, it waits for a NOTIFY or the poll interval. Dense traffic wakes it: a NOTIFY
+within PGCAST_WAKE_GAP of the previous one, or one that arrived while it drained (NOTIFYing
+writers queue on one commit lock, so under load they arrive one flush apart, however slow
+the disk). Awake, it holds no wake lock, writers skip the NOTIFY, and it polls every
+PGCAST_AWAKE_POLL seconds; when a PGCAST_AWAKE_LINGER window brings fewer rows than half
+the wake rate it tries to fall asleep (a try-lock, refused while a writer that skipped
+the NOTIFY is in flight) and, asleep, drains once more. ``notify`` mode falls asleep for
 good; ``poll`` mode never sleeps.
 """
 
@@ -53,11 +54,17 @@ class WakeCycle:
         self.awake_poll = poll_interval if mode == "poll" else awake_poll
         self.linger = 0.0 if mode == "notify" else linger
         self.wake_gap = wake_gap
+        # Rows per linger window under which the awake leader sleeps: half the wake rate
+        # (hysteresis), at least one (notify mode: sleep after any empty drain).
+        self.sleep_below = 1.0
+        if mode == "auto" and wake_gap > 0:
+            self.sleep_below = max(1.0, linger / (2 * wake_gap))
         self.clock = clock
         self.event = asyncio.Event()
         # A new leader holds no wake lock: writers skip the NOTIFY, so it starts awake.
         self.awake = True
-        self.idle_since = clock()
+        self.window_start = clock()
+        self.window_rows = 0
         self.last_notify = -math.inf
         self.dense = False  # two NOTIFYs within the wake gap since the last transition
         metrics.awake.set(1)
@@ -78,23 +85,27 @@ class WakeCycle:
         """After a drain, fall asleep or wake up; True when a drain must follow at once."""
         now = self.clock()
         if not self.awake:
-            if self.dense and self.mode == "auto":
+            # A NOTIFY that arrived during the drain: another commit right behind this one.
+            if (self.dense or self.event.is_set()) and self.mode == "auto":
                 await self.lock.wake()
                 self._transition(awake=True, now=now)
                 self.metrics.wakes.inc()
             return False
-        if drained or self.mode == "poll":
-            self.idle_since = now
+        if self.mode == "poll":
             return False
-        if now - self.idle_since < self.linger:
+        self.window_rows += drained
+        if now - self.window_start < self.linger:
+            return False
+        quiet = self.window_rows < self.sleep_below
+        self.window_start, self.window_rows = now, 0
+        if not quiet:
             return False
         if await self.lock.sleep():
             self._transition(awake=False, now=now)
             self.metrics.sleeps.labels("slept").inc()
             return True  # rows of writers that skipped the NOTIFY are committed: drain them
-        # A writer that skipped the NOTIFY is still in flight: poll on, retry after a linger.
+        # A writer that skipped the NOTIFY is still in flight: poll on, retry next window.
         self.metrics.sleeps.labels("refused").inc()
-        self.idle_since = now
         return False
 
     async def wait(self) -> None:
@@ -108,7 +119,7 @@ class WakeCycle:
 
     def _transition(self, *, awake: bool, now: float) -> None:
         self.awake = awake
-        self.idle_since = now
+        self.window_start, self.window_rows = now, 0
         self.dense = False
         self.metrics.awake.set(1 if awake else 0)
         log.debug("leader %s", "awake: polling" if awake else "asleep: waiting for NOTIFY")

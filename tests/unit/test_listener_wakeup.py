@@ -36,6 +36,7 @@ class Clock:
 
 
 def make(mode: str = "auto", refuse: int = 0) -> tuple[WakeCycle, FakeLock, Clock, ListenerMetrics]:
+    """Linger 0.1 s and wake gap 0.01 s: asleep below 5 rows per 0.1 s window (50/s)."""
     lock, clock, metrics = FakeLock(refuse), Clock(), ListenerMetrics()
     cycle = WakeCycle(
         lock,
@@ -43,7 +44,7 @@ def make(mode: str = "auto", refuse: int = 0) -> tuple[WakeCycle, FakeLock, Cloc
         mode=mode,
         poll_interval=1.0,
         awake_poll=0.002,
-        linger=0.05,
+        linger=0.1,
         wake_gap=0.01,
         clock=clock,
     )
@@ -56,36 +57,45 @@ def sample(metrics: ListenerMetrics, name: str, labels: dict[str, str] | None = 
     return value
 
 
-async def test_starts_awake_and_sleeps_after_the_linger_without_rows() -> None:
-    """A new leader polls; rows keep it awake; a linger of empty polls puts it to sleep,
-    and falling asleep asks for one more drain."""
+async def notify_and_drain(cycle: WakeCycle, clock: Clock, after: float, rows: int = 1) -> bool:
+    """A NOTIFY ``after`` seconds on, then the drain it triggers: settle's answer."""
+    clock.now += after
+    cycle.notified()
+    cycle.clear()
+    return await cycle.settle(drained=rows)
+
+
+async def test_starts_awake_and_sleeps_after_a_quiet_window() -> None:
+    """A new leader polls; a busy window keeps it awake; a window with fewer rows than half
+    the wake rate puts it to sleep, and falling asleep asks for one more drain."""
     cycle, lock, clock, metrics = make()
     assert cycle.awake
     assert sample(metrics, "pgcast_listener_awake") == 1
-    clock.now += 1.0
-    assert not await cycle.settle(drained=5)  # rows: the linger starts again
-    clock.now += 0.04
-    assert not await cycle.settle(drained=0)
+    for _ in range(10):  # 10 rows in the first window: 100/s
+        clock.now += 0.011
+        assert not await cycle.settle(drained=1)
     assert lock.calls == []
-    clock.now += 0.02
+    clock.now += 0.05
+    assert not await cycle.settle(drained=2)
+    clock.now += 0.06  # the next window brought 2 rows: 20/s
     assert await cycle.settle(drained=0)
-    assert not cycle.awake
     assert lock.calls == ["sleep"]
+    assert not cycle.awake
     assert sample(metrics, "pgcast_listener_awake") == 0
     assert sample(metrics, "pgcast_listener_sleeps_total", {"result": "slept"}) == 1
 
 
-async def test_refused_sleep_keeps_polling_and_retries_after_another_linger() -> None:
-    """A writer that skipped the NOTIFY is in flight: stay awake, and do not retry every poll."""
+async def test_refused_sleep_keeps_polling_and_retries_next_window() -> None:
+    """A writer that skipped the NOTIFY is in flight: stay awake, retry a window later."""
     cycle, lock, clock, metrics = make(refuse=1)
-    clock.now += 0.06
+    clock.now += 0.11
     assert not await cycle.settle(drained=0)
     assert cycle.awake
     assert sample(metrics, "pgcast_listener_sleeps_total", {"result": "refused"}) == 1
-    clock.now += 0.01
+    clock.now += 0.05
     assert not await cycle.settle(drained=0)
     assert lock.calls == ["sleep"]
-    clock.now += 0.05
+    clock.now += 0.06
     assert await cycle.settle(drained=0)
     assert lock.calls == ["sleep", "sleep"]
 
@@ -94,21 +104,33 @@ async def test_sparse_notifies_keep_it_asleep_dense_ones_wake_it() -> None:
     """Asleep, NOTIFYs further apart than the wake gap are drained without waking; one
     within the gap of the previous one wakes it."""
     cycle, lock, clock, metrics = make()
-    clock.now += 0.06
+    clock.now += 0.11
     assert await cycle.settle(drained=0)
-    for _ in range(3):
-        clock.now += 0.02  # 50 events/s: NOTIFY costs writers nothing worth waking for
-        cycle.notified()
-        assert not await cycle.settle(drained=1)
+    for _ in range(3):  # 50 events/s: NOTIFY costs writers nothing worth waking for
+        assert not await notify_and_drain(cycle, clock, 0.02)
     assert not cycle.awake
     assert lock.calls == ["sleep"]
-    clock.now += 0.005
-    cycle.notified()
-    assert not await cycle.settle(drained=1)
+    assert not await notify_and_drain(cycle, clock, 0.005)
     assert cycle.awake
     assert lock.calls == ["sleep", "wake"]
     assert sample(metrics, "pgcast_listener_wakes_total") == 1
     assert sample(metrics, "pgcast_listener_awake") == 1
+
+
+async def test_a_notify_during_the_drain_wakes_it_whatever_the_gap() -> None:
+    """Writers queued on NOTIFY's commit lock arrive one disk flush apart, which may be
+    longer than the wake gap: a NOTIFY already waiting after a drain wakes the leader."""
+    cycle, lock, clock, _ = make()
+    clock.now += 0.11
+    assert await cycle.settle(drained=0)
+    clock.now += 0.5
+    cycle.notified()
+    cycle.clear()
+    clock.now += 0.05  # a slow drain; the next commit's NOTIFY arrives meanwhile
+    cycle.notified()
+    assert not await cycle.settle(drained=1)
+    assert cycle.awake
+    assert lock.calls == ["sleep", "wake"]
 
 
 async def test_notify_mode_sleeps_at_once_and_never_wakes() -> None:
@@ -116,9 +138,7 @@ async def test_notify_mode_sleeps_at_once_and_never_wakes() -> None:
     cycle, lock, clock, _ = make("notify")
     assert await cycle.settle(drained=0)
     for _ in range(5):
-        clock.now += 0.001
-        cycle.notified()
-        assert not await cycle.settle(drained=1)
+        assert not await notify_and_drain(cycle, clock, 0.001)
     assert lock.calls == ["sleep"]
     assert not cycle.awake
 
