@@ -15,6 +15,13 @@ from dataclasses import dataclass
 import asyncpg
 
 FETCH_SQL = "SELECT id, channel, data::text AS data FROM pgcast.outbox ORDER BY id LIMIT $1"
+# Delete the published batch and read the next in one statement. Both see the statement's
+# snapshot, in which the deleted rows still exist: hence the id filter.
+FETCH_AFTER_DELETE_SQL = """
+WITH published AS (DELETE FROM pgcast.outbox WHERE id = ANY($2::bigint[]))
+SELECT id, channel, data::text AS data FROM pgcast.outbox
+WHERE id <> ALL($2::bigint[]) ORDER BY id LIMIT $1
+"""
 DELETE_SQL = "DELETE FROM pgcast.outbox WHERE id = ANY($1::bigint[])"
 # The liveness query also samples what /metrics reports; the oldest row by id is
 # (nearly always) the oldest by time, and the primary key finds it without a scan.
@@ -54,10 +61,15 @@ class Health:
 
 
 async def fetch_batch(
-    conn: asyncpg.Connection, limit: int, query_timeout: float
+    conn: asyncpg.Connection, limit: int, query_timeout: float, published: Sequence[int] = ()
 ) -> list[OutboxRow]:
-    """The ``limit`` oldest rows by id."""
-    rows = await conn.fetch(FETCH_SQL, limit, timeout=query_timeout)
+    """The ``limit`` oldest rows by id, after deleting the ``published`` ones."""
+    if published:
+        rows = await conn.fetch(
+            FETCH_AFTER_DELETE_SQL, limit, list(published), timeout=query_timeout
+        )
+    else:
+        rows = await conn.fetch(FETCH_SQL, limit, timeout=query_timeout)
     return [OutboxRow(row["id"], row["channel"], row["data"]) for row in rows]
 
 
@@ -91,9 +103,9 @@ class Outbox:
         self.query_timeout = query_timeout
         self._lock = asyncio.Lock()
 
-    async def fetch_batch(self, limit: int) -> list[OutboxRow]:
+    async def fetch_batch(self, limit: int, published: Sequence[int] = ()) -> list[OutboxRow]:
         async with self._lock:
-            return await fetch_batch(self.conn, limit, self.query_timeout)
+            return await fetch_batch(self.conn, limit, self.query_timeout, published)
 
     async def delete(self, ids: Sequence[int]) -> None:
         async with self._lock:

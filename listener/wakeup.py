@@ -108,6 +108,11 @@ class WakeCycle:
         self.metrics.sleeps.labels("refused").inc()
         return False
 
+    @property
+    def polling_fast(self) -> bool:
+        """Whether the next drain comes within PGCAST_AWAKE_POLL (awake, not in poll mode)."""
+        return self.awake and self.mode != "poll"
+
     async def wait(self) -> None:
         """Until the next drain: a NOTIFY, or the poll interval of the current state."""
         timeout = self.awake_poll if self.awake else self.poll_interval

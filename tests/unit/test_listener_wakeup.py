@@ -70,6 +70,7 @@ async def test_starts_awake_and_sleeps_after_a_quiet_window() -> None:
     the wake rate puts it to sleep, and falling asleep asks for one more drain."""
     cycle, lock, clock, metrics = make()
     assert cycle.awake
+    assert cycle.polling_fast
     assert sample(metrics, "pgcast_listener_awake") == 1
     for _ in range(10):  # 10 rows in the first window: 100/s
         clock.now += 0.011
@@ -81,6 +82,7 @@ async def test_starts_awake_and_sleeps_after_a_quiet_window() -> None:
     assert await cycle.settle(drained=0)
     assert lock.calls == ["sleep"]
     assert not cycle.awake
+    assert not cycle.polling_fast
     assert sample(metrics, "pgcast_listener_awake") == 0
     assert sample(metrics, "pgcast_listener_sleeps_total", {"result": "slept"}) == 1
 
@@ -151,6 +153,7 @@ async def test_poll_mode_never_sleeps() -> None:
         assert not await cycle.settle(drained=0)
     assert lock.calls == []
     assert cycle.awake
+    assert not cycle.polling_fast  # awake, but the next drain is a poll interval away
 
 
 async def _timed_wait(mode: str, *, asleep: bool) -> float:
