@@ -16,11 +16,11 @@ import asyncpg
 
 FETCH_SQL = "SELECT id, channel, data::text AS data FROM pgcast.outbox ORDER BY id LIMIT $1"
 # Delete the published batch and read the next in one statement. Both see the statement's
-# snapshot, in which the deleted rows still exist: hence the id filter.
+# snapshot, in which the deleted rows still exist: the caller reads that many more rows and
+# drops them (a filter in SQL would steer the planner away from the primary key's order).
 FETCH_AFTER_DELETE_SQL = """
 WITH published AS (DELETE FROM pgcast.outbox WHERE id = ANY($2::bigint[]))
-SELECT id, channel, data::text AS data FROM pgcast.outbox
-WHERE id <> ALL($2::bigint[]) ORDER BY id LIMIT $1
+SELECT id, channel, data::text AS data FROM pgcast.outbox ORDER BY id LIMIT $1
 """
 DELETE_SQL = "DELETE FROM pgcast.outbox WHERE id = ANY($1::bigint[])"
 # The liveness query also samples what /metrics reports; the oldest row by id is
@@ -64,13 +64,15 @@ async def fetch_batch(
     conn: asyncpg.Connection, limit: int, query_timeout: float, published: Sequence[int] = ()
 ) -> list[OutboxRow]:
     """The ``limit`` oldest rows by id, after deleting the ``published`` ones."""
-    if published:
-        rows = await conn.fetch(
-            FETCH_AFTER_DELETE_SQL, limit, list(published), timeout=query_timeout
-        )
-    else:
+    if not published:
         rows = await conn.fetch(FETCH_SQL, limit, timeout=query_timeout)
-    return [OutboxRow(row["id"], row["channel"], row["data"]) for row in rows]
+        return [OutboxRow(row["id"], row["channel"], row["data"]) for row in rows]
+    gone = set(published)
+    rows = await conn.fetch(
+        FETCH_AFTER_DELETE_SQL, limit + len(gone), list(gone), timeout=query_timeout
+    )
+    kept = [OutboxRow(r["id"], r["channel"], r["data"]) for r in rows if r["id"] not in gone]
+    return kept[:limit]
 
 
 async def delete(conn: asyncpg.Connection, ids: Sequence[int], query_timeout: float) -> None:
