@@ -109,4 +109,13 @@ class Elector:
 
 def is_postgres_failure(exc: BaseException) -> bool:
     """Whether ``exc`` says Postgres went away or refused (not a bug, no traceback)."""
-    return isinstance(exc, OSError | asyncpg.PostgresError | asyncpg.InterfaceError | TimeoutError)
+    # InternalClientError: asyncpg's protocol state when the server ended the session in
+    # the middle of a statement (a Postgres restart under load); the connection is gone.
+    known = (
+        OSError,
+        asyncpg.PostgresError,
+        asyncpg.InterfaceError,
+        asyncpg.InternalClientError,
+        TimeoutError,
+    )
+    return isinstance(exc, known)

@@ -6,10 +6,11 @@ import asyncio
 import socket
 from collections.abc import Sequence
 
+import asyncpg
 import pytest
 
 from listener.config import load_settings
-from listener.leader import Elector, jittered
+from listener.leader import Elector, is_postgres_failure, jittered
 from listener.metrics import ListenerMetrics
 from listener.pgconn import server_settings, set_keepalive
 from listener.publisher import (
@@ -136,3 +137,10 @@ async def test_claim_against_a_newer_fence_raises_fenced() -> None:
     async with asyncio.timeout(5):
         with pytest.raises(Fenced):
             await retrying.claim()
+
+
+def test_a_session_ended_mid_statement_is_a_known_postgres_failure() -> None:
+    """asyncpg's InternalClientError (server gone mid-statement) is logged without traceback."""
+    assert is_postgres_failure(asyncpg.InternalClientError("protocol state"))
+    assert is_postgres_failure(ConnectionResetError())
+    assert not is_postgres_failure(ValueError("a bug"))
