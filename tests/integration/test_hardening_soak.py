@@ -19,6 +19,9 @@ from tests.soak.soak import SoakConfig, run_soak
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(
+    300
+)  # ~20 s normally; each wait inside is bounded, a loaded box stretches them
 async def test_bounded_soak_leaves_no_trace(private_redis: Callable[..., RedisInstance]) -> None:
     """~1,500 connections through 100 slots over 16 s: every check of the soak verdict holds."""
     redis = private_redis()
