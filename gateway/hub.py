@@ -48,6 +48,10 @@ class HubClosedError(Exception):
     """The subscriber left (or the hub stopped) while its subscribe was pending."""
 
 
+class HubUnavailableError(Exception):
+    """Redis did not answer in time (link down, or the history read failed)."""
+
+
 @dataclass(frozen=True)
 class HubOptions:
     redis_url: str
@@ -79,6 +83,7 @@ class Hub:
         self._sync_wanted = asyncio.Event()
         self._hb_key = heartbeat_channel(options.gateway_id).encode()
         self.batch = WriteBatch()
+        self._retired: set[asyncio.Task[None]] = set()
         self._connected_once = False
         self._loop = asyncio.get_running_loop()
         metrics.gauge("channels", "Channels subscribed in Redis", lambda: len(self.channels))
@@ -100,7 +105,7 @@ class Hub:
         """Start subscribing ``member``: returns the history read (if a resume needs one).
 
         The member is pending when this returns; call :meth:`activate` with no
-        await in between. Raises TimeoutError when Redis cannot be reached in time.
+        await in between. Raises HubUnavailableError when Redis cannot answer in time.
         """
         channel = self._channel(name)
         channel.add_pending(member)
@@ -108,13 +113,17 @@ class Hub:
         try:
             async with asyncio.timeout(self.options.subscribe_timeout):
                 await channel.ready.wait()
-                if since is not None and epoch == channel.epoch:
-                    if since > channel.offset:
-                        with contextlib.suppress(TimeoutError):
-                            async with asyncio.timeout(AHEAD_WAIT):
-                                await channel.wait_offset(since)
-                    if since < channel.offset:
-                        snapshot = await self.history.snapshot(name, since, epoch)
+            if since is not None and epoch == channel.epoch:
+                if since > channel.offset:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(AHEAD_WAIT):
+                            await channel.wait_offset(since)
+                if since < channel.offset:
+                    # Bounded by the client's socket timeout (no cancellation mid-command).
+                    snapshot = await self.history.snapshot(name, since, epoch)
+        except (TimeoutError, OSError, aioredis.RedisError) as exc:
+            self.leave(name, member)
+            raise HubUnavailableError(name) from exc
         except BaseException:
             self.leave(name, member)
             raise
@@ -191,9 +200,15 @@ class Hub:
     # -- the link's life ----------------------------------------------------------------
     async def run(self) -> None:
         """Keep the pub/sub link up, synced and proven alive, until cancelled."""
-        async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(self._heartbeat_loop(), name="hub-heartbeat")
-            await self._link_loop()
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self._heartbeat_loop(), name="hub-heartbeat")
+                await self._link_loop()
+        finally:
+            for task in self._retired:
+                task.cancel()
+            if self._retired:
+                await asyncio.wait(list(self._retired), timeout=1.0)
 
     async def _link_loop(self) -> None:
         backoff = Backoff(base=0.05, cap=2.0, healthy_after=10.0)
@@ -244,25 +259,37 @@ class Hub:
         syncer = asyncio.create_task(self._syncer(link), name="hub-syncer")
         watched: list[asyncio.Future[Any]] = [syncer, link.closed]
         try:
-            while not link.closed.done():
+            while not link.closed.done() and not syncer.done():
                 await asyncio.wait(watched, timeout=self.options.heartbeat)
-                if syncer.done():
+                age = self._loop.time() - link.last_activity
+                if age > self.options.heartbeat_timeout:
+                    self.metrics.heartbeat_stale.inc()
+                    link.abort(TimeoutError(f"no heartbeat through redis for {age:.1f}s"))
                     break
                 backoff.mark_healthy()
         finally:
-            syncer.cancel()
-            await asyncio.gather(syncer, return_exceptions=True)
-        if syncer.done() and not syncer.cancelled() and syncer.exception() is not None:
-            log.warning("history sync failed: %s", syncer.exception())
+            link.abort()
+            await self._retire(syncer)
         lost = link.closed.result() if link.closed.done() else None
         log.warning("redis pub/sub link lost: %s", lost or "closed")
 
+    async def _retire(self, syncer: asyncio.Task[None]) -> None:
+        """Let the syncer of a dead link finish on its own (its link is closed, so it
+        applies nothing): redis-py does not always survive a cancellation mid-command."""
+        self._sync_wanted.set()
+        await asyncio.wait([syncer], timeout=1.0)
+        if not syncer.done():
+            self._retired.add(syncer)  # kept, and awaited (bounded) when the hub stops
+            syncer.add_done_callback(self._retired.discard)
+        elif not syncer.cancelled() and syncer.exception() is not None:
+            log.warning("history sync failed: %s", syncer.exception())
+
     async def _syncer(self, link: PubSubLink) -> None:
         """Subscribe queued channels on ``link`` and apply their history, in batches."""
-        while True:
+        while not link.closed.done():
             await self._sync_wanted.wait()
             self._sync_wanted.clear()
-            while self._to_sync:
+            while self._to_sync and not link.closed.done():
                 names = list(self._to_sync)[:SYNC_BATCH]
                 for name in names:
                     del self._to_sync[name]
@@ -273,27 +300,25 @@ class Hub:
         self._on_link.update(fresh)
         async with asyncio.timeout(self.options.subscribe_timeout):
             await asyncio.gather(*link.subscribe(fresh))
-            snapshots = await self.history.snapshots(
-                [(c.name, c.offset if c.epoch else None, c.epoch) for c in batch]
-            )
+        # Bounded by the client's socket timeout, not by a cancellation (see _retire).
+        snapshots = await self.history.snapshots(
+            [(c.name, c.offset if c.epoch else None, c.epoch) for c in batch]
+        )
+        if link.closed.done():
+            return  # too late: the next link re-syncs every channel from scratch
         for channel, snapshot in zip(batch, snapshots, strict=True):
             if self.channels.get(channel.name) is channel and channel.finish_sync(snapshot):
                 self._queue_sync(channel)
 
     async def _heartbeat_loop(self) -> None:
-        """Publish to our own heartbeat channel; drop the link when none comes back."""
+        """Publish to our own heartbeat channel, so an idle link still carries traffic."""
         while True:
             await asyncio.sleep(self.options.heartbeat)
-            link = self._link
-            if link is None:
+            if self._link is None:
                 continue
             try:
-                async with asyncio.timeout(self.options.heartbeat):
-                    await self.redis.publish(self._hb_key, b"1")
+                # Bounded by the client's socket timeout (never cancelled mid-command).
+                await self.redis.publish(self._hb_key, b"1")
             except (OSError, TimeoutError, ConnectionError, aioredis.RedisError) as exc:
                 raise_if_cancelled()
                 log.debug("heartbeat publish failed: %s", exc)
-            age = self._loop.time() - link.last_activity
-            if self._link is link and age > self.options.heartbeat_timeout:
-                self.metrics.heartbeat_stale.inc()
-                link.abort(TimeoutError(f"no heartbeat through redis for {age:.1f}s"))

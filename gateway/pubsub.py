@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any, cast
 from urllib.parse import unquote, urlsplit
@@ -49,7 +50,9 @@ class PubSubLink(asyncio.Protocol):
         self._parser = RespParser()
         self._transport: asyncio.Transport | None = None
         self._replies: list[asyncio.Future[Reply]] = []  # handshake commands, in order
-        self._confirm: dict[bytes, asyncio.Future[None]] = {}
+        # Per channel, one future per SUBSCRIBE sent, in order: Redis confirms each
+        # SUBSCRIBE once, in order, even when an UNSUBSCRIBE came in between.
+        self._confirm: dict[bytes, deque[asyncio.Future[None]]] = {}
         self._subscribe_mode = False
         self.closed: asyncio.Future[BaseException | None] = self._loop.create_future()
 
@@ -79,7 +82,9 @@ class PubSubLink(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
         error = LinkClosedError(f"redis pub/sub connection lost: {exc or 'closed'}")
-        waiting: list[asyncio.Future[Any]] = [*self._replies, *self._confirm.values()]
+        waiting: list[asyncio.Future[Any]] = list(self._replies)
+        for queue in self._confirm.values():
+            waiting.extend(queue)
         for fut in waiting:
             if not fut.done():
                 fut.set_exception(error)
@@ -97,9 +102,7 @@ class PubSubLink(asyncio.Protocol):
                 self._on_message(reply[1], reply[2])  # type: ignore[arg-type]
                 return
             if kind == b"subscribe":
-                fut = self._confirm.pop(reply[1], None)  # type: ignore[arg-type]
-                if fut is not None and not fut.done():
-                    fut.set_result(None)
+                self._confirmed(reply[1])  # type: ignore[arg-type]
                 return
             if kind == b"unsubscribe":
                 return
@@ -108,6 +111,16 @@ class PubSubLink(asyncio.Protocol):
             self.abort(ConnectionError(f"redis refused a pub/sub command: {reply.message}"))
             return
         log.debug("ignoring unexpected pub/sub reply %r", reply)
+
+    def _confirmed(self, name: bytes) -> None:
+        queue = self._confirm.get(name)
+        if not queue:
+            return
+        fut = queue.popleft()
+        if not queue:
+            del self._confirm[name]
+        if not fut.done():
+            fut.set_result(None)
 
     # -- commands -----------------------------------------------------------------------
     def _write(self, data: bytes) -> None:
@@ -133,9 +146,8 @@ class PubSubLink(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         futures = []
         for name in names:
-            fut = self._confirm.get(name)
-            if fut is None:
-                fut = self._confirm[name] = loop.create_future()
+            fut: asyncio.Future[None] = loop.create_future()
+            self._confirm.setdefault(name, deque()).append(fut)
             futures.append(fut)
         self._subscribe_mode = True
         self._write(encode_command(b"SUBSCRIBE", *names))
@@ -144,8 +156,6 @@ class PubSubLink(asyncio.Protocol):
     def unsubscribe(self, channels: Iterable[bytes]) -> None:
         names = list(channels)
         if names and self._transport is not None and not self._transport.is_closing():
-            for name in names:
-                self._confirm.pop(name, None)
             self._write(encode_command(b"UNSUBSCRIBE", *names))
 
     def abort(self, exc: BaseException | None = None) -> None:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 from gateway import protocol
 from gateway.auth import AuthError, Claims
 from gateway.codes import CloseCode, ErrorCode
-from gateway.hub import HubClosedError
+from gateway.hub import HubClosedError, HubUnavailableError
 from gateway.limits import TokenBucket
 from gateway.message import Message
 from gateway.protocol import Ping, Refresh, Request, RequestError, Subscribe, Unsubscribe
@@ -142,7 +142,7 @@ class Session:
         self.subscriptions[channel] = False
         try:
             snapshot = await hub.join(channel, self, since, epoch)
-        except TimeoutError:
+        except HubUnavailableError:
             self.subscriptions.pop(channel, None)
             raise RequestError(ErrorCode.UNAVAILABLE, "history unavailable; retry", rid) from None
         except HubClosedError:

@@ -3,15 +3,28 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 import orjson
 import redis.asyncio as aioredis
+from aiohttp.test_utils import TestClient
 from redis.exceptions import RedisError
 
+from gateway.app import create_app
+from gateway.services import SERVICES
 from listener.publisher import Event, Publisher
-from tests.gateway_support import LEADER_EPOCH, Follower, contiguous, gateway_env, token, wait_until
+from tests.gateway_support import (
+    LEADER_EPOCH,
+    Client,
+    Follower,
+    SseReader,
+    contiguous,
+    gateway_env,
+    settings,
+    token,
+    wait_until,
+)
 from tests.integration.test_gateway_failover import status
 from tests.processes import Service
 from tests.servers import RedisInstance, free_port
@@ -175,3 +188,30 @@ async def test_silent_partition_is_noticed_by_the_heartbeat(
             assert "no heartbeat through redis" in gateway.log()
         finally:
             gateway.stop()
+
+
+async def test_redis_down_answers_unavailable_and_the_connection_survives(
+    aiohttp_client: Callable[..., Awaitable[TestClient]],
+    private_redis: Callable[..., RedisInstance],
+) -> None:
+    """With Redis down a subscribe gets `unavailable` (WS) or a 1013 close event (SSE)."""
+    redis = private_redis()
+    app = create_app(settings(redis.url, PGCAST_SUBSCRIBE_TIMEOUT="0.5"))
+    http = await aiohttp_client(app)
+    hub = app[SERVICES].hub
+    await wait_until(lambda: hub.ready, what="hub linked")
+    client = Client(await http.ws_connect("/ws", params={"token": token()}))
+    redis.kill9()
+    await wait_until(lambda: not hub.ready, what="hub notices")
+    refused = await client.subscribe("user:42", id=1)
+    assert (refused["type"], refused["code"], refused["id"]) == ("error", "unavailable", 1)
+    resp = await http.get("/sse", params={"channel": "user:42", "token": token()})
+    reader = SseReader(resp)
+    assert (await reader.event())["code"] == "unavailable"
+    closing = await reader.event()
+    assert (closing["type"], closing["code"]) == ("close", 1013)
+    resp.close()
+    redis.start()
+    await wait_until(lambda: hub.ready, what="hub relinked")
+    assert (await client.subscribe("user:42"))["type"] == "subscribed"
+    await client.ws.close()
