@@ -177,3 +177,17 @@ async def test_sse_refusals_before_streaming(aiohttp_client: MakeClient, redis_u
     assert forbidden.status == 403
     with contextlib.suppress(Exception):
         forbidden.close()
+
+
+async def test_sse_stream_ends_with_4001_when_the_token_expires(
+    aiohttp_client: MakeClient, redis_url: str
+) -> None:
+    """A token cannot be refreshed over SSE: at expiry the stream ends with a 4001 close event."""
+    http = await aiohttp_client(create_app(settings(redis_url, PGCAST_JWT_LEEWAY="0")))
+    params = {"channel": "user:42", "token": token("42", ttl=1)}
+    resp = await http.get("/sse", params=params)
+    reader = SseReader(resp)
+    assert (await reader.event())["type"] == "subscribed"
+    closing = await reader.event(wait=5)
+    assert (closing["type"], closing["code"]) == ("close", 4001)
+    resp.close()
