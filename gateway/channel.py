@@ -51,6 +51,22 @@ class Backlog:
 class Channel:
     """Subscribers of one channel and the last offset dispatched to them."""
 
+    # Slots and no asyncio.Event: with per-user channels there is one Channel per
+    # connection, and an Event alone (its deque) weighs more than the rest.
+    __slots__ = (
+        "_backlog_limit",
+        "_ready_waiters",
+        "_targets",
+        "_waiters",
+        "epoch",
+        "live_key",
+        "members",
+        "name",
+        "offset",
+        "pending",
+        "syncing",
+    )
+
     def __init__(self, name: str, backlog_limit: int) -> None:
         self.name = name
         self.live_key = live_channel(name).encode()
@@ -60,13 +76,29 @@ class Channel:
         self.offset = 0
         # Not None while the channel waits for a history read: live messages wait here.
         self.syncing: list[Message] | None = []
-        self.ready = asyncio.Event()
+        self._ready_waiters: list[asyncio.Future[None]] = []
         self._backlog_limit = backlog_limit
         self._targets: tuple[Callable[[Message], None], ...] | None = None
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
 
     def __repr__(self) -> str:
         return f"Channel({self.name!r}, epoch={self.epoch!r}, offset={self.offset})"
+
+    @property
+    def ready(self) -> bool:
+        """Synced with history: the epoch and last offset are known and current."""
+        return self.syncing is None
+
+    async def wait_ready(self) -> None:
+        if self.syncing is None:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._ready_waiters.append(fut)
+        try:
+            await fut
+        finally:
+            if fut in self._ready_waiters:
+                self._ready_waiters.remove(fut)
 
     @property
     def empty(self) -> bool:
@@ -101,7 +133,6 @@ class Channel:
             return False  # already dispatched (from history, after a reconnect)
         elif message.offset != self.offset + 1:
             self.syncing = [message]
-            self.ready.clear()
             return True
         self._dispatch(message)
         return False
@@ -132,7 +163,6 @@ class Channel:
         """The live feed is interrupted (reconnect): hold live messages until synced."""
         if self.syncing is None:
             self.syncing = []
-        self.ready.clear()
 
     def finish_sync(self, snapshot: Snapshot) -> bool:
         """Apply a history read; returns True when another read is needed (a new gap)."""
@@ -148,8 +178,11 @@ class Channel:
         again = False
         for message in held:
             again = self.on_live(message) or again
-        if self.syncing is None:
-            self.ready.set()
+        if self.syncing is None and self._ready_waiters:
+            waiters, self._ready_waiters = self._ready_waiters, []
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(None)
         return again
 
     async def wait_offset(self, offset: int) -> None:

@@ -112,7 +112,7 @@ class Hub:
         snapshot = None
         try:
             async with asyncio.timeout(self.options.subscribe_timeout):
-                await channel.ready.wait()
+                await channel.wait_ready()
             if since is not None and epoch == channel.epoch:
                 if since > channel.offset:
                     with contextlib.suppress(TimeoutError):

@@ -41,9 +41,9 @@ def test_messages_before_the_first_sync_wait_and_duplicates_drop() -> None:
     channel.add_pending(member)
     for offset in (4, 5, 6):
         assert not channel.on_live(_msg(offset))
-    assert not channel.ready.is_set()
+    assert not channel.ready
     assert not channel.finish_sync(Snapshot("E", 5))
-    assert channel.ready.is_set()
+    assert channel.ready
     backlog = channel.activate(member)
     assert [e.offset for e in backlog.entries if isinstance(e, Message)] == [6]
     assert channel.offset == 6
@@ -65,7 +65,7 @@ def test_gap_holds_live_messages_until_history_fills_it() -> None:
     assert member.got == [1]
     assert not channel.finish_sync(Snapshot("E", 4, ((2, b"{}"), (3, b"{}"), (4, b"{}"))))
     assert member.got == [1, 2, 3, 4, 5]
-    assert channel.ready.is_set()
+    assert channel.ready
 
 
 def test_reconnect_backfill_and_trimmed_history() -> None:
@@ -128,3 +128,14 @@ async def test_wait_offset_wakes_when_dispatched() -> None:
     assert not waiter.done()
     channel.on_live(_msg(2))
     await asyncio.wait_for(waiter, 1)
+
+
+async def test_wait_ready_returns_once_history_is_applied() -> None:
+    channel = Channel("c", backlog_limit=1 << 20)
+    waiter = asyncio.ensure_future(channel.wait_ready())
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    channel.finish_sync(Snapshot("E", 0))
+    await asyncio.wait_for(waiter, 1)
+    channel.begin_sync()  # a reconnect: not ready again until the next read
+    assert not channel.ready
