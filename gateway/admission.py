@@ -45,7 +45,7 @@ async def admit(request: web.Request, services: Services) -> Claims:
         raise refuse(*refusal, "gateway cannot take this connection now")
     if not origin_allowed(request.headers.get(hdrs.ORIGIN), services.settings.allowed_origins):
         metrics.auth_failures.labels("origin").inc()
-        log.info("refused %s: origin not allowed", request.path)
+        log.debug("refused %s: origin not allowed", request.path)
         raise refuse(403, "origin", "origin not allowed")
     source = find_token(
         request.headers.get(hdrs.AUTHORIZATION),
@@ -63,7 +63,7 @@ async def admit(request: web.Request, services: Services) -> Claims:
             claims = verifier.verify(source.token)
     except AuthError as exc:
         metrics.auth_failures.labels(exc.reason).inc()
-        log.info("refused %s: %s (token via %s)", request.path, exc.reason, source.via)
+        log.debug("refused %s: %s (token via %s)", request.path, exc.reason, source.via)
         raise refuse(401, exc.reason, exc.message) from None
     refusal = sessions.refusal(claims.sub)
     if refusal is not None:
