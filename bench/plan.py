@@ -35,9 +35,10 @@ def full_plan() -> Plan:
     runs: list[tuple[str, DeliverySpec]] = [("ceiling", sat), ("pgcast", sat)]
     runs += [(peer, sat) for peer in PEERS]
     runs += [("ceiling", fan), ("pgcast", fan)]
-    runs += [("pgcast", mod), *((peer, mod) for peer in PEERS), ("pgcast", mod_z)]
+    # The ceiling at the moderate levels: the latency floor of fan-out + clients on this box.
+    runs += [("ceiling", mod), ("pgcast", mod), *((peer, mod) for peer in PEERS), ("pgcast", mod_z)]
     runs += [("pgcast", sat_z)]
-    runs += [("pgcast", per), *((peer, per) for peer in PEERS)]
+    runs += [("ceiling", per), ("pgcast", per), *((peer, per) for peer in PEERS)]
     return Plan(
         deliveries=runs,
         idle_clients=10_000,
