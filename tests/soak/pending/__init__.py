@@ -10,6 +10,4 @@ Apply a patch with ``git apply tests/soak/pending/<name>.diff``, then:
   ``tests/integration/test_hardening_resume_herd.py``.
 - ``gateway-codes-1002-1007.diff``: drop ``| {1002, 1007}`` from CLOSE_CODES in
   ``tests/integration/test_hardening_ws_fuzz.py``.
-- ``listener-internal-client-error.diff``: add ``assert "Traceback" not in
-  listener.log()`` back at the end of ``tests/integration/test_hardening_pg_restart.py``.
 """

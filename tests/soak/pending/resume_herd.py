@@ -2,10 +2,9 @@
 
 After a deploy or a network blip, hundreds of clients reconnect to one gateway at
 once, each resuming (a history read). redis-py's default pool holds at most 100
-connections and raises MaxConnectionsError beyond: today that escapes the
-subscribe as an HTTP-handler error (the client's connection drops without a
-close frame, an ERROR traceback each), and when it hits the hub's history sync it
-drops the pub/sub link of the whole process.
+connections and fails beyond them: every resume past the 100th concurrent one is
+answered ``unavailable`` and must come back later. A bounded pool whose callers
+wait serves them all, with fewer Redis connections.
 """
 
 from __future__ import annotations
