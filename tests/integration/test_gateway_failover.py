@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -88,3 +91,19 @@ async def test_sigterm_drains_with_1012_and_clients_resume_on_the_other_gateway(
     finally:
         for gw in gateways:
             gw.stop()
+
+
+def test_gateway_without_a_token_key_refuses_to_start() -> None:
+    """No PGCAST_JWT_SECRET / _PUBLIC_KEY / _JWKS_URL: exit 2 with one line saying so."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PGCAST_JWT_")}
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys; from gateway.cli import main; sys.exit(main())"],
+        env={**env, "PGCAST_PORT": str(free_port())},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "PGCAST_JWT_SECRET" in lines[0]
