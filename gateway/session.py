@@ -97,6 +97,8 @@ class Session:
     # -- requests -----------------------------------------------------------------------
     async def handle(self, raw: str | bytes) -> None:
         """Handle one client frame; every refusal becomes an error frame."""
+        if self.closing:
+            return  # frames still in flight after a close was decided
         try:
             if not self._bucket.take():
                 self.services.metrics.limit_breaches.labels("rate").inc()
@@ -138,6 +140,8 @@ class Session:
         self, channel: str, since: int | None, epoch: str | None, rid: protocol.RequestId = None
     ) -> None:
         """Subscribe (authorization already checked): replay what was missed, then live."""
+        if self.closing:
+            return  # torn down: joining now would leave a member nobody removes
         hub = self.services.hub
         self.subscriptions[channel] = False
         try:

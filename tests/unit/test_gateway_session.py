@@ -1,0 +1,116 @@
+"""Session rules without a network: closing stops everything, refusals become error frames."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from gateway.auth import Claims, Verifier
+from gateway.codes import CloseCode
+from gateway.history import History
+from gateway.hub import Hub, HubOptions
+from gateway.message import Message
+from gateway.metrics import Metrics
+from gateway.services import Services
+from gateway.session import Session
+from gateway.sessions import Sessions
+from tests.gateway_support import settings
+
+
+class FakeTransport:
+    kind = "ws"
+
+    def __init__(self) -> None:
+        self.frames: list[dict[str, Any]] = []
+        self.closed: list[int] = []
+        self.on_overflow: Callable[[], None] = lambda: None
+
+    def bind(self, on_overflow: Callable[[], None]) -> None:
+        self.on_overflow = on_overflow
+
+    def send(self, frame: bytes) -> None:
+        self.frames.append(orjson.loads(frame))
+
+    def deliver(self, message: Message) -> None:
+        self.frames.append(orjson.loads(message.frame))
+
+    def position(self, channel: str, epoch: str, offset: int) -> None:
+        """Not tracked."""
+
+    def forget(self, channel: str) -> None:
+        """Not tracked."""
+
+    async def close(self, code: CloseCode, reason: str) -> None:
+        self.closed.append(int(code))
+
+
+def services(**env: str) -> Services:
+    s = settings("redis://127.0.0.1:1/0", **env)
+    metrics = Metrics()
+    hub = Hub(HubOptions(s.redis_url, s.gateway_id), None, History(None, 60), metrics)  # type: ignore[arg-type]
+    return Services(s, Verifier(s), metrics, hub, Sessions(s, metrics))
+
+
+def session(svc: Services, **claims: Any) -> tuple[Session, FakeTransport]:
+    transport = FakeTransport()
+    base = {"sub": "42", "exp": time.time() + 60, "channels": ()}
+    return Session(svc, transport, Claims(**{**base, **claims})), transport
+
+
+async def test_a_closed_session_joins_nothing_and_answers_nothing() -> None:
+    svc = services()
+    s, transport = session(svc)
+    s.close(CloseCode.SHUTTING_DOWN, "bye")
+    await s.subscribe("user:42", None, None)
+    await s.handle('{"type":"subscribe","channel":"user:42"}')
+    await s.handle("not json")
+    assert svc.hub.channels == {}
+    assert transport.frames == []
+    await svc.sessions.wait_closed(within=1)
+    assert transport.closed == [1012]
+
+
+async def test_overflow_closes_4008_once_and_counts() -> None:
+    svc = services()
+    _, transport = session(svc)
+    transport.on_overflow()
+    transport.on_overflow()
+    await svc.sessions.wait_closed(within=1)
+    assert transport.closed == [4008]
+    assert svc.metrics.slow_consumer_closes._value.get() == 1
+
+
+async def test_requests_refused_before_any_redis_work() -> None:
+    """Forbidden, too many subscriptions and rate limits answer without touching the hub."""
+    svc = services(PGCAST_RATE_LIMIT="0.1", PGCAST_RATE_BURST="3")
+    s, transport = session(svc)
+    await s.handle('{"type":"subscribe","channel":"user:43","id":1}')
+    await s.handle('{"type":"ping","id":2}')
+    await s.handle('{"type":"bogus","id":3}')
+    await s.handle('{"type":"ping","id":4}')
+    assert [(f["type"], f.get("code"), f.get("id")) for f in transport.frames] == [
+        ("error", "forbidden", 1),
+        ("pong", None, 2),
+        ("error", "unknown_type", 3),
+        ("error", "rate_limited", None),
+    ]
+    assert svc.hub.channels == {}
+
+
+async def test_resync_tells_the_client_to_refetch() -> None:
+    svc = services()
+    s, transport = session(svc)
+    s.resync("user:42", "NEW", 7)
+    assert transport.frames == [
+        {
+            "type": "subscribed",
+            "channel": "user:42",
+            "epoch": "NEW",
+            "offset": "7",
+            "recovered": False,
+            "replayed": 0,
+        }
+    ]
