@@ -133,6 +133,18 @@ def _requested_channels(request: web.Request, services: Services) -> list[str]:
     return channels
 
 
+async def _open_stream(request: web.Request) -> web.StreamResponse:
+    resp = web.StreamResponse(
+        headers={
+            hdrs.CONTENT_TYPE: "text/event-stream",
+            hdrs.CACHE_CONTROL: "no-cache",
+            "X-Accel-Buffering": "no",  # nginx: stream, do not buffer
+        }
+    )
+    await resp.prepare(request)
+    return resp
+
+
 async def sse_handler(request: web.Request) -> web.StreamResponse:
     services = request.app[SERVICES]
     settings = services.settings
@@ -144,14 +156,7 @@ async def sse_handler(request: web.Request) -> web.StreamResponse:
     positions = decode_event_id(
         request.headers.get("Last-Event-ID") or request.query.get("lastEventId")
     )
-    resp = web.StreamResponse(
-        headers={
-            hdrs.CONTENT_TYPE: "text/event-stream",
-            hdrs.CACHE_CONTROL: "no-cache",
-            "X-Accel-Buffering": "no",  # nginx: stream, do not buffer
-        }
-    )
-    await resp.prepare(request)
+    resp = await _open_stream(request)
     raw = request.transport
     if raw is None:
         return resp
