@@ -108,7 +108,8 @@ BEGIN
     ELSE
         rec := to_jsonb(NEW);
     END IF;
-    cols := current_setting('pgcast.pk_' || TG_RELID, true);  -- primary_key_columns' cache
+    -- primary_key_columns' cache; '' once the transaction that filled it rolled back
+    cols := nullif(current_setting('pgcast.pk_' || TG_RELID, true), '');
     IF cols IS NULL THEN
         cols := pgcast.primary_key_columns(TG_RELID);
     END IF;

@@ -123,3 +123,17 @@ async def test_rolled_back_write_leaves_no_event(pg: asyncpg.Connection) -> None
     await pg.execute("""INSERT INTO "Article" ("authorId") VALUES (1)""")
     await tx.rollback()
     assert await _events(pg) == []
+
+
+async def test_key_cache_filled_in_a_rolled_back_transaction_is_refilled(
+    pg: asyncpg.Connection,
+) -> None:
+    """The session's key cache reverts to '' with the transaction that filled it; the next
+    write looks the key up again instead of failing."""
+    await pg.execute(SCHEMA)
+    tx = pg.transaction()
+    await tx.start()
+    await pg.execute("""INSERT INTO "Article" ("authorId") VALUES (1)""")
+    await tx.rollback()
+    await pg.execute("""INSERT INTO "Article" ("authorId") VALUES (2)""")
+    assert [data["id"] for _, data in await _events(pg)] == [2, 2]
