@@ -161,14 +161,17 @@ class QueuedTransport:
         """Nothing kept per channel."""
 
     async def run(self) -> None:
-        """The writer: send what is queued, in order, until closed."""
-        while not self._closed:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            while self._queue and not self._closed:
-                frame = self._queue.popleft()
-                self._size -= len(frame)
-                await self._ws.send_frame(frame, WSMsgType.TEXT)
+        """The writer: send what is queued, in order, until closed or the peer is gone."""
+        try:
+            while not self._closed:
+                await self._wakeup.wait()
+                self._wakeup.clear()
+                while self._queue and not self._closed:
+                    frame = self._queue.popleft()
+                    self._size -= len(frame)
+                    await self._ws.send_frame(frame, WSMsgType.TEXT)
+        except ConnectionError:
+            self._closed = True  # the read loop sees the connection end and tears down
 
     async def close(self, code: CloseCode, reason: str) -> None:
         self._closed = True

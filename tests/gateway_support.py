@@ -296,7 +296,7 @@ def server_frames(data: bytes) -> tuple[list[tuple[int, bytes]], bytes]:
 
 
 async def raw_ws(
-    port: int, tok: str, rcvbuf: int
+    port: int, tok: str, rcvbuf: int, *, deflate: bool = False
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """A bare WebSocket connection with a small receive buffer, upgraded by hand."""
     import base64
@@ -313,7 +313,9 @@ async def raw_ws(
         (
             f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
             f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-            f"Sec-WebSocket-Version: 13\r\nAuthorization: Bearer {tok}\r\n\r\n"
+            f"Sec-WebSocket-Version: 13\r\nAuthorization: Bearer {tok}\r\n"
+            + ("Sec-WebSocket-Extensions: permessage-deflate\r\n" if deflate else "")
+            + "\r\n"
         ).encode()
     )
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WAIT)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import aiohttp
 import redis.asyncio as aioredis
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.app import create_app
 from gateway.services import SERVICES
@@ -21,7 +21,10 @@ from tests.gateway_support import (
     Events,
     SseReader,
     gateway_env,
+    masked_text,
     offsets,
+    raw_ws,
+    server_frames,
     settings,
     token,
     wait_until,
@@ -150,3 +153,33 @@ async def test_gunicorn_production_command_serves_and_drains(
             proc.kill()
             await asyncio.wait_for(proc.wait(), 10)
         out.close()
+
+
+async def test_compressed_slow_consumer_is_closed_4008(
+    aiohttp_server: Callable[..., Awaitable[TestServer]],
+    redis_url: str,
+    redis_client: aioredis.Redis,
+) -> None:
+    """With permessage-deflate (a queue and a writer task) the send queue is bounded too."""
+    app = create_app(
+        settings(redis_url, PGCAST_WS_COMPRESSION="true", PGCAST_SEND_QUEUE_BYTES="262144")
+    )
+    server = await aiohttp_server(app)
+    raw_reader, raw_writer = await raw_ws(server.port, token(), rcvbuf=4096, deflate=True)
+    raw_writer.write(masked_text(b'{"type":"subscribe","channel":"user:42"}'))
+    await asyncio.wait_for(raw_reader.read(4096), 10)  # its subscribed frame; then silence
+    metrics = app[SERVICES].metrics
+    events = Events(redis_client)
+    sent = 0
+    while not metrics.slow_consumer_closes._value.get() and sent < 3000:
+        # Incompressible ~16 KiB payloads: the kernel's buffers fill after ~2.5 MiB.
+        await events.publish("user:42", {"n": sent, "blob": os.urandom(8192).hex()})
+        sent += 1
+    assert metrics.slow_consumer_closes._value.get() == 1, f"not closed after {sent}"
+    pending, code = b"", None
+    async with asyncio.timeout(15):
+        while code is None and (chunk := await raw_reader.read(1 << 20)):
+            frames, pending = server_frames(pending + chunk)
+            code = next((int.from_bytes(p[:2], "big") for op, p in frames if op == 0x8), None)
+    assert code == 4008
+    raw_writer.close()
