@@ -142,6 +142,8 @@ class Hub:
         """Make a pending member live; the plan says what to tell and replay to it first."""
         channel = self.channels[name]
         backlog = channel.activate(member)
+        if backlog.overflowed:
+            return Plan(channel.epoch or "", channel.offset, recovered=False, overflowed=True)
         return plan_subscribe(
             name,
             since=since,

@@ -51,6 +51,9 @@ class Plan:
     offset: int
     recovered: bool
     replay: tuple[Message, ...] = ()
+    # The subscriber fell more than its send-queue bound behind while pending: it is
+    # a slow consumer (close 4008, the client resumes), not a lost history.
+    overflowed: bool = False
 
 
 def plan_subscribe(

@@ -155,6 +155,9 @@ class Session:
         # From here to the end: no await, so no message can slip between replay and live.
         plan = hub.activate(channel, self, since, epoch, snapshot)
         self.subscriptions[channel] = True
+        if plan.overflowed:
+            self._overflow()  # closes 4008: the client resumes from the same position
+            return
         if since is not None:
             self.services.metrics.resumes.labels(str(plan.recovered).lower()).inc()
         start = plan.replay[0].offset - 1 if plan.replay else plan.offset

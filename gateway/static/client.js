@@ -395,7 +395,8 @@ export class PgcastClient {
       case 'error':
         this._onError(frame, conn);
         return;
-      default: // pong, unsubscribed, and types added later: liveness was noted by the caller
+      default: // pong, refreshed, unsubscribed, and types added later: liveness was noted
+        if (frame.id !== undefined) this._pending.delete(frame.id); // answered: forget it
     }
   }
 

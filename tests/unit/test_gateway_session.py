@@ -114,3 +114,23 @@ async def test_resync_tells_the_client_to_refetch() -> None:
             "replayed": 0,
         }
     ]
+
+
+async def test_a_subscriber_that_overflows_while_pending_is_a_slow_consumer() -> None:
+    """Falling past the backlog bound during a resume is reported as overflow (the session
+    closes 4008 and the client resumes), not as a lost history."""
+    from gateway.channel import Channel
+    from gateway.resume import Snapshot
+
+    svc = services(PGCAST_SEND_QUEUE_BYTES="65536")
+    s, _ = session(svc)
+    hub = svc.hub
+    channel = hub.channels["user:42"] = Channel("user:42", backlog_limit=1000)
+    channel.add_pending(s)
+    assert not channel.finish_sync(Snapshot("E", 10))
+    for offset in range(11, 31):
+        channel.on_live(Message("user:42", offset, "E", b'{"data":"' + b"x" * 100 + b'"}'))
+    plan = hub.activate("user:42", s, 10, "E", None)
+    assert plan.overflowed
+    assert not plan.replay
+    assert plan.recovered is False
