@@ -35,7 +35,7 @@ test: install install-system install-browser
 check: lint typecheck test
 
 up: install install-system
-	$(PY) -m deploy.stack $(ARGS)
+	$(PY) -m deploy.stack --demo $(ARGS)
 
 down:
 	$(PY) -m deploy.stack --stop
