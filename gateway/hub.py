@@ -237,7 +237,7 @@ class Hub:
                 log.exception("pub/sub link failed")
             finally:
                 self._link = None
-                link.abort()
+                await link.aclose()
                 for channel in self.channels.values():
                     channel.begin_sync()
             await asyncio.sleep(backoff.next())

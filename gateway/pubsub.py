@@ -1,26 +1,29 @@
-"""One Redis connection in subscribe mode, as an asyncio Protocol: the hub's ear.
+"""One Redis connection in subscribe mode, through redis.asyncio's PubSub: the hub's ear.
 
-Messages are handed to ``on_message(channel, payload)`` synchronously from
-``data_received``: no task, no queue, no await between the socket and the
-fan-out. SUBSCRIBE is confirmed per channel through a future. The link never
-reconnects by itself; its owner (the hub) sees :attr:`closed` resolve and decides.
+One reader task (:meth:`PubSubLink.run`) hands each message to
+``on_message(channel, payload)`` synchronously and confirms each SUBSCRIBE per channel
+through a future; a sender task sends the (UN)SUBSCRIBEs queued without an await.
+The link never reconnects (redis-py's retries are off); its owner (the hub) sees
+:attr:`closed` resolve, calls :meth:`aclose` and decides.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Any, cast
-from urllib.parse import unquote, urlsplit
+from typing import Any
 
-from gateway.resp import ProtocolError, Reply, RespError, RespParser, encode_command
+import redis.asyncio as aioredis
+from redis.asyncio.client import PubSub
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 log = logging.getLogger(__name__)
 
 MessageHandler = Callable[[bytes, bytes], None]
+CLOSE_WAIT = 1.0  # bound on each step of tearing a link down
 
 
 def _nothing() -> None:
@@ -31,86 +34,77 @@ class LinkClosedError(ConnectionError):
     """The pub/sub connection is gone; pending confirmations fail with this."""
 
 
-class PubSubLink(asyncio.Protocol):
+class PubSubLink:
     """A subscribe-mode Redis connection; create it with :func:`open_link`."""
 
     def __init__(
         self,
+        client: aioredis.Redis,  # type: ignore[type-arg, unused-ignore]
+        pubsub: PubSub,
         on_message: MessageHandler,
         begin: Callable[[], None] = _nothing,
         end: Callable[[], None] = _nothing,
     ) -> None:
+        self._client = client
+        self._pubsub = pubsub
+        self._conn: Any = pubsub.connection
         self._on_message = on_message
         self._begin = begin
         self._end = end
         self._loop = asyncio.get_running_loop()
-        # Any byte from Redis proves the link alive: under a backlog the heartbeat
+        # Any reply from Redis proves the link alive: under a backlog the heartbeat
         # itself waits behind messages, and must not get a busy link dropped.
         self.last_activity = self._loop.time()
-        self._parser = RespParser()
-        self._transport: asyncio.Transport | None = None
-        self._replies: list[asyncio.Future[Reply]] = []  # handshake commands, in order
         # Per channel, one future per SUBSCRIBE sent, in order: Redis confirms each
         # SUBSCRIBE once, in order, even when an UNSUBSCRIBE came in between.
         self._confirm: dict[bytes, deque[asyncio.Future[None]]] = {}
-        self._subscribe_mode = False
+        self._outbox: deque[tuple[bool, list[bytes]]] = deque()  # (subscribe?, names)
+        self._wake = asyncio.Event()
         self.closed: asyncio.Future[BaseException | None] = self._loop.create_future()
+        self._tasks: list[asyncio.Task[None]] = []
 
-    # -- asyncio.Protocol -------------------------------------------------------------
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = cast(asyncio.Transport, transport)
+    def start(self) -> None:
+        """Start the reader and the sender; :meth:`aclose` stops and awaits them."""
+        self._tasks = [
+            asyncio.create_task(self.run(), name="pubsub-reader"),
+            asyncio.create_task(self._send_loop(), name="pubsub-sender"),
+        ]
 
-    def data_received(self, data: bytes) -> None:
+    # -- reading ------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Read and dispatch until the connection fails or the link is closed."""
+        try:
+            while self._usable():
+                reply = await self._pubsub.get_message(timeout=None)
+                self._begin()
+                try:
+                    self._handle(reply)
+                    # What is already buffered came with the same read: dispatch it in
+                    # the same batch, so each socket gets one write for all of it.
+                    while self._usable() and await self._conn.can_read():
+                        self._handle(await self._pubsub.get_message(timeout=None))
+                finally:
+                    self._end()
+        except Exception as exc:
+            # A refused SUBSCRIBE (ACL) cannot be tied to its channel: drop the link too.
+            self._finish(exc)
+
+    def _usable(self) -> bool:
+        # A disconnected redis-py connection reconnects (and resubscribes) on its next
+        # use: never let it, the hub re-syncs history on a link of its own making.
+        if not self.closed.done() and not self._conn.is_connected:
+            self._finish(LinkClosedError("redis pub/sub connection is closed"))
+        return not self.closed.done()
+
+    def _handle(self, reply: dict[str, Any] | None) -> None:
         self.last_activity = self._loop.time()
-        try:
-            replies = self._parser.feed(data)
-        except ProtocolError as exc:
-            self.abort(exc)
+        if reply is None:
             return
-        if not self._subscribe_mode:
-            for reply in replies:
-                if self._replies:
-                    self._replies.pop(0).set_result(reply)
-            return
-        self._begin()
-        try:
-            for reply in replies:
-                self._push(reply)
-        finally:
-            self._end()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._transport = None
-        error = LinkClosedError(f"redis pub/sub connection lost: {exc or 'closed'}")
-        waiting: list[asyncio.Future[Any]] = list(self._replies)
-        for queue in self._confirm.values():
-            waiting.extend(queue)
-        for fut in waiting:
-            if not fut.done():
-                fut.set_exception(error)
-                fut.exception()  # retrieved here: a waiter may have timed out already
-        self._replies.clear()
-        self._confirm.clear()
-        if not self.closed.done():
-            self.closed.set_result(exc)
-
-    # -- replies ------------------------------------------------------------------------
-    def _push(self, reply: Reply) -> None:
-        if isinstance(reply, list) and len(reply) == 3:
-            kind = reply[0]
-            if kind == b"message":
-                self._on_message(reply[1], reply[2])  # type: ignore[arg-type]
-                return
-            if kind == b"subscribe":
-                self._confirmed(reply[1])  # type: ignore[arg-type]
-                return
-            if kind == b"unsubscribe":
-                return
-        if isinstance(reply, RespError):
-            # A refused SUBSCRIBE (ACL) cannot be tied to its channel: drop the link.
-            self.abort(ConnectionError(f"redis refused a pub/sub command: {reply.message}"))
-            return
-        log.debug("ignoring unexpected pub/sub reply %r", reply)
+        kind = reply["type"]
+        if kind == "message":
+            self._on_message(reply["channel"], reply["data"])
+        elif kind == "subscribe":
+            self._confirmed(reply["channel"])
 
     def _confirmed(self, name: bytes) -> None:
         queue = self._confirm.get(name)
@@ -123,49 +117,92 @@ class PubSubLink(asyncio.Protocol):
             fut.set_result(None)
 
     # -- commands -----------------------------------------------------------------------
-    def _write(self, data: bytes) -> None:
-        if self._transport is None or self._transport.is_closing():
-            raise LinkClosedError("redis pub/sub connection is closed")
-        self._transport.write(data)
-
-    async def command(self, *args: bytes | str | int) -> Reply:
-        """A command before subscribe mode (AUTH, CLIENT SETNAME); returns its reply."""
-        fut: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
-        self._write(encode_command(*args))
-        self._replies.append(fut)
-        reply = await fut
-        if isinstance(reply, RespError):
-            raise ConnectionError(f"redis refused {args[0]!s}: {reply.message}")
-        return reply
-
     def subscribe(self, channels: Iterable[bytes]) -> list[asyncio.Future[None]]:
-        """Send SUBSCRIBE; each returned future resolves once Redis confirmed its channel."""
+        """Queue SUBSCRIBE; each returned future resolves once Redis confirmed its channel."""
         names = list(channels)
         if not names:
             return []
-        loop = asyncio.get_running_loop()
+        if self.closed.done():
+            raise LinkClosedError("redis pub/sub connection is closed")
         futures = []
         for name in names:
-            fut: asyncio.Future[None] = loop.create_future()
+            fut: asyncio.Future[None] = self._loop.create_future()
             self._confirm.setdefault(name, deque()).append(fut)
             futures.append(fut)
-        self._subscribe_mode = True
-        self._write(encode_command(b"SUBSCRIBE", *names))
+        self._outbox.append((True, names))
+        self._wake.set()
         return futures
 
     def unsubscribe(self, channels: Iterable[bytes]) -> None:
         names = list(channels)
-        if names and self._transport is not None and not self._transport.is_closing():
-            self._write(encode_command(b"UNSUBSCRIBE", *names))
+        if names and not self.closed.done():
+            self._outbox.append((False, names))
+            self._wake.set()
 
-    def abort(self, exc: BaseException | None = None) -> None:
-        """Drop the connection now (the owner reconnects); ``closed`` resolves soon after."""
+    async def _send_loop(self) -> None:
+        """Send queued commands in order; writes are bounded by the socket timeout."""
+        try:
+            while self._usable():
+                if not self._outbox:
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                subscribe, names = self._outbox.popleft()
+                if subscribe:
+                    await self._pubsub.subscribe(*names)
+                else:
+                    await self._pubsub.unsubscribe(*names)
+        except Exception as exc:
+            self._finish(exc)
+
+    # -- closing ------------------------------------------------------------------------
+    def _finish(self, exc: BaseException | None) -> None:
+        if self.closed.done():
+            return
         if exc is not None:
             log.warning("dropping redis pub/sub connection: %s", exc)
-        if self._transport is not None:
-            self._transport.abort()
-        elif not self.closed.done():
-            self.closed.set_result(exc)
+        error = LinkClosedError(f"redis pub/sub connection lost: {exc or 'closed'}")
+        for queue in self._confirm.values():
+            for fut in queue:
+                if not fut.done():
+                    fut.set_exception(error)
+                    fut.exception()  # retrieved here: a waiter may have timed out already
+        self._confirm.clear()
+        self._outbox.clear()
+        self.closed.set_result(exc)
+        self._wake.set()
+
+    def abort(self, exc: BaseException | None = None) -> None:
+        """Mark the link closed now (``closed`` resolves); :meth:`aclose` disconnects."""
+        self._finish(exc)
+
+    async def aclose(self) -> None:
+        """Close the link, stop its tasks and disconnect; every step is bounded."""
+        self._finish(None)
+        reader, sender = self._tasks or (None, None)
+        if reader is not None and sender is not None:
+            # The reader may wait on a silent socket: a blocking PubSub read has nothing
+            # to clean up, so cancelling it is safe. The sender ends on its own (its
+            # writes are bounded by socket_timeout) and is cancelled only past that.
+            reader.cancel()
+            await asyncio.wait(self._tasks, timeout=CLOSE_WAIT)
+            if not sender.done():
+                sender.cancel()
+                await asyncio.wait([sender], timeout=CLOSE_WAIT)
+        await _discard(self._pubsub, self._client)
+
+
+async def _discard(
+    pubsub: PubSub,
+    client: aioredis.Redis,  # type: ignore[type-arg, unused-ignore]
+) -> None:
+    """Disconnect without waiting on the peer (redis-py closes with nowait here)."""
+    try:
+        async with asyncio.timeout(CLOSE_WAIT):
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await client.aclose()
+    except (OSError, TimeoutError, aioredis.RedisError) as exc:
+        log.debug("closing redis pub/sub connection: %s", exc)
 
 
 async def open_link(
@@ -177,23 +214,26 @@ async def open_link(
     begin: Callable[[], None] = _nothing,
     end: Callable[[], None] = _nothing,
 ) -> PubSubLink:
-    """Connect to the Redis of ``url`` (redis:// or rediss://), authenticate, name the client."""
-    parts = urlsplit(url)
-    loop = asyncio.get_running_loop()
-    context = ssl.create_default_context() if parts.scheme == "rediss" else None
-    async with asyncio.timeout(within):
-        _, link = await loop.create_connection(
-            lambda: PubSubLink(on_message, begin, end),
-            parts.hostname or "localhost",
-            parts.port or 6379,
-            ssl=context,
-        )
-        try:
-            if parts.password is not None:
-                user = unquote(parts.username) if parts.username else "default"
-                await link.command(b"AUTH", user, unquote(parts.password))
-            await link.command(b"CLIENT", b"SETNAME", name)
-        except BaseException:
-            link.abort()
-            raise
+    """Connect to the Redis of ``url`` (redis:// or rediss://, AUTH and TLS per the URL),
+    name the client, and start reading. The caller must :meth:`PubSubLink.aclose` it."""
+    client = aioredis.Redis.from_url(
+        url,
+        client_name=name,
+        socket_connect_timeout=within,
+        # Bounds writes and the handshake; blocking pub/sub reads opt out of it.
+        socket_timeout=within,
+        health_check_interval=0,  # a PING read would race the reader; the hub heartbeats
+        retry=Retry(NoBackoff(), 0, supported_errors=()),  # the hub reconnects, not redis-py
+    )
+    pubsub = client.pubsub()
+    try:
+        async with asyncio.timeout(within):
+            await pubsub.connect()  # type: ignore[no-untyped-call]
+    except BaseException as exc:
+        await _discard(pubsub, client)
+        if isinstance(exc, aioredis.RedisError):
+            raise LinkClosedError(f"redis pub/sub connect failed: {exc}") from exc
+        raise
+    link = PubSubLink(client, pubsub, on_message, begin, end)
+    link.start()
     return link

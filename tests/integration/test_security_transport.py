@@ -152,7 +152,10 @@ async def test_gateway_with_a_wrong_redis_password_is_never_ready(
     try:
         gateway.start(ready=False)
         await eventually(
-            lambda: "WRONGPASS" in gateway.log(), 15, "the refused AUTH is logged", interval=0.1
+            lambda: "invalid username-password pair" in gateway.log(),
+            15,
+            "the refused AUTH is logged",
+            interval=0.1,
         )
         assert (await http_get_async(gateway.url + "/readyz"))[0] == 503
     finally:

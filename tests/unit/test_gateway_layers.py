@@ -11,7 +11,7 @@ from tests.unit.test_import_rules import imported_roots
 GATEWAY = Path(__file__).resolve().parents[2] / "gateway"
 PURE = [
     "auth", "batch", "channel", "codes", "config", "handshake", "limits",
-    "message", "protocol", "resp", "resume", "session", "token_cli", "wire",
+    "message", "protocol", "resume", "session", "token_cli", "wire",
 ]  # fmt: skip
 REDIS_SIDE = ["history", "hub", "pubsub"]
 HTTP_SIDE = ["admission", "probes", "sse", "ws"]
