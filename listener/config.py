@@ -45,7 +45,7 @@ class ListenerSettings:
     relay_channels: tuple[str, ...] = ()
     relay_queue_size: int = 10000
     lock_key: int = DEFAULT_LOCK_KEY
-    standby_retry: float = 2.0
+    standby_retry: float = 0.5
     liveness_interval: float = 5.0
     liveness_timeout: float = 5.0
     query_timeout: float = 30.0
@@ -107,7 +107,7 @@ def load_settings(environ: Mapping[str, str]) -> ListenerSettings:
         lock_key=env.integer(
             "PGCAST_LOCK_KEY", DEFAULT_LOCK_KEY, minimum=-BIGINT_MAX - 1, maximum=BIGINT_MAX
         ),
-        standby_retry=env.number("PGCAST_STANDBY_RETRY", 2.0, minimum=0.01),
+        standby_retry=env.number("PGCAST_STANDBY_RETRY", 0.5, minimum=0.01),
         liveness_interval=env.number("PGCAST_LIVENESS_INTERVAL", 5.0, minimum=0.01),
         liveness_timeout=env.number("PGCAST_LIVENESS_TIMEOUT", 5.0, minimum=0.01),
         query_timeout=env.number("PGCAST_QUERY_TIMEOUT", 30.0, minimum=0.1),

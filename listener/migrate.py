@@ -51,13 +51,13 @@ def migrations() -> list[Migration]:
     """The shipped migrations, sorted by name (``NNN_`` prefixes give the order)."""
     try:
         root = resources.files("pgcast.sql")
-        files = [(item.name, item.read_text()) for item in root.iterdir()]
+        files = [(i.name, i.read_text()) for i in root.iterdir() if i.name.endswith(".sql")]
     except (ModuleNotFoundError, FileNotFoundError):
         # Running from a checkout without an install: the repository's sql/ directory.
         directory = Path(__file__).resolve().parent.parent / "sql"
-        files = [(path.name, path.read_text()) for path in directory.iterdir()]
+        files = [(p.name, p.read_text()) for p in directory.iterdir() if p.name.endswith(".sql")]
     return sorted(
-        (Migration(name, text) for name, text in files if name.endswith(".sql")),
+        (Migration(name, text) for name, text in files),
         key=lambda m: m.name,
     )
 
