@@ -39,6 +39,7 @@ from pgcast.settings import ConfigError
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
+REDIS_POOL_SIZE = 32  # command connections per process (history reads, heartbeats)
 
 
 class PathAccessLogger(AbstractAccessLogger):
@@ -84,12 +85,18 @@ def _services_context(
         metrics = Metrics()
         # Fail fast (one quick retry, for a pooled connection that died with a Redis
         # restart): the hub's own loop owns the backoff and the history re-sync.
-        redis = aioredis.Redis.from_url(
+        # A bounded pool whose callers wait (up to the subscribe timeout) for a connection:
+        # redis-py's default pool fails past 100, so a reconnect herd of resuming clients
+        # would be answered 'unavailable' beyond the 100th concurrent history read.
+        pool = aioredis.BlockingConnectionPool.from_url(
             settings.redis_url,
+            max_connections=REDIS_POOL_SIZE,
+            timeout=settings.subscribe_timeout,
             socket_timeout=5.0,
             socket_connect_timeout=5.0,
             retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 1),
         )
+        redis = aioredis.Redis.from_pool(pool)
         hub = Hub(
             HubOptions(
                 redis_url=settings.redis_url,

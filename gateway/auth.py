@@ -146,12 +146,13 @@ class Verifier:
             if self._secret is None:
                 raise AuthError("bad_algorithm", "token algorithm not accepted")
             return self._secret
-        if self._jwks is not None:
-            return _jwks_key(self._jwks, token)
+        # A JWKS key is chosen by the token's kid: it must fit the token's alg as much as a
+        # configured key does (an EC key under RS256 makes PyJWT raise TypeError: a 500).
+        key = _jwks_key(self._jwks, token) if self._jwks is not None else self._public_key
         expected = ec.EllipticCurvePublicKey if alg.startswith("ES") else rsa.RSAPublicKey
-        if self._public_key is None or not isinstance(self._public_key, expected):
+        if key is None or not isinstance(key, expected):
             raise AuthError("bad_algorithm", "token algorithm does not fit the key")
-        return self._public_key
+        return key
 
 
 def _jwks_key(client: jwt.PyJWKClient, token: str) -> Any:

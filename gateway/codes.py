@@ -15,6 +15,8 @@ class CloseCode(IntEnum):
 
     NORMAL = 1000
     GOING_AWAY = 1001
+    PROTOCOL_ERROR = 1002  # sent by aiohttp's frame parser (bad opcode, RSV bits, ...)
+    INVALID_DATA = 1007  # sent by aiohttp's frame parser (text frame not UTF-8)
     TOO_LARGE = 1009
     SERVER_ERROR = 1011
     SHUTTING_DOWN = 1012
@@ -34,6 +36,8 @@ class CloseCode(IntEnum):
 CLOSE_ADVICE: dict[CloseCode, str] = {
     CloseCode.NORMAL: "closed on request; reconnect only if you still need the stream",
     CloseCode.GOING_AWAY: "the peer went away; reconnect with backoff and resume",
+    CloseCode.PROTOCOL_ERROR: "the client broke the WebSocket protocol; fix the client",
+    CloseCode.INVALID_DATA: "a text frame was not valid UTF-8; fix the client",
     CloseCode.TOO_LARGE: "a frame exceeded the size limit; do not resend it",
     CloseCode.SERVER_ERROR: "unexpected server error; reconnect with backoff and resume",
     CloseCode.SHUTTING_DOWN: "the gateway is draining; reconnect (elsewhere) now and resume",

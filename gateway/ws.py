@@ -103,6 +103,12 @@ class DirectTransport:
 
     def _write(self, data: bytes) -> None:
         raw = self._raw
+        if raw.is_closing():
+            # The peer is gone (its read loop tears the session down soon). uvloop raises
+            # RuntimeError on a write to a closed transport, and this runs inside the hub's
+            # fan-out: it would drop the pub/sub link and the other sockets' frames.
+            self._closed = True
+            return
         raw.write(data)
         if raw.get_write_buffer_size() > self._limit:
             self._closed = True

@@ -50,7 +50,7 @@ REPLY_TYPES = {"pong", "error", "subscribed", "unsubscribed", "message", "refres
 ERROR_CODES = {code.value for code in ErrorCode}
 # The contract's close codes, plus the two RFC 6455 codes aiohttp's frame parser sends on
 # a broken frame (1002 protocol error, 1007 invalid UTF-8): reported for gateway/codes.py.
-CLOSE_CODES = {int(code) for code in CloseCode} | {1002, 1007}
+CLOSE_CODES = {int(code) for code in CloseCode}
 CHANNELS = ["user:7", "user:8", "news", "room:1", "a*", "x" * 300, "ctl\x07", "ünï", "{t}:x"]
 
 

@@ -147,3 +147,14 @@ async def test_jwks_endpoint_down_refuses_new_tokens_and_keeps_serving(
         assert await handshake_status(http, port, headers=bearer(token(keys["k1"], "k1"))) == 401
         async with http.get(f"http://127.0.0.1:{port}/readyz") as resp:
             assert resp.status == 200
+
+
+async def test_kid_of_the_wrong_key_type_is_refused(redis_url: str, keys: dict[str, Key]) -> None:
+    """A kid naming an EC key on an RS256 token (and an RSA key on ES256) is 401, not a 500."""
+    jwks = JwksServer()
+    jwks.keys = {"k1": keys["k1"], "ec": keys["ec"]}
+    async with jwks.serving():
+        settings = gateway_settings(redis_url, PGCAST_JWT_SECRET="", PGCAST_JWT_JWKS_URL=jwks.url)
+        async with running_gateway(settings) as (_, port), aiohttp.ClientSession() as http:
+            for forged in (token(keys["k1"], "ec"), token(keys["ec"], "k1", alg="ES256")):
+                assert await handshake_status(http, port, headers=bearer(forged)) == 401

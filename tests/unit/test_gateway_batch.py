@@ -14,9 +14,15 @@ class FakeSocket:
     def __init__(self, stuck: bool = False) -> None:
         self.writes: list[bytes] = []
         self.stuck = stuck
+        self.closed = False
 
     def write(self, data: bytes) -> None:
+        if self.closed:
+            raise RuntimeError("unable to perform operation on a closed transport")  # uvloop
         self.writes.append(data)
+
+    def is_closing(self) -> bool:
+        return self.closed
 
     def get_write_buffer_size(self) -> int:
         return sum(map(len, self.writes)) if self.stuck else 0
@@ -76,3 +82,17 @@ def test_past_the_bound_the_transport_overflows_once_and_goes_quiet() -> None:
     transport.deliver(msg(10))
     batch.end()
     assert sock.writes == written
+
+
+def test_a_socket_the_peer_closed_is_never_written() -> None:
+    """The peer vanished under the transport: it goes quiet, no RuntimeError (uvloop)."""
+    batch = WriteBatch()
+    sock = FakeSocket()
+    transport, events = make(batch, sock)
+    sock.closed = True
+    transport.deliver(msg(1))
+    batch.begin()
+    transport.deliver(msg(2))
+    batch.end()
+    assert sock.writes == []
+    assert events == []
