@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 
 from gateway.config import GatewaySettings
 from listener.publisher import Event, Publisher
+from tests.waiting import eventually
 
 SECRET = "test-secret-0123456789abcdef-0123456789abcdef"
 LEADER_EPOCH = 1
@@ -126,15 +127,7 @@ def offsets(frames: Iterable[Mapping[str, Any]]) -> list[int]:
 
 async def wait_until(predicate: Any, wait: float = WAIT, what: str = "condition") -> None:
     """Poll ``predicate()`` (sync or async) until true, failing by name after ``wait``."""
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline:
-        result = predicate()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        await asyncio.sleep(0.02)
-    raise TimeoutError(f"{what} not reached within {wait}s")
+    await eventually(predicate, wait, what, 0.02)
 
 
 class SseReader:

@@ -6,8 +6,6 @@ failovers take a fraction of a second; every wait polls a condition with a deadl
 
 from __future__ import annotations
 
-import asyncio
-import time
 import urllib.request
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -19,6 +17,7 @@ import redis.asyncio as aioredis
 from pgcast.keys import channel_keys, offset_of_stream_id
 from tests.processes import Service
 from tests.servers import free_port
+from tests.waiting import eventually
 
 FAST = {
     "PGCAST_STANDBY_RETRY": "0.1",
@@ -104,16 +103,7 @@ async def wait_until(
     interval: float = 0.05,
 ) -> None:
     """Poll ``check`` (sync or async) until it is true; fail by name after ``deadline_s``."""
-    deadline = time.monotonic() + deadline_s
-    while True:
-        result = check()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {deadline_s}s waiting for: {what}")
-        await asyncio.sleep(interval)
+    await eventually(check, deadline_s, what, interval)
 
 
 async def leader_of(group: list[Listener], deadline_s: float = 15.0) -> Listener:

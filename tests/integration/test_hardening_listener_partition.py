@@ -18,8 +18,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from pgcast.keys import channel_keys, offset_of_stream_id
-from tests.soak.harness import FAST_LISTENER, Listener, RedisClient, eventually
+from tests.soak.harness import FAST_LISTENER, Listener, RedisClient
 from tests.tcpproxy import TcpProxy
+from tests.waiting import eventually
 
 CHANNEL = "partition"
 WRITERS = 3

@@ -20,7 +20,8 @@ import redis.asyncio as aioredis
 
 from pgcast.keys import channel_keys, offset_of_stream_id
 from tests.servers import PgInstance
-from tests.soak.harness import Listener, RedisClient, eventually
+from tests.soak.harness import Listener, RedisClient
+from tests.waiting import eventually
 
 CHANNEL = "restart"
 

@@ -13,7 +13,8 @@ import orjson
 import pytest
 
 from pgcast.keys import channel_keys
-from tests.soak.harness import Listener, RedisClient, eventually, metric
+from tests.soak.harness import Listener, RedisClient, metric
+from tests.waiting import eventually
 
 VICTIM = "CREATE TABLE victim (id int PRIMARY KEY); INSERT INTO victim VALUES (1);"
 HOSTILE_VALUES = [

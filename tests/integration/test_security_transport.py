@@ -19,7 +19,8 @@ import pytest
 
 from tests.servers import PgInstance, RedisInstance, free_port
 from tests.soak.certs import TlsFiles, make_tls_files
-from tests.soak.harness import Gateway, Listener, eventually, http_get_async, mint
+from tests.soak.harness import Gateway, Listener, http_get_async, mint
+from tests.waiting import eventually
 
 REDIS_PASSWORD = "redis-pw-Zx81"
 

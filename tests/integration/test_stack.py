@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import pytest
 
 from deploy.status import metrics_info
 from tests.integration.test_stack_harness import RawClient, RunningStack, pid_alive
+from tests.waiting import eventually
 
 CLIENTS = 400
 CHANNEL = "stack:news"
@@ -73,11 +73,7 @@ async def leader(session: aiohttp.ClientSession, stack: RunningStack) -> dict[st
 
 async def wait_for(what: str, check: Callable[[], bool], limit: float) -> None:
     """Poll ``check`` every 0.1 s; fail by name after ``limit`` seconds."""
-    deadline = time.monotonic() + limit
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {limit}s waiting for {what}")
-        await asyncio.sleep(0.1)
+    await eventually(check, limit, what, 0.1)
 
 
 class Publisher:

@@ -13,7 +13,7 @@ import re
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -27,6 +27,7 @@ from gateway.services import SERVICES
 from listener.publisher import Event, Publisher
 from tests.processes import Service
 from tests.servers import free_port
+from tests.waiting import eventually
 
 # redis.asyncio clients: the installed types-redis stubs lag redis 5+ (no aclose()).
 RedisClient = Any
@@ -47,25 +48,6 @@ FAST_LISTENER = {
     "PGCAST_HISTORY_SIZE": "100000",
     "PGCAST_LOG_LEVEL": "info",
 }
-
-
-async def eventually(
-    check: Callable[[], Awaitable[bool]] | Callable[[], bool],
-    within: float,
-    what: str,
-    interval: float = 0.05,
-) -> float:
-    """Poll ``check`` until true; returns the seconds it took, raises TimeoutError naming it."""
-    started = time.monotonic()
-    while True:
-        result = check()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return time.monotonic() - started
-        if time.monotonic() - started > within:
-            raise TimeoutError(f"not within {within}s: {what}")
-        await asyncio.sleep(interval)
 
 
 def http_get(url: str, timeout: float = 2.0) -> tuple[int, str]:

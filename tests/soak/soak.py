@@ -27,7 +27,8 @@ from pgcast.settings import EnvReader
 from tests.processes import ENTRY_POINTS, Service
 from tests.servers import RedisInstance, free_port
 from tests.soak.churn import ChurnConfig, ChurnStats, churn
-from tests.soak.harness import Events, eventually, gateway_env, http_get_async, metric
+from tests.soak.harness import Events, gateway_env, http_get_async, metric
+from tests.waiting import eventually
 
 ENTRY_POINTS.setdefault("soak-gateway", "tests.soak.instrumented_gateway")
 LOG_PROBLEMS = ("Traceback", " ERROR ", " CRITICAL ", "exception was never retrieved")
