@@ -1,4 +1,4 @@
-"""``python -m bench [--quick] [--systems a,b] [--scenarios x,y] [--out FILE]``: run and report.
+"""``python -m bench [--quick] [--systems a,b] [--scenarios x,y] [--loadgen native|python]``.
 
 Starts private Postgres and Redis, waits (bounded) for a quiet machine, runs
 the plan one contender at a time, writes ``bench/results/<date>.json``
@@ -91,7 +91,8 @@ async def run_delivery_logged(name: str, spec: Any, env: BenchEnv) -> dict[str, 
     log(
         f"  -> {row['deliveries_per_s']:.0f} deliveries/s, {row['cpu_us_per_delivery']} µs CPU"
         f"/delivery, p50 {row['latency_ms'].get('p50')} ms, p99 {row['latency_ms'].get('p99')}"
-        f" ms, lost {row['lost']}, dup {row['duplicated']}"
+        f" ms, lost {row['lost']}, dup {row['duplicated']}, {row['loadgen']} loadgen"
+        f" {row['loadgen_cpu_cores']} cores ({row['loadgen_cpu_us_per_delivery']} µs/delivery)"
     )
     return row
 
@@ -110,6 +111,13 @@ def parse(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument(
         "--profile", type=Path, help="py-spy the Python servers during each window into DIR"
+    )
+    parser.add_argument(
+        "--loadgen",
+        choices=("native", "python"),
+        default="native",
+        help="load generator: native (bench/native/loadgen.c; Python where it does not build"
+        " or for deflate runs) or python (bench/loadgen.py)",
     )
     parser.add_argument("--out", type=Path, help="results file (default bench/results/<date>.json)")
     parser.add_argument(
@@ -133,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     needed = {name for name, _ in plan.deliveries}
     if args.profile:
         delivery.PROFILE_DIR = args.profile
+    delivery.LOADGEN = args.loadgen
     if args.tree:
         Pgcast.tree = str(Path(args.tree).resolve())
     ensure_peers(needed, log)

@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from bench import native
 from bench.contenders import Ceiling
 from bench.env import BenchEnv
 from bench.procs import CpuMeter, rss_kib
@@ -29,6 +30,17 @@ from bench.writer import Writer, WriteResult
 
 SERVER_GROUPS = ("servers", "feeder", "redis", "postgres")
 PROFILE_DIR: Path | None = None  # --profile: py-spy the server processes during the window
+LOADGEN = "native"  # --loadgen: "native" (bench/native/loadgen.c, when it builds) or "python"
+
+
+def loadgen_kind(spec: DeliverySpec) -> str:
+    """Which load generator a run gets: native unless asked otherwise, deflate, or no compiler."""
+    if LOADGEN != "native" or spec.compression:
+        return "python"
+    if native.binary() is None:
+        print(f"native loadgen unavailable, using Python: {native.last_error}", file=sys.stderr)
+        return "python"
+    return "native"
 
 
 @dataclass(frozen=True)
@@ -66,6 +78,7 @@ class LoadGens:
         trace_index: int = -1,
     ) -> None:
         share = -(-spec.clients // spec.loadgens)
+        self.kind = loadgen_kind(spec)
         self.procs: list[Proc] = []
         for n in range(spec.loadgens):
             first = n * share
@@ -78,6 +91,7 @@ class LoadGens:
                 "secret": system.env.secret,
                 "deflate": spec.compression,
                 "trace_index": trace_index,
+                "native": self.kind == "native",
             }
             self.procs.append(Proc(python_module("bench.loadgen", orjson.dumps(config).decode())))
 
@@ -196,7 +210,7 @@ async def run_delivery(system: System, spec: DeliverySpec, env: BenchEnv) -> dic
             gens.stop()
     finally:
         system.stop()
-    return summarize(spec, system, ready, reports, written, measured)
+    return summarize(spec, system, ready, reports, written, measured) | {"loadgen": gens.kind}
 
 
 def summarize(
@@ -229,6 +243,9 @@ def summarize(
         "cpu_s": {k: round(v, 3) for k, v in m.window_cpu.items()},
         "server_cpu_cores": round(server_cpu / m.window_s, 3),
         "loadgen_cpu_cores": round(m.window_cpu["loadgen"] / m.window_s, 3),
+        "loadgen_cpu_us_per_delivery": round(
+            m.window_cpu["loadgen"] / max(m.window_deliveries, 1) * 1e6, 3
+        ),
         # Whole run (first event to end of drain): immune to where the window falls
         # when a contender runs ahead of its clients or falls behind them.
         "run_cpu_s": {k: round(v, 3) for k, v in m.run_cpu.items()},

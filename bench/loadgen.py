@@ -5,24 +5,34 @@ Run as ``python -m bench.loadgen '<json config>'``. It opens the connections
 connection is subscribed or failed, then answers JSON-line commands on stdin:
 ``stats`` (deliveries so far, own CPU), ``window`` (restart latency samples),
 ``report`` (loss/duplicates against the expected per-channel counts; exits).
+
+With ``"native": true`` the same protocol is spoken by ``bench/native/loadgen.c``:
+this module builds every connection's upgrade request (JWT included) and
+subscribe frame, writes them to a spec file and ``exec``s the compiled program
+on it, so the process (and the PID whose CPU is measured) stays the same.
+permessage-deflate stays here: a native config with ``deflate`` is refused.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 import resource
 import sys
+import tempfile
 import time
 from array import array
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import quote
 
 import jwt
 import orjson
 
+from bench import native
+from bench import wsframes as wf
 from bench.clients import PROTOCOLS, BenchConnection
 
 MAX_SAMPLES = 200_000
@@ -42,6 +52,7 @@ class LoadConfig:
     concurrency: int = 200
     ready_timeout: float = 60.0
     trace_index: int = -1  # a connection whose every receipt is kept (failover)
+    native: bool = False  # exec bench/native/loadgen.c (no deflate) instead of this loop
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -61,6 +72,28 @@ def raise_nofile() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def channel_for(config: LoadConfig, index: int) -> str:
+    return f"user:{index}" if config.mode == "per_user" else config.channel
+
+
+def path_for(config: LoadConfig, index: int) -> str:
+    if config.protocol == "sio":
+        return "/socket.io/?EIO=4&transport=websocket"
+    if config.protocol == "raw":
+        return "/ws?channel=" + quote(channel_for(config, index), safe="")
+    return "/ws"
+
+
+def headers_for(config: LoadConfig, index: int) -> dict[str, str]:
+    if not config.secret:
+        return {}
+    claims: dict[str, Any] = {"sub": str(index), "exp": int(time.time()) + 3600}
+    if config.mode != "per_user":
+        claims["channels"] = [config.channel]
+    token = jwt.encode(claims, config.secret, algorithm="HS256")
+    return {"Authorization": f"Bearer {token}"}
 
 
 class LoadGen:
@@ -83,23 +116,13 @@ class LoadGen:
 
     # -- per connection -----------------------------------------------------
     def channel_for(self, index: int) -> str:
-        return f"user:{index}" if self.config.mode == "per_user" else self.config.channel
+        return channel_for(self.config, index)
 
     def path_for(self, index: int) -> str:
-        if self.config.protocol == "sio":
-            return "/socket.io/?EIO=4&transport=websocket"
-        if self.config.protocol == "raw":
-            return "/ws?channel=" + quote(self.channel_for(index), safe="")
-        return "/ws"
+        return path_for(self.config, index)
 
     def headers_for(self, index: int) -> dict[str, str]:
-        if not self.config.secret:
-            return {}
-        claims: dict[str, Any] = {"sub": str(index), "exp": int(time.time()) + 3600}
-        if self.config.mode != "per_user":
-            claims["channels"] = [self.config.channel]
-        token = jwt.encode(claims, self.config.secret, algorithm="HS256")
-        return {"Authorization": f"Bearer {token}"}
+        return headers_for(self.config, index)
 
     def record(self, conn: BenchConnection, seq: int, sent: float, now: float) -> None:
         self.latencies.append(now - sent)
@@ -216,9 +239,62 @@ def emit(obj: dict[str, Any]) -> None:
     sys.stdout.buffer.flush()
 
 
+# -- the native path -------------------------------------------------------------
+def subscribe_frame(config: LoadConfig, channel: str) -> bytes:
+    """What a connection sends to subscribe, masked: pgcast's frame, Socket.IO's event."""
+    if config.protocol == "pgcast":
+        return wf.client_frame(orjson.dumps({"type": "subscribe", "channel": channel, "id": 1}))
+    if config.protocol == "sio":
+        return wf.client_frame(b'421["subscribe",' + orjson.dumps(channel) + b"]")
+    return b""  # raw: subscribed by the URL
+
+
+def native_spec(config: LoadConfig) -> bytes:
+    """The spec file ``loadgen.c`` reads: header lines, then one length-prefixed record each."""
+    if config.protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {config.protocol!r}")
+    out = [
+        b"pgcast-loadgen 1\n",
+        f"protocol {config.protocol}\nconnections {config.connections}\n".encode(),
+        f"sample_every {config.sample_every}\nconcurrency {config.concurrency}\n".encode(),
+        f"ready_timeout {config.ready_timeout}\ntrace_index {config.trace_index}\n".encode(),
+    ]
+    for n in range(config.connections):
+        index = config.first_index + n
+        host, port = config.targets[index % len(config.targets)]
+        channel = channel_for(config, index).encode()
+        key = wf.new_key()
+        request = wf.upgrade_request(
+            f"{host}:{port}", path_for(config, index), key, headers=headers_for(config, index)
+        )
+        hello = subscribe_frame(config, channel.decode())
+        accept = wf.accept_for(key)
+        sampled = int(index % config.sample_every == 0)
+        lengths = f"{len(channel)} {len(request)} {len(hello)} {len(accept)}"
+        out.append(f"conn {index} {host} {port} {sampled} {lengths}\n".encode())
+        out += [channel, request, hello, accept]
+    return b"".join(out)
+
+
+def exec_native(config: LoadConfig) -> NoReturn:
+    """Become the native load generator (same PID): it reads and deletes the spec file."""
+    if config.deflate:
+        raise SystemExit("the native load generator has no permessage-deflate: use the Python one")
+    program = native.binary()
+    if program is None:
+        raise SystemExit(f"the native load generator does not build: {native.last_error}")
+    fd, path = tempfile.mkstemp(prefix="pgcast-loadgen-", suffix=".spec")
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(native_spec(config))
+    sys.stdout.flush()
+    os.execv(program, [str(program), path])  # noqa: S606 - our own binary, fixed argv
+
+
 def main() -> None:
     raise_nofile()
     config = LoadConfig.from_json(sys.argv[1])
+    if config.native:
+        exec_native(config)
     try:
         import uvloop
 

@@ -3,7 +3,9 @@
 Runs ``python -m bench --quick`` for one pgcast scenario on its own private
 Postgres and Redis and checks what must hold whatever the machine's speed:
 every client subscribed, every committed event delivered to every client
-exactly once. No timing is asserted (numbers come from ``make bench``).
+exactly once. No timing is asserted (numbers come from ``make bench``). It runs
+the Python load generator; tests/integration/test_bench_native_loadgen.py runs
+the native one (the default) the same way.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ def test_quick_pgcast_broadcast_loses_and_duplicates_nothing(tmp_path: Path) -> 
     """The quick broadcast run delivers every event once to each of its clients."""
     out = tmp_path / "results.json"
     argv = ["--quick", "--systems", "pgcast", "--scenarios", "broadcast/moderate"]
-    argv += ["--quiet-wait", "0", "--out", str(out)]
+    argv += ["--loadgen", "python", "--quiet-wait", "0", "--out", str(out)]
     done = subprocess.run(
         [sys.executable, "-m", "bench", *argv],
         cwd=ROOT,
@@ -34,6 +36,7 @@ def test_quick_pgcast_broadcast_loses_and_duplicates_nothing(tmp_path: Path) -> 
     document = orjson.loads(out.read_bytes())
     [row] = document["deliveries"]
     assert row["system"] == "pgcast"
+    assert row["loadgen"] == "python"
     clients = row["spec"]["clients"]
     assert row["subscribed"] == clients
     assert row["events_written"] > 0
