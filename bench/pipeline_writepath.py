@@ -39,6 +39,8 @@ TRIGGERS = {
     "noop": "EXECUTE FUNCTION wp_noop()",
     "outbox": "EXECUTE FUNCTION wp_outbox()",
 }
+# The trigger pgcast.watch() generates for the table (one INSERT and the wake-up).
+WATCH_SQL = "SELECT pgcast.watch('wp', '{wp}', '{INSERT}')"
 # The classic bridge's trigger, and two yardsticks that split pgcast's cost: a PL/pgSQL
 # trigger that does nothing, and one that only inserts a constant outbox row.
 FUNCTIONS = """
@@ -63,7 +65,7 @@ WAKE_METRICS = (
 
 @dataclass(frozen=True)
 class Variant:
-    trigger: str | None  # a TRIGGERS key
+    trigger: str | None  # a TRIGGERS key, or "watch" (pgcast.watch generates it)
     notify: str  # the writers' pgcast.notify
     listener: str | None  # PGCAST_NOTIFY_MODE of a running listener; "listen": classic LISTENer
 
@@ -72,10 +74,12 @@ class Variant:
 VARIANTS = {
     "plain": Variant(None, "auto", None),
     "auto": Variant("pgcast", "auto", "auto"),
+    "watch": Variant("watch", "auto", "auto"),
     "notify": Variant("pgcast", "on", "notify"),
     "poll": Variant("pgcast", "off", "poll"),
     "classic": Variant("classic", "auto", "listen"),
     "auto_trigger_only": Variant("pgcast", "auto", None),
+    "watch_trigger_only": Variant("watch", "auto", None),
     "notify_trigger_only": Variant("pgcast", "on", None),
     "poll_trigger_only": Variant("pgcast", "off", None),
     "noop_trigger": Variant("noop", "auto", None),
@@ -200,7 +204,9 @@ async def _prepare(conn: asyncpg.Connection, variant: Variant) -> None:
     await conn.execute("DELETE FROM pgcast.outbox")
     await conn.execute("VACUUM pgcast.outbox")
     await conn.execute("CHECKPOINT")
-    if variant.trigger is not None:
+    if variant.trigger == "watch":
+        await conn.execute(WATCH_SQL)
+    elif variant.trigger is not None:
         await conn.execute(
             f"CREATE TRIGGER wp_event AFTER INSERT ON wp FOR EACH ROW {TRIGGERS[variant.trigger]}"
         )

@@ -134,7 +134,7 @@ def other_targets(doc: dict[str, Any]) -> list[tuple[str, float | str | None, st
     if wp:
         for row in wp["variants"][1:]:
             v = row["ratio_vs_plain"]
-            targeted = row["variant"] in ("pgcast-auto", "pgcast-poll", "pgcast-notify")
+            targeted = row["variant"] in ("pgcast-auto", "pgcast-poll", "pgcast-watch-auto")
             what = f"pgbench TPS {row['variant']} ÷ plain ({wp['clients']} clients)"
             out.append((what, v, "≥ 0.75" if targeted else "-", v >= 0.75 if targeted else None))
     return out

@@ -8,6 +8,8 @@ Variants on the same table, one after another on the same private Postgres
   listener mode ``auto``: the wake-up NOTIFY only while the listener sleeps);
 - ``pgcast-always-notify``: ``pgcast.notify = on``, listener mode ``notify``;
 - ``pgcast-poll``: the same trigger, ``pgcast.notify = off``, listener polling;
+- ``pgcast-watch-auto``: the trigger ``pgcast.watch('wp', '{wp}', '{INSERT}')`` generates
+  for the table (one INSERT and the wake-up), listener mode ``auto``;
 - ``classic``: a per-row ``pg_notify('wp', row json)`` trigger with one LISTENer.
 
 The pgcast variants run with the real listener draining the outbox to Redis.
@@ -38,19 +40,23 @@ CREATE OR REPLACE FUNCTION wp_classic() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN PERFORM pg_notify('wp', json_build_object('id', NEW.id, 'v', NEW.v)::text);
 RETURN NULL; END $$;
 DROP TRIGGER IF EXISTS wp_event ON wp;
+SELECT pgcast.unwatch('wp');
 TRUNCATE wp;
 DELETE FROM pgcast.outbox;
 """
 PGCAST = "pgcast.notify_trigger('wp')"
+WATCH = "SELECT pgcast.watch('wp', '{wp}', '{INSERT}')"  # not a function: run as it is
 # variant -> (trigger function, pgcast.notify setting or None for unset, listener mode)
 VARIANTS: dict[str, tuple[str | None, str | None, str | None]] = {
     "plain": (None, None, None),
     "pgcast-auto": (PGCAST, None, "auto"),
     "pgcast-always-notify": (PGCAST, "on", "notify"),
     "pgcast-poll": (PGCAST, "off", "poll"),
+    "pgcast-watch-auto": (WATCH, None, "auto"),
     "classic": ("wp_classic()", None, "classic"),
 }
-TARGETED = ("pgcast-auto", "pgcast-poll")  # the issue's >= 0.75x applies to these
+# the issue's >= 0.75x applies to these
+TARGETED = ("pgcast-auto", "pgcast-poll", "pgcast-watch-auto")
 
 
 def pgbench_binary() -> str:
@@ -89,7 +95,9 @@ async def prepare(env: BenchEnv, variant: str) -> None:
             await conn.execute("ALTER DATABASE postgres RESET pgcast.notify")
         else:
             await conn.execute(f"ALTER DATABASE postgres SET pgcast.notify = '{setting}'")
-        if trigger is not None:
+        if trigger == WATCH:
+            await conn.execute(WATCH)
+        elif trigger is not None:
             await conn.execute(
                 "CREATE TRIGGER wp_event AFTER INSERT ON wp FOR EACH ROW "
                 f"EXECUTE FUNCTION {trigger}"

@@ -14,10 +14,15 @@
 -- ARGV[3] channel as a JSON string        ARGV[4] history max length (approximate)
 -- ARGV[5] TTL seconds                     ARGV[6] live pub/sub channel
 -- ARGV[7] how many recent outbox ids the ids zset keeps
--- ARGV[8], ARGV[9], ... pairs: outbox id ('' = no de-duplication), data as JSON text
--- Returns {epoch, status, offset, status, offset, ...}: one status per event,
--- 'published' (with its offset) or 'duplicate' (offset false); {false, 'fenced'} when
--- a newer leader raised the fence (nothing published).
+-- ARGV[8] the events' index: 'id:length,id:length,...', one entry per event, in order:
+--   its outbox id ('' = no de-duplication) and the byte length of its data
+-- ARGV[9] the events' data (JSON text), concatenated in that order
+--   (two arguments instead of two per event: packing and parsing many small
+--   arguments was the listener's largest per-event cost)
+-- Returns {epoch, last offset, statuses}: statuses has one byte per event, 'p'
+-- (published; the published events' offsets run up to the last offset, consecutive)
+-- or 'd' (duplicate); {false, 'fenced'} when a newer leader raised the fence
+-- (nothing published).
 
 local leader = tonumber(ARGV[1])
 local fence = tonumber(redis.call('GET', KEYS[4]) or '0')
@@ -40,26 +45,27 @@ end
 
 local head = '{"type":"message","channel":' .. ARGV[3] .. ',"offset":"'
 local live_prefix = ':' .. epoch .. ':'
-local reply = {epoch}
+local statuses = {}
 local deduplicated = false
-for i = 8, #ARGV, 2 do
-  local outbox_id = ARGV[i]
+local data = ARGV[9]
+local pos = 1
+for outbox_id, length in string.gmatch(ARGV[8], '(%d*):(%d+)') do
+  local stop = pos + tonumber(length)
   if outbox_id ~= '' and redis.call('ZSCORE', KEYS[3], outbox_id) then
-    reply[#reply + 1] = 'duplicate'
-    reply[#reply + 1] = false
+    statuses[#statuses + 1] = 'd'
   else
     offset = offset + 1
     local offset_text = string.format('%d', offset)
-    local frame = head .. offset_text .. '","data":' .. ARGV[i + 1] .. '}'
+    local frame = head .. offset_text .. '","data":' .. string.sub(data, pos, stop - 1) .. '}'
     redis.call('XADD', KEYS[2], offset_text .. '-0', 'f', frame)
     if outbox_id ~= '' then
       redis.call('ZADD', KEYS[3], outbox_id, outbox_id)
       deduplicated = true
     end
     redis.call('PUBLISH', ARGV[6], offset_text .. live_prefix .. frame)
-    reply[#reply + 1] = 'published'
-    reply[#reply + 1] = offset
+    statuses[#statuses + 1] = 'p'
   end
+  pos = stop
 end
 
 local ttl = tonumber(ARGV[5])
@@ -72,4 +78,4 @@ if deduplicated then
   redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -(tonumber(ARGV[7]) + 1))
   redis.call('EXPIRE', KEYS[3], ttl)
 end
-return reply
+return {epoch, offset, table.concat(statuses)}

@@ -12,9 +12,8 @@ from __future__ import annotations
 import hashlib
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Literal, cast
+from typing import Any, Literal, NamedTuple
 
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
@@ -39,8 +38,9 @@ PUBLISH_SHA = hashlib.sha1(PUBLISH_SCRIPT.encode()).hexdigest()  # noqa: S324 - 
 CLAIM_SHA = hashlib.sha1(CLAIM_SCRIPT.encode()).hexdigest()  # noqa: S324 - Redis' script id
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+# NamedTuples, not frozen dataclasses: one of each is built per event, and a frozen
+# dataclass' __init__ (object.__setattr__ per field) costs several times a tuple's.
+class Event(NamedTuple):
     """One event to publish: ``data_json`` is already-encoded JSON (the jsonb text)."""
 
     channel: str
@@ -48,8 +48,7 @@ class Event:
     outbox_id: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class PublishResult:
+class PublishResult(NamedTuple):
     status: PublishStatus
     offset: int | None
     epoch: str | None
@@ -62,20 +61,23 @@ def _text(value: Any) -> str | None:
 
 
 def parse_result(reply: Sequence[Any], count: int) -> list[PublishResult]:
-    """The script's ``{epoch, status, offset, ...}`` reply for ``count`` events."""
+    """The script's ``{epoch, last offset, statuses}`` reply for ``count`` events."""
     if len(reply) == 2 and _text(reply[1]) == "fenced":
         return [PublishResult("fenced", None, None)] * count
-    if len(reply) != 1 + 2 * count:
+    if len(reply) != 3 or not isinstance(reply[1], int):
         raise ValueError(f"unexpected publish script reply: {reply!r}")
-    epoch = _text(reply[0])
+    epoch, statuses = _text(reply[0]), _text(reply[2]) or ""
+    if len(statuses) != count or statuses.strip("pd"):
+        raise ValueError(f"unexpected publish script reply: {reply!r}")
+    offset = reply[1] - statuses.count("p")  # the offset before the first published event
     results = []
-    for status, offset in zip(reply[1::2], reply[2::2], strict=True):
-        text = _text(status)
-        if text not in ("published", "duplicate"):
-            raise ValueError(f"unexpected publish script reply: {reply!r}")
-        results.append(
-            PublishResult(cast(PublishStatus, text), None if offset is None else int(offset), epoch)
-        )
+    duplicate = PublishResult("duplicate", None, epoch)
+    for status in statuses:
+        if status == "p":
+            offset += 1
+            results.append(PublishResult("published", offset, epoch))
+        else:
+            results.append(duplicate)
     return results
 
 
@@ -161,9 +163,12 @@ class Publisher:
                 keys.live,
                 keep,
             ]
-            for event in run:
-                args.append("" if event.outbox_id is None else event.outbox_id)
-                args.append(event.data_json)
+            args.append(
+                ",".join(
+                    f"{'' if e.outbox_id is None else e.outbox_id}:{len(e.data_json)}" for e in run
+                )
+            )
+            args.append(b"".join(event.data_json for event in run))
             pipe.evalsha(PUBLISH_SHA, 4, *args)
         replies: list[Any] = await pipe.execute()
         return replies

@@ -27,16 +27,20 @@ from listener.session import first_leaf
 
 def test_parse_result_of_each_status() -> None:
     """A run's reply becomes one PublishResult per event; fenced covers the run; garbage fails."""
-    reply = [b"ab", b"published", 3, b"duplicate", None]
-    assert parse_result(reply, 2) == [
+    reply = [b"ab", 4, b"pdp"]  # published offsets run up to 4: 3 and 4
+    assert parse_result(reply, 3) == [
         PublishResult("published", 3, "ab"),
         PublishResult("duplicate", None, "ab"),
+        PublishResult("published", 4, "ab"),
     ]
+    assert parse_result([b"ab", 0, b"dd"], 2) == [PublishResult("duplicate", None, "ab")] * 2
     assert parse_result([None, b"fenced"], 3) == [PublishResult("fenced", None, None)] * 3
     with pytest.raises(ValueError, match="unexpected"):
-        parse_result([b"ab", b"what", 1], 1)
+        parse_result([b"ab", 1, b"x"], 1)
     with pytest.raises(ValueError, match="unexpected"):
-        parse_result([b"ab", b"published", 1], 2)
+        parse_result([b"ab", 1, b"p"], 2)
+    with pytest.raises(ValueError, match="unexpected"):
+        parse_result([b"ab", b"published", 1], 1)
 
 
 def test_runs_group_by_channel_keep_order_within_and_cap_their_length() -> None:
