@@ -3,15 +3,10 @@ pgcast.notify_trigger() writes with the same templates, and fails at watch() tim
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import asyncpg
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
-Outbox = list[tuple[str, str]]
-Op = str | tuple[str, Sequence[object]]  # SQL with {t} for the table, and its arguments
+from tests.integration.sql_watch_support import Op, events, run_both, watch
 
 # Every type whose text rendering differs between ::text and to_jsonb ->> (timestamptz,
 # date under a non-ISO DateStyle, float8, char(n), jsonb, arrays), and some that do not.
@@ -50,48 +45,6 @@ TYPED_OPS: list[Op] = [
     "DELETE FROM {t} WHERE id IN (1, 102)",
     "DELETE FROM {t}",
 ]
-
-
-async def events(pg: asyncpg.Connection) -> Outbox:
-    rows = await pg.fetch("DELETE FROM pgcast.outbox RETURNING id, channel, data::text")
-    return [(r["channel"], r["data"]) for r in sorted(rows, key=lambda r: r["id"])]
-
-
-def array_sql(items: list[str]) -> str:
-    quoted = ", ".join("'" + item.replace("'", "''") + "'" for item in items)
-    return f"ARRAY[{quoted}]::text[]"
-
-
-async def watch(pg: asyncpg.Connection, table: str, templates: list[str], events: str) -> str:
-    sql = f"SELECT pgcast.watch('{table.replace(chr(39), chr(39) * 2)}', "
-    return str(await pg.fetchval(sql + f"{array_sql(templates)}, '{events}')"))
-
-
-async def run_both(
-    pg: asyncpg.Connection, columns: str, templates: list[str], ops: list[Op], table: str = "t"
-) -> tuple[list[Outbox], list[Outbox]]:
-    """The same table in two schemas (so TG_TABLE_NAME is equal), one per trigger; the
-    outbox after each operation (SQL with {t} for the table, and its arguments), for
-    notify_trigger and for watch."""
-    await pg.execute(f"""
-        CREATE SCHEMA n; CREATE SCHEMA w;
-        CREATE TABLE n.{table} ({columns}); CREATE TABLE w.{table} ({columns});
-        CREATE TRIGGER pgcast AFTER INSERT OR UPDATE OR DELETE ON n.{table} FOR EACH ROW
-        EXECUTE FUNCTION pgcast.notify_trigger({", ".join(quote(t) for t in templates)});
-    """)
-    results: list[list[Outbox]] = []
-    try:
-        await watch(pg, f"w.{table}", templates, "{INSERT,UPDATE,DELETE}")
-        for schema in ("n", "w"):
-            per_op = []
-            for op in ops:
-                sql, args = (op, ()) if isinstance(op, str) else op
-                await pg.execute(sql.replace("{t}", f"{schema}.{table}"), *args)
-                per_op.append(await events(pg))
-            results.append(per_op)
-    finally:
-        await pg.execute("DROP SCHEMA n CASCADE; DROP SCHEMA w CASCADE")
-    return results[0], results[1]
 
 
 async def test_typed_columns_publish_exactly_what_notify_trigger_publishes(
@@ -340,66 +293,3 @@ async def test_schema_change_fails_loudly_until_watch_runs_again(pg: asyncpg.Con
     await watch(pg, "t", ["u:{author}"], "{INSERT,UPDATE,DELETE}")
     await pg.execute("INSERT INTO t VALUES (2, 7)")
     assert await events(pg) == [("u:7", '{"id": 2, "op": "INSERT", "table": "t"}')]
-
-
-PIECES = st.sampled_from(["{i}", "{s}", "{f}", "{ts}", "{j}", "{", "}", ":", "a", "'", "$$", "é"])
-VALUES_ = st.fixed_dictionaries(
-    {
-        "i": st.none() | st.integers(-(2**31), 2**31 - 1),
-        "s": st.none()
-        | st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=5),
-        "f": st.none() | st.floats(allow_nan=True, allow_infinity=True),
-        "ts": st.none()
-        | st.sampled_from(["2024-01-01 00:00+02", "infinity", "1999-12-31 23:59:59.123456Z"]),
-        "j": st.none() | st.sampled_from(['{"a": [1, "b"]}', '"str"', "null", "1.0e3"]),
-    }
-)
-
-
-@settings(
-    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
-@given(
-    templates=st.lists(
-        st.lists(PIECES, min_size=1, max_size=4).map("".join), min_size=1, max_size=3
-    ),
-    rows=st.lists(VALUES_, min_size=2, max_size=2),
-)
-async def test_property_random_templates_and_values(
-    pg: asyncpg.Connection, templates: list[str], rows: list[dict[str, object]]
-) -> None:
-    """Random templates (braces, quotes, $$) over random values: watch publishes what
-    notify_trigger publishes, on insert, on an update to the second values, on delete."""
-    columns = "id int PRIMARY KEY, i int, s text, f float8, ts timestamptz, j jsonb"
-    if not await watchable(pg, columns, templates):  # a brace pair around a non-column
-        return
-    first, second = ([row[k] for k in ("i", "s", "f", "ts", "j")] for row in rows)
-    ops: list[Op] = [
-        ("INSERT INTO {t} VALUES (1, $1, $2, $3, $4::text::timestamptz, $5::text::jsonb)", first),
-        (
-            "UPDATE {t} SET i = $1, s = $2, f = $3, ts = $4::text::timestamptz,"
-            " j = $5::text::jsonb",
-            second,
-        ),
-        "DELETE FROM {t}",
-    ]
-    notify, watched = await run_both(pg, columns, templates, ops)
-    assert watched == notify
-
-
-async def watchable(pg: asyncpg.Connection, columns: str, templates: list[str]) -> bool:
-    """Whether watch() accepts the templates, tried on a scratch table that is rolled back."""
-    tx = pg.transaction()
-    await tx.start()
-    try:
-        await pg.execute(f"CREATE TABLE probe ({columns})")
-        await watch(pg, "probe", templates, "{INSERT}")
-    except asyncpg.UndefinedColumnError:
-        return False
-    finally:
-        await tx.rollback()
-    return True
-
-
-def quote(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
