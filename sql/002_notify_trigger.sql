@@ -151,7 +151,9 @@ BEGIN
         END LOOP;
     END IF;
     IF published THEN
-        PERFORM pgcast.wake_listener();  -- inlined: a SQL function
+        IF pgcast.wake_needed() THEN  -- a simple expression: see sql/001_outbox.sql
+            PERFORM pg_notify('pgcast', '');
+        END IF;
     END IF;
     -- Ignored for AFTER triggers; keeps the row intact if used as a BEFORE trigger.
     IF TG_OP = 'DELETE' THEN

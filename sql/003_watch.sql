@@ -149,8 +149,12 @@ BEGIN
                                           ORDER BY o)
                         FROM unnest(chans) WITH ORDINALITY AS u(c, o)));
     END IF;
-    RETURN body || E'\n' || CASE WHEN always THEN 'PERFORM pgcast.wake_listener();'
-        ELSE E'IF FOUND THEN\n    PERFORM pgcast.wake_listener();\nEND IF;' END;
+    -- the wake-up as an IF condition: a simple expression (sql/001_outbox.sql)
+    RETURN body || E'\n' || CASE
+        WHEN always THEN E'IF pgcast.wake_needed() THEN\n    PERFORM pg_notify(''pgcast'', '''');\nEND IF;'
+        ELSE E'IF FOUND THEN\n    IF pgcast.wake_needed() THEN\n        PERFORM pg_notify(''pgcast'', '''');\n'
+             || E'    END IF;\nEND IF;'
+    END;
 END
 $$;
 

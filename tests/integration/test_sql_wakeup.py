@@ -174,16 +174,30 @@ async def test_no_listener_means_no_notify(conns: list[asyncpg.Connection]) -> N
 
 
 @pytest.mark.parametrize(
+    "call",
+    [
+        "SELECT pgcast.publish('c', '1')",
+        "SELECT pgcast.wake_listener()",  # for SQL callers: wake_needed(), acted on
+        "DO $$ BEGIN IF pgcast.wake_needed() THEN PERFORM pg_notify('pgcast', ''); END IF; END $$",
+    ],
+    ids=["publish", "wake_listener", "wake_needed"],
+)
+@pytest.mark.parametrize(
     ("mode", "asleep", "notifies"),
     [
         ("on", False, 1),  # always NOTIFY, even to an awake listener
         ("off", True, 0),  # never, even to a sleeping one (poll mode)
+        ("false", True, 0),
+        ("0", True, 0),
         ("sometimes", False, 1),  # an unknown value takes the safe side
         ("auto", True, 1),
+        ("auto", False, 0),
+        ("", True, 1),  # empty: the default, auto
+        ("", False, 0),
     ],
 )
 async def test_session_modes(
-    conns: list[asyncpg.Connection], mode: str, asleep: bool, notifies: int
+    conns: list[asyncpg.Connection], mode: str, asleep: bool, notifies: int, call: str
 ) -> None:
     """pgcast.notify = on | off | auto (the default) decides per session."""
     listener, spy_conn, writer, _ = conns
@@ -191,7 +205,7 @@ async def test_session_modes(
     if asleep:
         assert await _sleep(listener)
     await writer.execute(f"SET pgcast.notify = '{mode}'")
-    await writer.execute("SELECT pgcast.publish('c', '1')")
+    await writer.execute(call)
     assert await spy.seen(writer) == [""] * notifies
 
 

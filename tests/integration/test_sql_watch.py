@@ -118,7 +118,9 @@ async def test_hot_path_is_one_insert_the_wakeup_and_return(pg: asyncpg.Connecti
         "INSERT INTO pgcast.outbox (channel, data)",
         "VALUES ('wp'::text, jsonb_build_object("
         "'table', TG_TABLE_NAME, 'op', TG_OP, 'id', NEW.id));",
-        "PERFORM pgcast.wake_listener();",
+        "IF pgcast.wake_needed() THEN",
+        "PERFORM pg_notify('pgcast', '');",
+        "END IF;",
         "RETURN NULL;",
         "END",
     ]
@@ -157,7 +159,7 @@ async def test_rolled_back_write_leaves_no_event(pg: asyncpg.Connection) -> None
 
 
 async def test_wakeup_only_when_something_was_published(pg: asyncpg.Connection) -> None:
-    """The writer's try-lock of the wake-up key (pgcast.wake_listener) happens once a row
+    """The writer's try-lock of the wake-up key (pgcast.wake_needed) happens once a row
     reached the outbox, and not when every template's value was NULL."""
     await pg.execute(
         "CREATE TABLE wk (id int PRIMARY KEY, v text); SELECT pgcast.watch('wk', ARRAY['v:{v}'])"
