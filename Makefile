@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: install install-system install-browser lint typecheck test check up down bench soak clean
+.PHONY: install install-system install-browser install-valgrind lint typecheck test check up down bench soak clean
 
 install: $(VENV)/.installed
 
@@ -18,6 +18,10 @@ $(VENV)/.installed: pyproject.toml
 install-system:
 	sh deploy/ensure-nginx.sh
 
+# valgrind for bench.instructions and its test (apt-get, only when missing and root).
+install-valgrind:
+	sh bench/ensure-valgrind.sh
+
 # Debian's chromium for the browser tests (apt-get, only when missing and root).
 install-browser:
 	sh tests/browser/ensure-chromium.sh
@@ -29,7 +33,7 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-test: install install-system install-browser
+test: install install-system install-browser install-valgrind
 	$(BIN)/pytest -q
 
 check: lint typecheck test
