@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import asyncpg
 
@@ -47,8 +48,9 @@ SLEEP_SQL = "SELECT pgcast.listener_sleep()"
 WAKE_SQL = "SELECT pgcast.listener_wake()"
 
 
-@dataclass(frozen=True, slots=True)
-class OutboxRow:
+class OutboxRow(NamedTuple):
+    """One row as FETCH_SQL selects it (built per event: a tuple, made from the record)."""
+
     id: int
     channel: str
     data: str  # jsonb as text: spliced into the frame without re-encoding
@@ -66,12 +68,12 @@ async def fetch_batch(
     """The ``limit`` oldest rows by id, after deleting the ``published`` ones."""
     if not published:
         rows = await conn.fetch(FETCH_SQL, limit, timeout=query_timeout)
-        return [OutboxRow(row["id"], row["channel"], row["data"]) for row in rows]
+        return list(map(OutboxRow._make, rows))  # a record iterates its columns in order
     gone = set(published)
     rows = await conn.fetch(
         FETCH_AFTER_DELETE_SQL, limit + len(gone), list(gone), timeout=query_timeout
     )
-    kept = [OutboxRow(r["id"], r["channel"], r["data"]) for r in rows if r["id"] not in gone]
+    kept = [OutboxRow._make(r) for r in rows if r[0] not in gone]
     return kept[:limit]
 
 

@@ -164,8 +164,12 @@ class Drainer:
 
     async def _publish_batch(self, rows: list[OutboxRow]) -> None:
         events = []
+        checked: dict[str, str | None] = {}  # a batch holds few distinct channels
         for row in rows:
-            reason = channel_error(row.channel)
+            if row.channel in checked:
+                reason = checked[row.channel]
+            else:
+                reason = checked[row.channel] = channel_error(row.channel)
             if reason is None:
                 events.append(Event(row.channel, row.data.encode(), row.id))
             else:
