@@ -20,7 +20,7 @@ install-system:
 
 # valgrind for bench.instructions and its test (apt-get, only when missing and root).
 install-valgrind:
-	sh bench/ensure-valgrind.sh
+	sh deploy/ensure-package.sh valgrind valgrind bench.instructions
 
 # Debian's chromium for the browser tests (apt-get, only when missing and root).
 install-browser:

@@ -45,6 +45,16 @@ END $$;
 INGEST_FUNCTIONS = {"pgcast": "bench_ingest_pgcast", "classic": "bench_ingest_classic"}
 
 
+def migrate(dsn: str) -> None:
+    """pgcast-migrate against ``dsn``, in a process of its own (as operators run it)."""
+    subprocess.run(
+        [sys.executable, "-c", "import sys; from listener.migrate import main; sys.exit(main())"],
+        env={**os.environ, "DATABASE_URL": dsn, "PYTHONDONTWRITEBYTECODE": "1"},
+        check=True,
+        timeout=120,
+    )
+
+
 @dataclass
 class BenchEnv:
     """Private Postgres + Redis, a token secret, and how to reset them between runs."""
@@ -65,16 +75,7 @@ class BenchEnv:
         self.pg.init()
         self.pg.start()
         self.redis.start()
-        subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                "import sys; from listener.migrate import main; sys.exit(main())",
-            ],
-            env={**os.environ, "DATABASE_URL": self.dsn, "PYTHONDONTWRITEBYTECODE": "1"},
-            check=True,
-            timeout=120,
-        )
+        migrate(self.dsn)
         return self
 
     def destroy(self) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import re
 import shutil
 import subprocess
@@ -24,6 +23,7 @@ from typing import Any
 
 import asyncpg
 
+from bench.env import migrate
 from bench.pipeline_writepath import FUNCTIONS, TRIGGERS
 from tests.servers import PgInstance, _as_postgres_user, _pg_binary
 
@@ -82,17 +82,7 @@ def measure(variants: list[str], transactions: int) -> dict[str, Any]:
     pg = PgInstance().init()
     pg.start()
     try:
-        subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                "import sys; from listener.migrate import main; sys.exit(main())",
-            ],
-            env={**os.environ, "DATABASE_URL": pg.dsn, "PYTHONDONTWRITEBYTECODE": "1"},
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
+        migrate(pg.dsn)
         asyncio.run(_prepare(pg.dsn, variants))
         pg.stop()  # the single-user backend needs the data directory to itself
         per_tx = {}

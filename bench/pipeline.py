@@ -33,6 +33,7 @@ import asyncpg
 import orjson
 import redis.asyncio as aioredis
 
+from bench.env import migrate
 from pgcast.keys import channel_keys, decode_live
 from tests.servers import PgInstance, RedisInstance, free_port
 
@@ -70,16 +71,7 @@ def servers() -> Iterator[tuple[PgInstance, RedisInstance]]:
     try:
         pg.start()
         rd.start()
-        subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                "import sys; from listener.migrate import main; sys.exit(main())",
-            ],
-            env={**os.environ, "DATABASE_URL": pg.dsn},
-            check=True,
-            timeout=60,
-        )
+        migrate(pg.dsn)
         yield pg, rd
     finally:
         rd.destroy()
