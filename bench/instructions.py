@@ -35,7 +35,25 @@ VARIANTS: dict[str, str | None] = {
     "watch": "watch",  # pgcast.watch('wp', '{wp}', '{INSERT}')
     "notify_trigger": "pgcast",  # pgcast.notify_trigger('wp')
     "classic": "classic",  # a per-row pg_notify trigger
+    # Not a pgcast mode: watch's event and wake-up, written as a transactional WAL message
+    # (what a listener reading a logical replication slot would consume) instead of an
+    # outbox row: what such a redesign would save the writer.
+    "wal_message": "wal_message",
 }
+WAL_MESSAGE_TRIGGER = """
+CREATE OR REPLACE FUNCTION wp_wal_message() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    lsn pg_lsn;
+BEGIN
+    lsn := pg_logical_emit_message(true, 'pgcast', jsonb_build_object(
+        'table', TG_TABLE_NAME, 'op', TG_OP, 'id', NEW.id)::text);
+    IF pgcast.wake_needed() THEN
+        PERFORM pg_notify('pgcast', '');
+    END IF;
+    RETURN NULL;
+END
+$$;
+"""
 
 
 async def _prepare(dsn: str, variants: list[str]) -> None:
@@ -50,6 +68,12 @@ async def _prepare(dsn: str, variants: list[str]) -> None:
             trigger = VARIANTS[name]
             if trigger == "watch":
                 await conn.execute(f"SELECT pgcast.watch('{table}', '{{wp}}', '{{INSERT}}')")
+            elif trigger == "wal_message":
+                await conn.execute(WAL_MESSAGE_TRIGGER)
+                await conn.execute(
+                    f"CREATE TRIGGER wp_event AFTER INSERT ON {table} FOR EACH ROW "
+                    "EXECUTE FUNCTION wp_wal_message()"
+                )
             elif trigger is not None:
                 await conn.execute(
                     f"CREATE TRIGGER wp_event AFTER INSERT ON {table} FOR EACH ROW "
