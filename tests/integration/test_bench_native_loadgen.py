@@ -11,8 +11,6 @@ from __future__ import annotations
 import base64
 import socket
 import struct
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -27,9 +25,9 @@ from bench import wsframes as wf
 from bench.delivery import DeliverySpec, loadgen_kind
 from bench.loadgen import LoadConfig, exec_native
 from bench.systems import Proc, python_module
+from tests.integration.bench_support import run_bench
 from tests.servers import free_port
 
-ROOT = Path(__file__).resolve().parents[2]
 WAIT = 10.0
 
 
@@ -362,15 +360,7 @@ def test_native_against_a_pgcast_gateway(built: Path, tmp_path: Path) -> None:
     out = tmp_path / "results.json"
     argv = ["--quick", "--systems", "pgcast", "--scenarios", "broadcast/moderate"]
     argv += ["--loadgen", "native", "--quiet-wait", "0", "--out", str(out)]
-    done = subprocess.run(
-        [sys.executable, "-m", "bench", *argv],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=100,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_bench("bench", argv, timeout=100)
     [row] = orjson.loads(out.read_bytes())["deliveries"]
     assert row["loadgen"] == "native"
     assert row["subscribed"] == row["spec"]["clients"]

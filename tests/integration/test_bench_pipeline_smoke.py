@@ -9,27 +9,17 @@ is asserted.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import orjson
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.integration.bench_support import run_bench
 
 
 def test_quick_pipeline_run_reports_every_part(tmp_path: Path) -> None:
     out = tmp_path / "pipeline.json"
     argv = ["--quick", "--clients", "8", "--latency", "auto:50", "--variants", "plain,watch"]
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.pipeline", *argv, "--json", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = run_bench("bench.pipeline", [*argv, "--json", str(out)], timeout=240)
     report = orjson.loads(out.read_bytes())
     assert report["drain"]["events"] == 20_000
     assert report["drain"]["events_per_s"] > 0

@@ -10,13 +10,11 @@ the native one (the default) the same way.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import orjson
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.integration.bench_support import run_bench
 
 
 def test_quick_pgcast_broadcast_loses_and_duplicates_nothing(tmp_path: Path) -> None:
@@ -24,15 +22,7 @@ def test_quick_pgcast_broadcast_loses_and_duplicates_nothing(tmp_path: Path) -> 
     out = tmp_path / "results.json"
     argv = ["--quick", "--systems", "pgcast", "--scenarios", "broadcast/moderate"]
     argv += ["--loadgen", "python", "--quiet-wait", "0", "--out", str(out)]
-    done = subprocess.run(
-        [sys.executable, "-m", "bench", *argv],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=100,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = run_bench("bench", argv, timeout=100)
     document = orjson.loads(out.read_bytes())
     [row] = document["deliveries"]
     assert row["system"] == "pgcast"
