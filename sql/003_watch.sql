@@ -204,6 +204,28 @@ WHERE t.tgrelid = tbl AND t.tgname = 'pgcast_watch'
   AND p.pronamespace = 'pgcast'::regnamespace AND p.proname ~ '^watch_[0-9]+$'
 $$;
 
+-- Generated functions that no trigger calls any more (DROP TABLE drops the trigger, not the
+-- function it calls): dropped by the next watch() or unwatch(). Only pgcast.watch_<digits>()
+-- trigger functions qualify, never one a trigger still names.
+CREATE OR REPLACE FUNCTION pgcast.watch_drop_orphans() RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    orphan  regprocedure;
+    dropped integer := 0;
+BEGIN
+    FOR orphan IN
+        SELECT p.oid::regprocedure FROM pg_proc AS p
+        WHERE p.pronamespace = 'pgcast'::regnamespace AND p.proname ~ '^watch_[0-9]+$'
+          AND p.pronargs = 0 AND p.prorettype = 'trigger'::regtype
+          AND NOT EXISTS (SELECT FROM pg_trigger AS t WHERE t.tgfoid = p.oid)
+    LOOP
+        EXECUTE format('DROP FUNCTION IF EXISTS %s', orphan);
+        dropped := dropped + 1;
+    END LOOP;
+    RETURN dropped;
+END
+$$;
+
 CREATE OR REPLACE FUNCTION pgcast.watch(
     tbl regclass,
     channels text[] DEFAULT '{}',
@@ -254,6 +276,7 @@ BEGIN
     IF previous IS NOT NULL AND previous <> to_regprocedure(fname || '()') THEN
         EXECUTE format('DROP FUNCTION %s', previous);
     END IF;
+    PERFORM pgcast.watch_drop_orphans();
     RETURN to_regprocedure(fname || '()')::text;
 END
 $$;
@@ -271,6 +294,7 @@ BEGIN
         EXECUTE format('DROP FUNCTION IF EXISTS %s', previous);
     END IF;
     EXECUTE format('DROP FUNCTION IF EXISTS %s()', pgcast.watch_function_name(tbl));
+    PERFORM pgcast.watch_drop_orphans();
 END
 $$;
 

@@ -251,6 +251,30 @@ async def test_function_from_an_older_oid_is_replaced(pg: asyncpg.Connection) ->
     assert await pg.fetchval("SELECT count(*) FROM pg_proc WHERE proname ~ '^watch_[0-9]+$'") == 0
 
 
+async def test_dropped_tables_functions_go_with_the_next_watch_or_unwatch(
+    pg: asyncpg.Connection,
+) -> None:
+    """DROP TABLE drops the trigger but not the generated function: the next watch() or
+    unwatch() drops every pgcast.watch_<oid>() no trigger calls, and nothing else."""
+    await pg.execute("""
+        CREATE TABLE gone1 (id int PRIMARY KEY); CREATE TABLE gone2 (id int PRIMARY KEY);
+        CREATE TABLE kept (id int PRIMARY KEY); CREATE TABLE other (id int PRIMARY KEY);
+        SELECT pgcast.watch('gone1'); SELECT pgcast.watch('gone2'); SELECT pgcast.watch('kept');
+        CREATE FUNCTION pgcast.watch_helper() RETURNS trigger LANGUAGE plpgsql AS
+        $$ BEGIN RETURN NULL; END $$;
+    """)
+    generated = "SELECT count(*) FROM pg_proc WHERE proname ~ '^watch_[0-9]+$'"
+    await pg.execute("DROP TABLE gone1")
+    assert await pg.fetchval(generated) == 3  # left behind by DROP TABLE
+    await watch(pg, "other", ["other"], "{INSERT}")
+    assert await pg.fetchval(generated) == 3  # gone2, kept, other
+    await pg.execute("DROP TABLE gone2; SELECT pgcast.unwatch('other')")
+    assert await pg.fetchval(generated) == 1  # kept
+    assert await pg.fetchval("SELECT to_regprocedure('pgcast.watch_helper()')") is not None
+    await pg.execute("INSERT INTO kept VALUES (1)")
+    assert [c for c, _ in await events(pg)] == ["kept"]
+
+
 HOSTILE_TABLE = 'we"ird $$ t'
 HOSTILE_COLUMN = "c\"o'l $$ ü👍"
 
