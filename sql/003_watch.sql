@@ -173,6 +173,17 @@ BEGIN
     IF kind IS NULL OR kind NOT IN ('r', 'p') THEN
         RAISE EXCEPTION 'pgcast.watch: % is not a table (ordinary or partitioned)', tbl
             USING ERRCODE = 'wrong_object_type';
+    ELSIF kind = 'p'
+          AND NOT EXISTS (SELECT FROM pg_index AS i WHERE i.indrelid = tbl AND i.indisprimary)
+          AND EXISTS (SELECT FROM pg_partition_tree(tbl) AS pt
+                      JOIN pg_index AS i ON i.indrelid = pt.relid AND i.indisprimary
+                      WHERE pt.relid <> tbl) THEN
+        -- the generated code has one key, the parent's; notify_trigger reads each
+        -- partition's own key on every row
+        RAISE EXCEPTION 'pgcast.watch: partitioned table % has no primary key but a partition '
+            'has one: its events would carry "id": null; add the key to % or use '
+            'pgcast.notify_trigger', tbl, tbl
+            USING ERRCODE = 'feature_not_supported';
     ELSIF tbl = 'pgcast.outbox'::regclass THEN
         RAISE EXCEPTION 'pgcast.watch: cannot watch pgcast.outbox itself'
             USING ERRCODE = 'invalid_parameter_value';

@@ -107,6 +107,26 @@ async def test_partitioned_table_matches_notify_trigger(pg: asyncpg.Connection) 
     assert '"table": "pw_low"' in watched[0][1]
 
 
+async def test_keyless_partitioned_parent_with_keyed_partitions_is_refused(
+    pg: asyncpg.Connection,
+) -> None:
+    """The generated code knows one key, the parent's: where only the partitions have one,
+    watch() refuses instead of publishing "id": null; all keyless is fine (null either way)."""
+    await pg.execute("""
+        CREATE TABLE kp (id int NOT NULL, v text) PARTITION BY RANGE (id);
+        CREATE TABLE kp_low PARTITION OF kp FOR VALUES FROM (0) TO (10);
+        CREATE TABLE kp_high PARTITION OF kp FOR VALUES FROM (10) TO (20);
+        ALTER TABLE kp_high ADD PRIMARY KEY (id);
+        CREATE TABLE nk (id int NOT NULL) PARTITION BY RANGE (id);
+        CREATE TABLE nk_low PARTITION OF nk FOR VALUES FROM (0) TO (10);
+    """)
+    with pytest.raises(asyncpg.FeatureNotSupportedError, match="no primary key but a partition"):
+        await watch(pg, "kp", ["kp"], "{INSERT}")
+    await watch(pg, "nk", ["nk"], "{INSERT}")
+    await pg.execute("INSERT INTO nk VALUES (1)")
+    assert await events(pg) == [("nk", '{"id": null, "op": "INSERT", "table": "nk_low"}')]
+
+
 async def test_hot_path_is_one_insert_the_wakeup_and_return(pg: asyncpg.Connection) -> None:
     """INSERT only, one constant channel, single-column key: no branch, no condition."""
     await pg.execute("CREATE TABLE wp (id bigserial PRIMARY KEY, v int)")
