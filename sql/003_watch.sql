@@ -122,6 +122,8 @@ DECLARE
     chans     text[] := '{}';
     always    boolean := false;  -- some row is published whatever the values
     body      text;
+    -- the wake-up as an IF condition: a simple expression (sql/001_outbox.sql)
+    wake      text := E'IF pgcast.wake_needed() THEN\n    PERFORM pg_notify(''pgcast'', '''');\nEND IF;';
 BEGIN
     FOREACH tmpl IN ARRAY channels LOOP
         ch := pgcast.watch_channel_sql(rel, tmpl, rowvar);
@@ -149,12 +151,8 @@ BEGIN
                                           ORDER BY o)
                         FROM unnest(chans) WITH ORDINALITY AS u(c, o)));
     END IF;
-    -- the wake-up as an IF condition: a simple expression (sql/001_outbox.sql)
-    RETURN body || E'\n' || CASE
-        WHEN always THEN E'IF pgcast.wake_needed() THEN\n    PERFORM pg_notify(''pgcast'', '''');\nEND IF;'
-        ELSE E'IF FOUND THEN\n    IF pgcast.wake_needed() THEN\n        PERFORM pg_notify(''pgcast'', '''');\n'
-             || E'    END IF;\nEND IF;'
-    END;
+    RETURN body || E'\n' || CASE WHEN always THEN wake
+        ELSE E'IF FOUND THEN\n    ' || replace(wake, E'\n', E'\n    ') || E'\nEND IF;' END;
 END
 $$;
 
@@ -201,22 +199,17 @@ BEGIN
 END
 $$;
 
--- The generated function's name for a table, and the function its pgcast_watch trigger
--- calls now (another one after a dump and restore, which gives the table a new oid).
+-- The generated function's name for a table.
 CREATE OR REPLACE FUNCTION pgcast.watch_function_name(tbl regclass) RETURNS text
 LANGUAGE sql IMMUTABLE AS $$ SELECT format('pgcast.%I', 'watch_' || tbl::oid) $$;
 
-CREATE OR REPLACE FUNCTION pgcast.watch_current_function(tbl regclass) RETURNS regprocedure
-LANGUAGE sql STABLE AS $$
-SELECT t.tgfoid::regprocedure
-FROM pg_trigger AS t
-JOIN pg_proc AS p ON p.oid = t.tgfoid
-WHERE t.tgrelid = tbl AND t.tgname = 'pgcast_watch'
-  AND p.pronamespace = 'pgcast'::regnamespace AND p.proname ~ '^watch_[0-9]+$'
-$$;
+-- Superseded by watch_drop_orphans, which also finds these functions.
+DROP FUNCTION IF EXISTS pgcast.watch_current_function(regclass);
 
--- Generated functions that no trigger calls any more (DROP TABLE drops the trigger, not the
--- function it calls): dropped by the next watch() or unwatch(). Only pgcast.watch_<digits>()
+-- Generated functions that no trigger calls any more, dropped by every watch() and unwatch():
+-- the one a re-watch or an unwatch left, the one named after an older oid (a dump and restore
+-- gives the table a new oid; its trigger still calls the old name), and those of dropped
+-- tables (DROP TABLE drops the trigger, not the function). Only pgcast.watch_<digits>()
 -- trigger functions qualify, never one a trigger still names.
 CREATE OR REPLACE FUNCTION pgcast.watch_drop_orphans() RETURNS integer
 LANGUAGE plpgsql AS $$
@@ -245,7 +238,6 @@ CREATE OR REPLACE FUNCTION pgcast.watch(
 LANGUAGE plpgsql AS $$
 DECLARE
     fname    text := pgcast.watch_function_name(tbl);
-    previous regprocedure;
     templates text[] := channels;
     ops      text[];
     op       text;
@@ -278,16 +270,12 @@ BEGIN
     EXECUTE format('COMMENT ON FUNCTION %s() IS %L', fname,
                    format('pgcast.watch(%L, %L, %L): generated; re-run after changing the key '
                           'or a template column', tbl::text, channels, ops));
-    previous := pgcast.watch_current_function(tbl);
     IF EXISTS (SELECT FROM pg_trigger WHERE tgrelid = tbl AND tgname = 'pgcast_watch') THEN
         EXECUTE format('DROP TRIGGER pgcast_watch ON %s', tbl);
     END IF;
     EXECUTE format('CREATE TRIGGER pgcast_watch AFTER %s ON %s FOR EACH ROW EXECUTE FUNCTION %s()',
                    array_to_string(ops, ' OR '), tbl, fname);
-    IF previous IS NOT NULL AND previous <> to_regprocedure(fname || '()') THEN
-        EXECUTE format('DROP FUNCTION %s', previous);
-    END IF;
-    PERFORM pgcast.watch_drop_orphans();
+    PERFORM pgcast.watch_drop_orphans();  -- the function the trigger called before, among others
     RETURN to_regprocedure(fname || '()')::text;
 END
 $$;
@@ -297,15 +285,9 @@ COMMENT ON FUNCTION pgcast.watch(regclass, text[], text[]) IS
 
 CREATE OR REPLACE FUNCTION pgcast.unwatch(tbl regclass) RETURNS void
 LANGUAGE plpgsql AS $$
-DECLARE
-    previous regprocedure := pgcast.watch_current_function(tbl);
 BEGIN
     EXECUTE format('DROP TRIGGER IF EXISTS pgcast_watch ON %s', tbl);
-    IF previous IS NOT NULL THEN
-        EXECUTE format('DROP FUNCTION IF EXISTS %s', previous);
-    END IF;
-    EXECUTE format('DROP FUNCTION IF EXISTS %s()', pgcast.watch_function_name(tbl));
-    PERFORM pgcast.watch_drop_orphans();
+    PERFORM pgcast.watch_drop_orphans();  -- the function it called, among others
 END
 $$;
 
