@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: install install-system install-browser install-valgrind lint typecheck test check up down bench soak clean
+.PHONY: install install-system install-browser install-bench-tools lint typecheck test check up down bench soak clean
 
 install: $(VENV)/.installed
 
@@ -18,9 +18,11 @@ $(VENV)/.installed: pyproject.toml
 install-system:
 	sh deploy/ensure-nginx.sh
 
-# valgrind for bench.instructions and its test (apt-get, only when missing and root).
-install-valgrind:
+# The benchmarks' tools and their tests': valgrind (bench.instructions) and gcc (the native
+# load generator) (apt-get, only when missing and root).
+install-bench-tools:
 	sh deploy/ensure-package.sh valgrind valgrind bench.instructions
+	sh deploy/ensure-package.sh gcc gcc bench/native
 
 # Debian's chromium for the browser tests (apt-get, only when missing and root).
 install-browser:
@@ -33,7 +35,7 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-test: install install-system install-browser install-valgrind
+test: install install-system install-browser install-bench-tools
 	$(BIN)/pytest -q
 
 check: lint typecheck test

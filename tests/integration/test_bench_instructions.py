@@ -13,7 +13,7 @@ from bench.instructions import measure, table
 
 
 def test_trigger_costs_show_in_instruction_counts() -> None:
-    assert shutil.which("valgrind"), "valgrind is missing: make install-valgrind"
+    assert shutil.which("valgrind"), "valgrind is missing: make install-bench-tools"
     report = measure(["plain", "noop_trigger", "watch"], transactions=3)
     per_tx = report["instructions_per_transaction"]
     assert 10_000 < per_tx["plain"] < per_tx["noop_trigger"] < per_tx["watch"]

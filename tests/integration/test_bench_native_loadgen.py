@@ -9,6 +9,7 @@ the real ceiling program; and a real pgcast gateway through ``python -m bench``.
 from __future__ import annotations
 
 import base64
+import contextlib
 import socket
 import struct
 import threading
@@ -33,10 +34,19 @@ WAIT = 10.0
 
 @pytest.fixture(scope="module")
 def built() -> Path:
-    program = native.binary()
-    if program is None:
-        pytest.skip(f"native load generator does not build here: {native.last_error}")
+    program = native.binary()  # make check installs gcc when missing (install-bench-tools)
+    assert program is not None, f"native load generator does not build: {native.last_error}"
     return program
+
+
+def close_after_peer(conn: socket.socket) -> None:
+    """Close once the client has read everything: half-close, then wait for its EOF (a
+    plain close with bytes still unread by the peer may reset the connection)."""
+    conn.shutdown(socket.SHUT_WR)
+    conn.settimeout(WAIT)
+    with contextlib.suppress(OSError):
+        while conn.recv(65536):
+            pass
 
 
 def recv_until(sock: socket.socket, marker: bytes, buf: bytearray) -> bytes:
@@ -123,7 +133,7 @@ class CraftedServer:
         index = int(sub["sub"])
         if index == 2:
             conn.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
-            time.sleep(0.5)
+            close_after_peer(conn)
             return
         accept = wf.accept_for(headers["sec-websocket-key"].encode()).decode()
         conn.sendall(
@@ -143,7 +153,7 @@ class CraftedServer:
             frames.insert(3, wf.server_frame(subscribed))  # a resync: counted, not fatal
             frames.append(wf.server_frame(struct.pack("!H", 1000), wf.OP_CLOSE))
             conn.sendall(b"".join(frames))
-        time.sleep(0.3)
+        close_after_peer(conn)
 
     def tricky(self, conn: socket.socket, buf: bytearray, channel: str) -> None:
         """seq 1..5 (3 twice, 6 never): 7-bit, 16-bit, 64-bit lengths, cut mid-header."""
@@ -266,7 +276,7 @@ def serve_sio(listener: socket.socket, seen: list[bytes]) -> None:
         for seq in (1, 2, 2):
             body = orjson.dumps({"bseq": seq, "bts": time.time()})
             conn.sendall(wf.server_frame(b'42["message",' + body + b"]"))
-        time.sleep(0.5)
+        close_after_peer(conn)
 
 
 @pytest.mark.parametrize("kind", ["native", "python"])
