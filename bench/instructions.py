@@ -25,13 +25,14 @@ import asyncpg
 
 from bench.env import migrate
 from bench.pipeline_writepath import FUNCTIONS, TRIGGERS
-from tests.servers import PgInstance, _as_postgres_user, _pg_binary
+from tests.servers import PgInstance, as_postgres_user, pg_binary
 
 # Each variant's table and how its trigger is made: a TRIGGERS key, "watch", or None.
 VARIANTS: dict[str, str | None] = {
     "plain": None,
     "noop_trigger": "noop",  # a PL/pgSQL trigger that does nothing
     "outbox_row_only": "outbox",  # one constant outbox row, no event data, no wake-up
+    "minimal_event": "minimal",  # a constant row and the wake-up: the least for an event
     "watch": "watch",  # pgcast.watch('wp', '{wp}', '{INSERT}')
     "notify_trigger": "pgcast",  # pgcast.notify_trigger('wp')
     "classic": "classic",  # a per-row pg_notify trigger
@@ -85,7 +86,7 @@ async def _prepare(dsn: str, variants: list[str]) -> None:
 
 def _instructions(pg: PgInstance, table: str, transactions: int) -> int:
     """Instructions a single-user backend runs for ``transactions`` one-row INSERTs."""
-    postgres = _pg_binary("postgres")
+    postgres = pg_binary("postgres")
     assert postgres is not None
     insert = f"INSERT INTO {table} (v, note) VALUES ({{}}, 'row');\n"  # noqa: S608 (ours)
     script = "SET synchronous_commit = off;\n" + "".join(map(insert.format, range(transactions)))
@@ -93,7 +94,7 @@ def _instructions(pg: PgInstance, table: str, transactions: int) -> int:
     argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
     argv += [postgres, "--single", "-D", str(pg.datadir), "-c", "fsync=off", "postgres"]
     done = subprocess.run(
-        _as_postgres_user(argv), input=script, capture_output=True, text=True, timeout=600
+        as_postgres_user(argv), input=script, capture_output=True, text=True, timeout=600
     )
     found = re.search(r"Collected : (\d+)", done.stderr)
     if done.returncode != 0 or found is None or "ERROR" in done.stdout:

@@ -38,11 +38,13 @@ TRIGGERS = {
     "classic": "EXECUTE FUNCTION wp_classic()",
     "noop": "EXECUTE FUNCTION wp_noop()",
     "outbox": "EXECUTE FUNCTION wp_outbox()",
+    "minimal": "EXECUTE FUNCTION wp_minimal_event()",
 }
 # The trigger pgcast.watch() generates for the table (one INSERT and the wake-up).
 WATCH_SQL = "SELECT pgcast.watch('wp', '{wp}', '{INSERT}')"
-# The classic bridge's trigger, and two yardsticks that split pgcast's cost: a PL/pgSQL
-# trigger that does nothing, and one that only inserts a constant outbox row.
+# The classic bridge's trigger, and three yardsticks that split pgcast's cost: a PL/pgSQL
+# trigger that does nothing, one that only inserts a constant outbox row, and the least
+# any outbox trigger does for an event to arrive: a constant row and the wake-up.
 FUNCTIONS = """
 CREATE OR REPLACE FUNCTION wp_classic() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN PERFORM pg_notify('wp', json_build_object('id', NEW.id, 'v', NEW.v)::text); RETURN NEW; END
@@ -52,6 +54,15 @@ BEGIN RETURN NEW; END
 $$;
 CREATE OR REPLACE FUNCTION wp_outbox() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN INSERT INTO pgcast.outbox (channel, data) VALUES ('wp', '{"id": 1}'); RETURN NEW; END
+$$;
+CREATE OR REPLACE FUNCTION wp_minimal_event() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO pgcast.outbox (channel, data) VALUES ('wp', '{"id": 1}');
+    IF pgcast.wake_needed() THEN
+        PERFORM pg_notify('pgcast', '');
+    END IF;
+    RETURN NULL;
+END
 $$;
 """
 TICK = 1.0 / os.sysconf("SC_CLK_TCK")
@@ -84,6 +95,8 @@ VARIANTS = {
     "poll_trigger_only": Variant("pgcast", "off", None),
     "noop_trigger": Variant("noop", "auto", None),
     "outbox_row_only": Variant("outbox", "auto", None),
+    "minimal_event": Variant("minimal", "auto", "auto"),
+    "minimal_event_trigger_only": Variant("minimal", "auto", None),
 }
 
 

@@ -47,9 +47,27 @@ def delivery_table(doc: dict[str, Any]) -> list[str]:
             f"{row['deliveries_per_s']:,.0f} | {row['deliveries_per_server_cpu_s']:,.0f} | "
             f"{row['run_cpu_us_per_delivery']:.2f} / {row['cpu_us_per_delivery']:.2f} | "
             f"{lat.get('p50', '-')} | {lat.get('p99', '-')} | {row['lost']} | "
-            f"{row['duplicated']} | {row['loadgen_cpu_cores']:.2f} |"
+            f"{row['duplicated']} | {row['loadgen_cpu_cores']:.2f}"
+            f"{' (' + row['loadgen'] + ')' if row.get('loadgen') else ''} |"
         )
     return lines
+
+
+def cpu_floor_ms(doc: dict[str, Any], key: str) -> float | None:
+    """The least median latency these cores allow for one broadcast event, from the
+    ceiling's own run: every delivery costs the server s and the load generator c µs of
+    CPU, so the k-th delivery of an event completes no sooner than k × (s + c) ÷ cores
+    after the event; the median is k = clients ÷ 2 (perfect parallelism, zero hops)."""
+    row = find(doc, "ceiling", key)
+    if row is None or row["spec"]["scenario"] != "broadcast":
+        return None
+    cores = int(doc.get("machine", {}).get("cores") or 1)
+    loadgen = row.get("loadgen_cpu_us_per_delivery")
+    if loadgen is None:  # files before 2026-12-02: from the window's CPU seconds
+        delivered = row["deliveries_per_s"] * row["window_s"]
+        loadgen = row["cpu_s"].get("loadgen", 0.0) / delivered * 1e6 if delivered else 0.0
+    per_delivery = row["cpu_us_per_delivery"] + loadgen
+    return round(row["spec"]["clients"] / 2 * per_delivery / cores / 1000, 2)
 
 
 def ratios(doc: dict[str, Any]) -> list[tuple[str, float | str | None, str, bool | None]]:
@@ -115,6 +133,10 @@ def latency_targets(doc: dict[str, Any]) -> list[tuple[str, float | str | None, 
                     None if value is None else value <= limit,
                 )
             )
+        floor = cpu_floor_ms(doc, key)
+        if floor is not None:
+            what = f"{key} p50 floor: any server, clients on the same cores (ms, CPU bound)"
+            out.append((what, floor, "≤ 3 for the target to be reachable", floor <= 3.0))
     return out
 
 

@@ -59,7 +59,8 @@ def docker_answers() -> bool:
         return False
 
 
-def _pg_binary(name: str) -> str | None:
+def pg_binary(name: str) -> str | None:
+    """The path of a PostgreSQL server binary (Debian keeps them off PATH), or None."""
     for directory in PG_BIN_DIRS:
         candidate = os.path.join(directory, name)
         if os.access(candidate, os.X_OK):
@@ -67,7 +68,7 @@ def _pg_binary(name: str) -> str | None:
     return shutil.which(name)
 
 
-def _as_postgres_user(argv: list[str]) -> list[str]:
+def as_postgres_user(argv: list[str]) -> list[str]:
     """initdb and postgres refuse to run as root: drop to the postgres user."""
     if os.geteuid() == 0:
         return ["runuser", "-u", "postgres", "--", *argv]
@@ -91,7 +92,7 @@ class PgInstance:
         return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
     def init(self) -> PgInstance:
-        initdb = _pg_binary("initdb")
+        initdb = pg_binary("initdb")
         if initdb is None:
             raise NoServerError(
                 "no Postgres for the tests: set PGCAST_TEST_DATABASE_URL, start Docker, "
@@ -100,7 +101,7 @@ class PgInstance:
         if os.geteuid() == 0:
             shutil.chown(self.root, "postgres", "postgres")
         subprocess.run(
-            _as_postgres_user(
+            as_postgres_user(
                 [
                     initdb,
                     "-D",
@@ -135,10 +136,10 @@ class PgInstance:
         return self
 
     def start(self) -> None:
-        pg_ctl = _pg_binary("pg_ctl")
+        pg_ctl = pg_binary("pg_ctl")
         assert pg_ctl is not None
         subprocess.run(
-            _as_postgres_user(
+            as_postgres_user(
                 [
                     pg_ctl,
                     "-D",
@@ -160,10 +161,10 @@ class PgInstance:
         return int((self.datadir / "postmaster.pid").read_text().split()[0])
 
     def stop(self, mode: str = "fast") -> None:
-        pg_ctl = _pg_binary("pg_ctl")
+        pg_ctl = pg_binary("pg_ctl")
         assert pg_ctl is not None
         subprocess.run(
-            _as_postgres_user([pg_ctl, "-D", str(self.datadir), "-m", mode, "-w", "stop"]),
+            as_postgres_user([pg_ctl, "-D", str(self.datadir), "-m", mode, "-w", "stop"]),
             check=False,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import zlib
 
 from bench import wsframes as wf
-from bench.report import render
+from bench.report import cpu_floor_ms, render
 from bench.stats import percentiles, ratio
 
 
@@ -83,3 +83,44 @@ def test_render_marks_missing_measurements_instead_of_failing() -> None:
     """A results file with only some scenarios renders, with n/a where data is missing."""
     text = render({"command": "python -m bench --quick", "machine": {}, "deliveries": []})
     assert "| pgcast ÷ Node Socket.IO, server-side CPU µs/delivery | n/a |" in text
+
+
+def _ceiling_row(clients: int, server_us: float, loadgen_us: float | None) -> dict[str, object]:
+    row: dict[str, object] = {
+        "system": "ceiling",
+        "spec": {
+            "scenario": "broadcast",
+            "level": "moderate",
+            "clients": clients,
+            "compression": False,
+            "procs": 2,
+            "rate": 20,
+        },
+        "cpu_us_per_delivery": server_us,
+        "deliveries_per_s": 20000.0,
+        "window_s": 10.0,
+        "cpu_s": {"loadgen": 1.5},  # 7.5 µs over 200,000 deliveries
+        "run_cpu_us_per_delivery": server_us,
+        "deliveries_per_server_cpu_s": 100000,
+        "latency_ms": {"p50": 7.8, "p99": 21.6},
+        "lost": 0,
+        "duplicated": 0,
+        "loadgen_cpu_cores": 0.15,
+        "loadgen": "native",
+    }
+    if loadgen_us is not None:
+        row["loadgen_cpu_us_per_delivery"] = loadgen_us
+    return row
+
+
+def test_cpu_floor_is_half_an_events_cpu_spread_over_the_cores() -> None:
+    """1,000 clients × (9 + 7 µs) of CPU per delivery on 2 cores: the 500th delivery of an
+    event completes no sooner than 500 × 16 µs ÷ 2 = 4 ms after it."""
+    doc = {"machine": {"cores": 2}, "deliveries": [_ceiling_row(1000, 9.0, 7.0)]}
+    assert cpu_floor_ms(doc, "broadcast/moderate") == 4.0
+    assert cpu_floor_ms(doc, "per_user/moderate") is None  # no ceiling row: no floor
+    older = {"machine": {"cores": 2}, "deliveries": [_ceiling_row(1000, 9.0, None)]}
+    assert cpu_floor_ms(older, "broadcast/moderate") == 4.12  # loadgen from its CPU seconds
+    text = render(doc)
+    assert "| broadcast/moderate p50 floor: any server, clients on the same cores" in text
+    assert "| 4.0 | ≤ 3 for the target to be reachable | **no** |" in text
