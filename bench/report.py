@@ -57,17 +57,20 @@ def cpu_floor_ms(doc: dict[str, Any], key: str) -> float | None:
     """The least median latency these cores allow for one broadcast event, from the
     ceiling's own run: every delivery costs the server s and the load generator c µs of
     CPU, so the k-th delivery of an event completes no sooner than k × (s + c) ÷ cores
-    after the event; the median is k = clients ÷ 2 (perfect parallelism, zero hops)."""
+    after the event, nor before k × c ÷ loadgen processes (each reads its sockets in turn);
+    the median is k = clients ÷ 2 (perfect parallelism, no database, no hop)."""
     row = find(doc, "ceiling", key)
     if row is None or row["spec"]["scenario"] != "broadcast":
         return None
     cores = int(doc.get("machine", {}).get("cores") or 1)
+    loadgens = min(cores, int(row["spec"].get("loadgens") or 1))
     loadgen = row.get("loadgen_cpu_us_per_delivery")
     if loadgen is None:  # files before 2026-12-02: from the window's CPU seconds
         delivered = row["deliveries_per_s"] * row["window_s"]
         loadgen = row["cpu_s"].get("loadgen", 0.0) / delivered * 1e6 if delivered else 0.0
-    per_delivery = row["cpu_us_per_delivery"] + loadgen
-    return round(row["spec"]["clients"] / 2 * per_delivery / cores / 1000, 2)
+    server, client = float(row["cpu_us_per_delivery"]), float(loadgen)
+    half = int(row["spec"]["clients"]) / 2
+    return round(max(half * (server + client) / cores, half * client / loadgens) / 1000, 2)
 
 
 def ratios(doc: dict[str, Any]) -> list[tuple[str, float | str | None, str, bool | None]]:
