@@ -30,14 +30,18 @@ DURABLE = {
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS bench_event (
     id bigserial PRIMARY KEY, channel text NOT NULL, body jsonb NOT NULL);
+-- The ingest triggers run deferred, at COMMIT (before its WAL flush), and stamp the event's
+-- "bts" with the database's clock there: latency at the client is commit -> receive.
+CREATE OR REPLACE FUNCTION bench_commit_stamp(body jsonb) RETURNS jsonb LANGUAGE sql AS $$
+SELECT jsonb_set(body, '{bts}', to_jsonb(extract(epoch FROM clock_timestamp()))) $$;
 -- pgcast: the row's body is the event (pgcast.publish from a user trigger).
 CREATE OR REPLACE FUNCTION bench_ingest_pgcast() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN PERFORM pgcast.publish(NEW.channel, NEW.body); RETURN NULL; END $$;
+BEGIN PERFORM pgcast.publish(NEW.channel, bench_commit_stamp(NEW.body)); RETURN NULL; END $$;
 -- the peers: the classic per-row pg_notify bridge.
 CREATE OR REPLACE FUNCTION bench_ingest_classic() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
   PERFORM pg_notify('bench_classic', json_build_object('channel', NEW.channel,
-                                                       'data', NEW.body)::text);
+                                                       'data', bench_commit_stamp(NEW.body))::text);
   RETURN NULL;
 END $$;
 """
@@ -92,7 +96,8 @@ class BenchEnv:
             await conn.execute("DELETE FROM pgcast.outbox")
             if ingest is not None:
                 await conn.execute(
-                    "CREATE TRIGGER bench_ingest AFTER INSERT ON bench_event FOR EACH ROW "
+                    "CREATE CONSTRAINT TRIGGER bench_ingest AFTER INSERT ON bench_event "
+                    "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW "
                     f"EXECUTE FUNCTION {INGEST_FUNCTIONS[ingest]}()"
                 )
         finally:

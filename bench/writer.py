@@ -2,9 +2,11 @@
 
 Event ``k`` is due at ``start + k / rate`` whether or not earlier inserts have
 finished (open loop, up to ``concurrency`` in flight), round-robin over the
-channels, each carrying its channel's sequence number ``bseq`` and ``bts``,
-the wall-clock time taken just before its INSERT: latency measured at the
-client is therefore INSERT start -> receive, commit included.
+channels, each carrying its channel's sequence number ``bseq`` and ``bts``, the
+wall-clock time taken just before its INSERT. The ingest trigger (bench/env.py) runs
+at COMMIT and replaces ``bts`` with the database's clock there, so latency measured at
+the client is commit -> receive, the commit's WAL flush included; ``commit_latencies``
+is the writer's own INSERT start -> commit acknowledged.
 """
 
 from __future__ import annotations
