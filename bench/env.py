@@ -49,6 +49,15 @@ END $$;
 INGEST_FUNCTIONS = {"pgcast": "bench_ingest_pgcast", "classic": "bench_ingest_classic"}
 
 
+def ingest_trigger_sql(ingest: str) -> str:
+    """The ingest trigger on bench_event, deferred to COMMIT (see SCHEMA)."""
+    return (
+        "CREATE CONSTRAINT TRIGGER bench_ingest AFTER INSERT ON bench_event "
+        "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW "
+        f"EXECUTE FUNCTION {INGEST_FUNCTIONS[ingest]}()"
+    )
+
+
 def migrate(dsn: str) -> None:
     """pgcast-migrate against ``dsn``, in a process of its own (as operators run it)."""
     subprocess.run(
@@ -95,11 +104,7 @@ class BenchEnv:
             await conn.execute("TRUNCATE bench_event")
             await conn.execute("DELETE FROM pgcast.outbox")
             if ingest is not None:
-                await conn.execute(
-                    "CREATE CONSTRAINT TRIGGER bench_ingest AFTER INSERT ON bench_event "
-                    "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW "
-                    f"EXECUTE FUNCTION {INGEST_FUNCTIONS[ingest]}()"
-                )
+                await conn.execute(ingest_trigger_sql(ingest))
         finally:
             await conn.close()
         import redis.asyncio as aioredis
