@@ -43,7 +43,7 @@ def full_plan() -> Plan:
         deliveries=runs,
         idle_clients=10_000,
         failover={"clients": 200, "rate": 200, "seconds": 8, "kill_at": 3},
-        writepath={"clients": 64, "seconds": 8},
+        writepath={"clients": 64, "seconds": 8, "rounds": 3},
     )
 
 
@@ -59,7 +59,7 @@ def quick_plan() -> Plan:
         deliveries=runs,
         idle_clients=1000,
         failover={"clients": 50, "rate": 100, "seconds": 4, "kill_at": 1.5},
-        writepath={"clients": 16, "seconds": 2},
+        writepath={"clients": 16, "seconds": 2, "rounds": 1},
     )
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from bench.stats import ratio
+from bench.writepath import TARGETED
 
 
 def find(doc: dict[str, Any], system: str, key: str) -> dict[str, Any] | None:
@@ -159,8 +160,10 @@ def other_targets(doc: dict[str, Any]) -> list[tuple[str, float | str | None, st
     if wp:
         for row in wp["variants"][1:]:
             v = row["ratio_vs_plain"]
-            targeted = row["variant"] in ("pgcast-auto", "pgcast-poll", "pgcast-watch-auto")
-            what = f"pgbench TPS {row['variant']} ÷ plain ({wp['clients']} clients)"
+            targeted = row["variant"] in TARGETED
+            rounds = wp.get("rounds")
+            over = f", median of {rounds} rounds" if rounds and rounds > 1 else ""
+            what = f"pgbench TPS {row['variant']} ÷ plain ({wp['clients']} clients{over})"
             out.append((what, v, "≥ 0.75" if targeted else "-", v >= 0.75 if targeted else None))
     return out
 

@@ -34,3 +34,29 @@ def test_quick_pgcast_broadcast_loses_and_duplicates_nothing(tmp_path: Path) -> 
     assert row["duplicated"] == 0
     assert row["delivered_total"] == row["events_written"] * clients
     assert "| broadcast/moderate | pgcast |" in done.stdout
+
+
+def test_quick_write_path_runs_every_variant_against_plain(tmp_path: Path) -> None:
+    """``python -m bench --scenarios writepath``: every variant ran pgbench (through
+    bench.pipeline_writepath) and is reported against plain in its own round, with the
+    CPU of the listener for the pgcast variants that run one."""
+    out = tmp_path / "results.json"
+    argv = ["--quick", "--systems", "pgcast", "--scenarios", "writepath"]
+    argv += ["--quiet-wait", "0", "--out", str(out)]
+    done = run_bench("bench", argv, timeout=240)
+    rows = {row["variant"]: row for row in orjson.loads(out.read_bytes())["writepath"]["variants"]}
+    assert list(rows) == [
+        "plain",
+        "pgcast-auto",
+        "pgcast-always-notify",
+        "pgcast-poll",
+        "pgcast-watch-auto",
+        "classic",
+    ]
+    assert all(row["tps"] > 0 for row in rows.values())
+    assert rows["plain"]["ratio_vs_plain"] == 1.0
+    assert (
+        rows["pgcast-watch-auto"]["ratio_vs_plain"] == rows["pgcast-watch-auto"]["ratio_rounds"][0]
+    )
+    assert rows["pgcast-watch-auto"]["cpu_us_per_txn"]["listener"] > 0
+    assert "| pgbench TPS pgcast-watch-auto ÷ plain (16 clients) |" in done.stdout
