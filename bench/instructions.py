@@ -24,7 +24,7 @@ from typing import Any
 import asyncpg
 
 from bench.env import migrate
-from bench.pipeline_writepath import FUNCTIONS, TRIGGERS
+from bench.pipeline_writepath import FUNCTIONS, TRIGGERS, WAKE_UP_AND_END
 from tests.servers import PgInstance, as_postgres_user, pg_binary
 
 # Each variant's table and how its trigger is made: a TRIGGERS key, "watch", or None.
@@ -41,20 +41,17 @@ VARIANTS: dict[str, str | None] = {
     # outbox row: what such a redesign would save the writer.
     "wal_message": "wal_message",
 }
-WAL_MESSAGE_TRIGGER = """
+WAL_MESSAGE_TRIGGER = (
+    """
 CREATE OR REPLACE FUNCTION wp_wal_message() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     lsn pg_lsn;
 BEGIN
     lsn := pg_logical_emit_message(true, 'pgcast', jsonb_build_object(
         'table', TG_TABLE_NAME, 'op', TG_OP, 'id', NEW.id)::text);
-    IF pgcast.wake_needed() THEN
-        PERFORM pg_notify('pgcast', '');
-    END IF;
-    RETURN NULL;
-END
-$$;
 """
+    + WAKE_UP_AND_END
+)
 
 
 async def _prepare(dsn: str, variants: list[str]) -> None:

@@ -42,6 +42,15 @@ TRIGGERS = {
 }
 # The trigger pgcast.watch() generates for the table (one INSERT and the wake-up).
 WATCH_SQL = "SELECT pgcast.watch('wp', '{wp}', '{INSERT}')"
+# The end of a trigger that publishes: pgcast's wake-up (sql/001_outbox.sql), as
+# pgcast.watch writes it.
+WAKE_UP_AND_END = """    IF pgcast.wake_needed() THEN
+        PERFORM pg_notify('pgcast', '');
+    END IF;
+    RETURN NULL;
+END
+$$;
+"""
 # The classic bridge's trigger, and three yardsticks that split pgcast's cost: a PL/pgSQL
 # trigger that does nothing, one that only inserts a constant outbox row, and the least
 # any outbox trigger does for an event to arrive: a constant row and the wake-up.
@@ -58,13 +67,8 @@ $$;
 CREATE OR REPLACE FUNCTION wp_minimal_event() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO pgcast.outbox (channel, data) VALUES ('wp', '{"id": 1}');
-    IF pgcast.wake_needed() THEN
-        PERFORM pg_notify('pgcast', '');
-    END IF;
-    RETURN NULL;
-END
-$$;
-"""
+-- the wake-up --
+""".replace("-- the wake-up --\n", WAKE_UP_AND_END)
 TICK = 1.0 / os.sysconf("SC_CLK_TCK")
 # The listener's counters of the wake-up protocol, read before and after each run.
 WAKE_METRICS = (
