@@ -54,7 +54,8 @@ $$;
 # The classic bridge's trigger, and three yardsticks that split pgcast's cost: a PL/pgSQL
 # trigger that does nothing, one that only inserts a constant outbox row, and the least
 # any outbox trigger does for an event to arrive: a constant row and the wake-up.
-FUNCTIONS = """
+FUNCTIONS = (
+    """
 CREATE OR REPLACE FUNCTION wp_classic() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN PERFORM pg_notify('wp', json_build_object('id', NEW.id, 'v', NEW.v)::text); RETURN NEW; END
 $$;
@@ -67,8 +68,9 @@ $$;
 CREATE OR REPLACE FUNCTION wp_minimal_event() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO pgcast.outbox (channel, data) VALUES ('wp', '{"id": 1}');
--- the wake-up --
-""".replace("-- the wake-up --\n", WAKE_UP_AND_END)
+"""  # noqa: S608 (constants only)
+    + WAKE_UP_AND_END
+)
 TICK = 1.0 / os.sysconf("SC_CLK_TCK")
 # The listener's counters of the wake-up protocol, read before and after each run.
 WAKE_METRICS = (
@@ -365,6 +367,13 @@ async def bench_writepath(
     return report
 
 
+def median_run(entry: dict[str, Any]) -> dict[str, Any]:
+    """The run of a variant's rounds with the median TPS (the one tables show)."""
+    runs = sorted(entry["runs"], key=lambda run: run["tps"])
+    median: dict[str, Any] = runs[len(runs) // 2]
+    return median
+
+
 def table(report: dict[str, Any]) -> str:
     """The write path as a Markdown table (medians over rounds; CPU of the median run)."""
     lines = [
@@ -376,8 +385,7 @@ def table(report: dict[str, Any]) -> str:
         entry = report.get(name)
         if entry is None:
             continue
-        runs = sorted(entry["runs"], key=lambda run: run["tps"])
-        run = runs[len(runs) // 2]
+        run = median_run(entry)
         cpu = run["cpu_us_per_txn"]
         waits = ", ".join(f"{k} {v:.0%}" for k, v in list(run["pgbench_backends"].items())[:3])
         lines.append(

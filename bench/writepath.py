@@ -2,11 +2,10 @@
 
 The variants run through bench.pipeline_writepath on the suite's own durable Postgres and
 Redis: interleaved rounds, a fresh table, an emptied and vacuumed outbox and a CHECKPOINT
-before every run, the real listener draining, CPU per process group. Run one after another
-on a growing table, the first variant had the cleanest database and the others paid for
-its leftovers (2026-12-03: plain 19,500 TPS against 10,000-14,000 interleaved). This module
-keeps the names the results files and the report have always had, and each variant's
-median over the rounds:
+before every run, the real listener draining, CPU per process group (run one after another
+on a growing table, the first variant would have the cleanest database). This module keeps
+the names the results files and the report have always had, and each variant's median over
+the rounds:
 
 - ``plain``: no trigger;
 - ``pgcast-auto``: ``pgcast.notify_trigger('wp')`` as shipped (``pgcast.notify`` unset,
@@ -40,16 +39,15 @@ TARGETED = ("pgcast-auto", "pgcast-poll", "pgcast-watch-auto")
 async def run_writepath(
     env: BenchEnv, *, clients: int, seconds: float, rounds: int = 3
 ) -> dict[str, Any]:
-    # Imported here: bench.pipeline_writepath pulls in bench.pipeline's process helpers.
-    from bench.pipeline_writepath import bench_writepath
+    # Imported here: bench.report reads TARGETED and needs none of the pipeline's machinery.
+    from bench.pipeline_writepath import bench_writepath, median_run
 
     names = list(VARIANTS.values())
     report = await bench_writepath(env.pg, env.redis, names, clients, int(seconds), rounds)
     rows = []
     for label, name in VARIANTS.items():
         entry = report[name]
-        runs = sorted(entry["runs"], key=lambda run: run["tps"])
-        median = runs[len(runs) // 2]
+        median = median_run(entry)
         row: dict[str, Any] = {
             "variant": label,
             "clients": clients,
