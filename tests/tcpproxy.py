@@ -227,6 +227,8 @@ class TcpProxy:
                     if dest.can_write_eof():
                         dest.write_eof()
                     return
-                dest.write(data)
+                # Counted before the write: write() may send at once, and a test that
+                # has read every byte must then see them all counted.
                 self.bytes_forwarded += len(data)
+                dest.write(data)
                 await dest.drain()
