@@ -18,10 +18,16 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
+from hypothesis import settings
 
 from tests.servers import PgInstance, RedisInstance, SharedServers, start_shared_servers
 
 TEMPLATE_DB = "pgcast_test_template"
+
+# No per-example deadline: a loaded CI machine's stall is not a failure. Tests that bound
+# a cost measure it themselves, in CPU time.
+settings.register_profile("pgcast", deadline=None)
+settings.load_profile("pgcast")
 
 
 def with_database(dsn: str, dbname: str) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -34,7 +35,8 @@ def token(
     secret: str = SECRET,
     **claims: Any,
 ) -> str:
-    payload: dict[str, Any] = {"sub": sub, "exp": int(time.time() + ttl), **claims}
+    # Rounded up: a token asked for `ttl` seconds has at least that long left.
+    payload: dict[str, Any] = {"sub": sub, "exp": math.ceil(time.time() + ttl), **claims}
     if channels is not None:
         payload["channels"] = list(channels)
     return jwt.encode(payload, secret, algorithm="HS256")

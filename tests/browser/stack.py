@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import math
 import secrets
 import signal
 import time
@@ -26,7 +27,7 @@ SECRET = "client-tests-" + "s" * 40  # HS256 keys must be >= 32 bytes
 
 def mint(sub: str = "u1", channels: tuple[str, ...] = ("*",), ttl: float = 120.0) -> str:
     now = time.time()
-    claims = {"sub": sub, "exp": int(now + ttl), "iat": int(now), "channels": list(channels)}
+    claims = {"sub": sub, "exp": math.ceil(now + ttl), "iat": int(now), "channels": list(channels)}
     return jwt.encode(claims, SECRET, algorithm="HS256")
 
 

@@ -125,8 +125,8 @@ async def test_resumes_across_a_gateway_restart_without_loss_or_duplicate(
 async def test_token_callback_refreshes_in_place_before_expiry(
     page: Page, stack: Stack, publisher: asyncpg.Connection
 ) -> None:
-    """2-second tokens, refreshed as `refresh` frames: the connection outlives several."""
-    await open_client(page, stack.http_url(), ttl=2.0)
+    """3-second tokens, refreshed as `refresh` frames: the connection outlives several."""
+    await open_client(page, stack.http_url(), ttl=3.0)
     await page.wait_for_function("window.mints >= 4", timeout=WAIT_MS)
     await publish(publisher, range(1, 3))
     assert_once_in_order(await received(page, 2), range(1, 3))
@@ -136,7 +136,7 @@ async def test_token_callback_refreshes_in_place_before_expiry(
 
 async def test_fixed_token_expiry_closes_for_good(page: Page, stack: Stack) -> None:
     """A fixed token cannot be refreshed: 4001 at expiry, then the client stops."""
-    token = mint(channels=("jobs",), ttl=1.5)
+    token = mint(channels=("jobs",), ttl=2.0)
     await open_client(page, stack.http_url(), token=token)
     await page.wait_for_function("window.states.at(-1) === 'closed:4001'", timeout=WAIT_MS)
     assert await page.evaluate("window.mints") == 0

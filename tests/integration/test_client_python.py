@@ -154,7 +154,7 @@ async def test_token_factory_refreshes_before_expiry_on_the_same_connection(
     async def factory() -> str:
         nonlocal minted
         minted += 1
-        return mint(channels=("jobs",), ttl=2.0)
+        return mint(channels=("jobs",), ttl=3.0)
 
     async with Client(stack.ws_url(), token_factory=factory, **FAST) as client:
         jobs = client.channel("jobs")
@@ -170,7 +170,7 @@ async def test_token_factory_refreshes_before_expiry_on_the_same_connection(
 
 async def test_expired_fixed_token_ends_the_iteration_with_unauthorized(stack: Stack) -> None:
     """Without a factory, 4001 at expiry cannot be fixed: the client stops and says why."""
-    async with Client(stack.ws_url(), token=mint(channels=("jobs",), ttl=1.5), **FAST) as client:
+    async with Client(stack.ws_url(), token=mint(channels=("jobs",), ttl=2.0), **FAST) as client:
         jobs = client.channel("jobs")
         await ready(jobs)
         with pytest.raises(Unauthorized):

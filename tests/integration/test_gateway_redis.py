@@ -196,7 +196,8 @@ async def test_redis_down_answers_unavailable_and_the_connection_survives(
 ) -> None:
     """With Redis down a subscribe gets `unavailable` (WS) or a 1013 close event (SSE)."""
     redis = private_redis()
-    app = create_app(settings(redis.url, PGCAST_SUBSCRIBE_TIMEOUT="0.5"))
+    # Long enough for the first subscribe after the restart (SUBSCRIBE, NOSCRIPT, SCRIPT LOAD).
+    app = create_app(settings(redis.url, PGCAST_SUBSCRIBE_TIMEOUT="3"))
     http = await aiohttp_client(app)
     hub = app[SERVICES].hub
     await wait_until(lambda: hub.ready, what="hub linked")

@@ -184,7 +184,7 @@ async def test_sse_stream_ends_with_4001_when_the_token_expires(
 ) -> None:
     """A token cannot be refreshed over SSE: at expiry the stream ends with a 4001 close event."""
     http = await aiohttp_client(create_app(settings(redis_url, PGCAST_JWT_LEEWAY="0")))
-    params = {"channel": "user:42", "token": token("42", ttl=1)}
+    params = {"channel": "user:42", "token": token("42", ttl=2)}
     resp = await http.get("/sse", params=params)
     reader = SseReader(resp)
     assert (await reader.event())["type"] == "subscribed"

@@ -111,8 +111,8 @@ async def test_expiry_closes_4001_unless_refreshed(
 ) -> None:
     """A refresh (same sub) before exp keeps the connection; otherwise it closes 4001."""
     http = await aiohttp_client(create_app(settings(redis_url, PGCAST_JWT_LEEWAY="0")))
-    kept = await connect(http, token("42", ttl=1.5))
-    dropped = await connect(http, token("42", ttl=1.5))
+    kept = await connect(http, token("42", ttl=2))
+    dropped = await connect(http, token("42", ttl=2))
     await kept.send(type="refresh", token=token("43"), id="r0")
     refused = await kept.expect("error")
     assert (refused["code"], refused["id"]) == ("invalid_token", "r0")

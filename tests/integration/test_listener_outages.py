@@ -50,10 +50,10 @@ async def test_redis_killed_listener_keeps_consuming_wakeups_and_catches_up(
         "20 wake-ups consumed during the outage",
     )
     # ... with no transaction left open on the listening backend, and the rows kept.
-    state = await pg.fetchval(
-        "SELECT state FROM pg_stat_activity WHERE application_name = 'pgcast-listener'"
-    )
-    assert state == "idle"
+    # Polled: the leader's liveness query makes the backend 'active' now and then; a
+    # transaction left open would keep it 'idle in transaction' for good.
+    idle_sql = "SELECT state = 'idle' FROM pg_stat_activity WHERE application_name = $1"
+    await wait_until(lambda: pg.fetchval(idle_sql, "pgcast-listener"), "the backend idle")
     assert await pg.fetchval("SELECT count(*) FROM pgcast.outbox") == 20
     await wait_until(
         lambda: listener.metric("pgcast_listener_errors_total", 'server="redis"') >= 5,

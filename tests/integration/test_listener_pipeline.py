@@ -147,7 +147,10 @@ async def test_relayed_notify_channel_and_malformed_payload(
 
     await wait_until(relayed, "the relayed notification")
     assert await history(redis_client, "legacy") == [(1, {"hello": "world"})]
-    assert listener.metric("pgcast_listener_relayed_total", 'result="published"') == 1
+    await wait_until(  # counted once the EVAL reply is read, after Redis shows the entry
+        lambda: listener.metric("pgcast_listener_relayed_total", 'result="published"') == 1,
+        "the relay counted",
+    )
 
 
 async def test_poll_mode_publishes_without_any_notify(

@@ -158,32 +158,32 @@ async def test_none_and_asymmetric_tokens_are_refused_with_a_secret(redis_url: s
 
 async def test_time_and_identity_claims_are_enforced(redis_url: str) -> None:
     """Expired and not-yet-valid tokens (beyond the leeway) and bad sub/channels claims: 401."""
-    now = int(time.time())
     settings = gateway_settings(redis_url, PGCAST_JWT_LEEWAY="5")
 
     def signed(payload: dict[str, Any]) -> str:
         return jwt.encode(payload, SECRET, algorithm="HS256")
 
-    cases = {
-        "expired": (signed({"sub": "7", "exp": now - 60}), 401),
-        "expired within leeway": (signed({"sub": "7", "exp": now - 2}), 101),
-        "not yet valid (nbf)": (signed({"sub": "7", "exp": now + 600, "nbf": now + 60}), 401),
-        "nbf within leeway": (signed({"sub": "7", "exp": now + 600, "nbf": now + 2}), 101),
-        "issued in the future": (signed({"sub": "7", "exp": now + 600, "iat": now + 600}), 401),
-        "no exp": (signed({"sub": "7"}), 401),
-        "exp as text": (signed({"sub": "7", "exp": str(now + 600)}), 401),
-        "no sub": (signed({"exp": now + 600}), 401),
-        "sub not a string": (signed({"sub": 7, "exp": now + 600}), 401),
-        "sub with a control char": (signed({"sub": "7\n", "exp": now + 600}), 401),
-        "sub too long for a channel": (signed({"sub": "7" * 251, "exp": now + 600}), 401),
-        "channels not a list": (signed({"sub": "7", "exp": now + 600, "channels": "*"}), 401),
-        "channel pattern with [": (
-            signed({"sub": "7", "exp": now + 600, "channels": ["a[b]"]}),
-            401,
-        ),
-    }
-    huge = signed({"sub": "7" * 10240, "exp": now + 600})
     async with running_gateway(settings) as (_, port), aiohttp.ClientSession() as http:
+        now = int(time.time())  # after the start: "within leeway" has seconds to spare
+        cases = {
+            "expired": (signed({"sub": "7", "exp": now - 60}), 401),
+            "expired within leeway": (signed({"sub": "7", "exp": now - 2}), 101),
+            "not yet valid (nbf)": (signed({"sub": "7", "exp": now + 600, "nbf": now + 60}), 401),
+            "nbf within leeway": (signed({"sub": "7", "exp": now + 600, "nbf": now + 2}), 101),
+            "issued in the future": (signed({"sub": "7", "exp": now + 600, "iat": now + 600}), 401),
+            "no exp": (signed({"sub": "7"}), 401),
+            "exp as text": (signed({"sub": "7", "exp": str(now + 600)}), 401),
+            "no sub": (signed({"exp": now + 600}), 401),
+            "sub not a string": (signed({"sub": 7, "exp": now + 600}), 401),
+            "sub with a control char": (signed({"sub": "7\n", "exp": now + 600}), 401),
+            "sub too long for a channel": (signed({"sub": "7" * 251, "exp": now + 600}), 401),
+            "channels not a list": (signed({"sub": "7", "exp": now + 600, "channels": "*"}), 401),
+            "channel pattern with [": (
+                signed({"sub": "7", "exp": now + 600, "channels": ["a[b]"]}),
+                401,
+            ),
+        }
+        huge = signed({"sub": "7" * 10240, "exp": now + 600})
         for name, (token, expected) in cases.items():
             assert await handshake_status(http, port, headers=bearer(token)) == expected, name
         # 10 KB tokens hit the HTTP parser's line limit first: 400, before any JWT work.

@@ -12,22 +12,7 @@ import orjson
 
 from listener.migrate import migrate, migrations
 from tests.conftest import with_database
-
-
-async def _notifications(conn: asyncpg.Connection) -> asyncio.Queue[str]:
-    queue: asyncio.Queue[str] = asyncio.Queue()
-    await conn.add_listener("pgcast", lambda *args: queue.put_nowait(args[3]))
-    return queue
-
-
-async def _drain(queue: asyncio.Queue[str]) -> list[str]:
-    """Every notification delivered within a short settle window."""
-    got = []
-    try:
-        while True:
-            got.append(await asyncio.wait_for(queue.get(), 0.3))
-    except TimeoutError:
-        return got
+from tests.integration.test_sql_wakeup import Spy
 
 
 async def test_publish_inserts_an_outbox_row_visible_after_commit_only(
@@ -54,13 +39,13 @@ async def test_one_wakeup_per_transaction(pg: asyncpg.Connection, database_url: 
     """A transaction publishing many events wakes a sleeping listener with ONE empty NOTIFY."""
     listener = await asyncpg.connect(database_url)
     try:
-        queue = await _notifications(listener)
+        spy = await Spy(listener).start()
         assert await listener.fetchval("SELECT pgcast.listener_sleep()")
         async with pg.transaction():
             for i in range(50):
                 await pg.execute("SELECT pgcast.publish('c', $1::jsonb)", str(i))
         await pg.execute("SELECT pgcast.publish('c', '1')")
-        assert await _drain(queue) == ["", ""]
+        assert await spy.seen(pg) == ["", ""]
     finally:
         await listener.close()
 
@@ -69,10 +54,10 @@ async def test_poll_mode_sends_no_notify(pg: asyncpg.Connection, database_url: s
     """With pgcast.notify = off the outbox still fills, but nothing is NOTIFYed."""
     listener = await asyncpg.connect(database_url)
     try:
-        queue = await _notifications(listener)
+        spy = await Spy(listener).start()
         await pg.execute("SET pgcast.notify = 'off'")
         await pg.execute("SELECT pgcast.publish('c', '1')")
-        assert await _drain(queue) == []
+        assert await spy.seen(pg) == []
         assert await pg.fetchval("SELECT count(*) FROM pgcast.outbox") == 1
     finally:
         await listener.close()
@@ -83,13 +68,13 @@ async def test_poll_mode_for_a_whole_database(database_url: str) -> None:
     listener = await asyncpg.connect(database_url)
     admin = await asyncpg.connect(database_url)
     try:
-        queue = await _notifications(listener)
+        spy = await Spy(listener).start()
         dbname = await admin.fetchval("SELECT current_database()")
         await admin.execute(f"ALTER DATABASE \"{dbname}\" SET pgcast.notify = 'off'")
         writer = await asyncpg.connect(database_url)
         await writer.execute("SELECT pgcast.publish('c', '1')")
         await writer.close()
-        assert await _drain(queue) == []
+        assert await spy.seen(admin) == []
     finally:
         await listener.close()
         await admin.close()

@@ -82,10 +82,10 @@ def test_one_glob_character_anywhere_is_refused(name: str, glob: str, data: st.D
 @settings(max_examples=50)
 def test_long_names_up_to_10kb_are_refused_fast(length: int, ch: str) -> None:
     """Names past 255 characters, up to 10 KB, are refused by length, cheaply."""
-    start = time.perf_counter()
+    start = time.thread_time()  # CPU time: a loaded machine's preemption does not count
     assert channel_error(ch * length) == "channel longer than 255 characters"
     assert pattern_error("*" * length) == "pattern longer than 255 characters"
-    assert time.perf_counter() - start < 0.05
+    assert time.thread_time() - start < 0.05
 
 
 @given(st.one_of(st.none(), st.integers(), st.binary(), st.lists(st.text())))
@@ -146,7 +146,7 @@ def test_adversarial_patterns_match_in_linear_time(pattern: str, channel: str) -
     A single regex with several ``.*`` backtracks exponentially here (seconds to
     hours of event-loop time per subscribe): matches() must not.
     """
-    start = time.perf_counter()
+    start = time.thread_time()
     result = matches(pattern[:255], channel)
-    assert time.perf_counter() - start < 0.05
+    assert time.thread_time() - start < 0.05
     assert result is reference_match(pattern[:255], channel)

@@ -187,6 +187,7 @@ def test_connections_accepted_during_blackhole_hear_nothing(
         sock.sendall(b"syn?")
         assert_silent(sock)
         assert echo.received == 0
+        wait_for(lambda: proxy.damaged == 1)  # accepted while blackholed, not after
         proxy.heal()
         sock.settimeout(5)
         with pytest.raises(ConnectionResetError):
