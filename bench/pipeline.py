@@ -34,6 +34,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from bench.env import migrate
+from pgcast.cancellation import raise_if_cancelled
 from pgcast.keys import channel_keys, decode_live
 from tests.servers import PgInstance, RedisInstance, free_port
 
@@ -136,6 +137,7 @@ async def poll_until(
 ) -> int:
     """Read until ``done(value)``; the caller bounds the wait with asyncio.timeout."""
     while True:
+        raise_if_cancelled()  # the caller's timeout, should redis-py swallow it
         value = await read()
         if done(value):
             return value

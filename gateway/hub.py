@@ -25,23 +25,13 @@ from gateway.metrics import Metrics
 from gateway.pubsub import PubSubLink, open_link
 from gateway.resume import Plan, Snapshot, plan_subscribe
 from pgcast.backoff import Backoff
+from pgcast.cancellation import raise_if_cancelled
 from pgcast.keys import heartbeat_channel
 
 log = logging.getLogger(__name__)
 
 SYNC_BATCH = 200
 AHEAD_WAIT = 1.0  # how long a client that resumes ahead of this hub waits for it
-
-
-def raise_if_cancelled() -> None:
-    """Re-raise a cancellation that a library turned into another error on its way out.
-
-    (redis-py cleans up a cancelled command with awaits of its own; an error there
-    replaces the CancelledError, and a loop that caught it would never stop.)
-    """
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
 
 
 class HubClosedError(Exception):
@@ -215,6 +205,7 @@ class Hub:
     async def _link_loop(self) -> None:
         backoff = Backoff(base=0.05, cap=2.0, healthy_after=10.0)
         while True:
+            raise_if_cancelled()
             try:
                 link = await open_link(
                     self.options.redis_url,
@@ -289,6 +280,7 @@ class Hub:
     async def _syncer(self, link: PubSubLink) -> None:
         """Subscribe queued channels on ``link`` and apply their history, in batches."""
         while not link.closed.done():
+            raise_if_cancelled()
             await self._sync_wanted.wait()
             self._sync_wanted.clear()
             while self._to_sync and not link.closed.done():
@@ -315,6 +307,7 @@ class Hub:
     async def _heartbeat_loop(self) -> None:
         """Publish to our own heartbeat channel, so an idle link still carries traffic."""
         while True:
+            raise_if_cancelled()
             await asyncio.sleep(self.options.heartbeat)
             if self._link is None:
                 continue

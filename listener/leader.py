@@ -22,6 +22,7 @@ from listener import outbox, pgconn
 from listener.config import ListenerSettings
 from listener.metrics import ListenerMetrics
 from pgcast.backoff import Backoff
+from pgcast.cancellation import raise_if_cancelled
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +56,13 @@ class Elector:
 
     async def run(self) -> None:
         while True:
+            raise_if_cancelled()
             self.led = False
             try:
                 await self._attempt()
                 delay = jittered(self.settings.standby_retry)
             except Exception as exc:  # the loop boundary: log, back off, try again
+                raise_if_cancelled()  # a SIGTERM a child task turned into an error
                 delay = self.backoff.next()
                 if self.led:
                     # A deposed leader waits out a standby round, so that a healthy

@@ -22,6 +22,7 @@ from listener.outbox import Outbox, OutboxRow
 from listener.publisher import Event, PublishResult
 from listener.wakeup import WakeCycle
 from pgcast.backoff import Backoff
+from pgcast.cancellation import raise_if_cancelled
 from pgcast.channels import channel_error
 
 log = logging.getLogger(__name__)
@@ -51,9 +52,11 @@ class RetryingPublisher:
 
     async def claim(self) -> None:
         while True:
+            raise_if_cancelled()
             try:
                 claimed = await self.publisher.claim_fence(self.epoch)
             except Exception as exc:  # Redis unreachable: keep the lock, keep trying
+                raise_if_cancelled()
                 await self._failed(exc)
                 continue
             self._recovered()
@@ -63,10 +66,12 @@ class RetryingPublisher:
 
     async def publish(self, events: Sequence[Event]) -> list[PublishResult]:
         while True:
+            raise_if_cancelled()
             try:
                 with self.metrics.batches.time():
                     results = await self.publisher.publish(self.epoch, events)
             except Exception as exc:  # anything from the Redis call: keep the events, retry
+                raise_if_cancelled()
                 await self._failed(exc)
                 continue
             self._recovered()
@@ -124,6 +129,7 @@ class Drainer:
     async def run(self) -> None:
         await self.publisher.claim()
         while True:
+            raise_if_cancelled()
             self.cycle.clear()
             drained = await self.drain()
             if await self.cycle.settle(drained):
@@ -134,6 +140,7 @@ class Drainer:
         """Publish until the outbox is empty; returns how many rows left it."""
         total = 0
         while True:
+            raise_if_cancelled()
             rows = await self.outbox.fetch_batch(self.batch_size, self.published)
             self.published = []
             if rows:

@@ -25,6 +25,7 @@ from listener.leader import Elector
 from listener.metrics import ListenerMetrics
 from listener.publisher import Publisher
 from listener.session import LeaderSession
+from pgcast.cancellation import raise_if_cancelled
 from pgcast.settings import ConfigError
 
 log = logging.getLogger(__name__)
@@ -74,12 +75,14 @@ async def check_postgres(settings: ListenerSettings, deadline: float) -> None:
 async def check_redis(client: Any, settings: ListenerSettings, deadline: float) -> None:
     where = f"Redis at {settings.safe_redis_url}"
     while True:
+        raise_if_cancelled()
         try:
             await client.ping()
             return
         except (AuthenticationError, ResponseError) as exc:
             raise ConfigError(f"{where} refused the connection: {_reason(exc)}") from None
         except Exception as exc:  # unreachable, timed out, still loading: retry until the deadline
+            raise_if_cancelled()
             if time.monotonic() > deadline:
                 raise ConfigError(f"cannot reach {where}: {_reason(exc)}") from None
         await asyncio.sleep(0.2)

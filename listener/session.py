@@ -101,9 +101,12 @@ class LeaderSession:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self.drainer.run(), name="drain")
                 group.create_task(self._liveness(), name="liveness")
-                group.create_task(self._watch(), name="watch")
                 if self.settings.relay_channels:
                     group.create_task(self.forwarder.run(), name="relay")
+                # The body waits too, so a failing child interrupts it: on Python 3.11 a
+                # child that fails after the body has ended leaves a stray cancel request
+                # on this task (gh-116720), which pgcast.cancellation would then obey.
+                await self._watch()
         except ExceptionGroup as group:
             raise first_leaf(group) from None
         finally:

@@ -23,6 +23,7 @@ from aiohttp import web
 from gateway.app import create_app
 from gateway.codes import CloseCode, ErrorCode
 from gateway.services import SERVICES
+from pgcast.cancellation import raise_if_cancelled
 from tests.soak.harness import (
     Events,
     RedisClient,
@@ -160,6 +161,7 @@ async def publishing(redis: RedisClient) -> AsyncIterator[None]:
     async def loop() -> None:
         n = 0
         while True:
+            raise_if_cancelled()  # redis-py may swallow the cancel (pgcast.cancellation)
             await events.publish(rng_channel(n), {"n": n})
             n += 1
             await asyncio.sleep(0.005)  # pacing: a steady trickle

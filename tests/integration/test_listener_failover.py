@@ -13,6 +13,7 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
+from pgcast.cancellation import raise_if_cancelled
 from pgcast.keys import channel_keys, decode_live
 from tests.integration.listener_support import (
     LEADER_LOCK_SQL,
@@ -129,6 +130,7 @@ async def _kill_leaders(
 
 async def _collect_live(pubsub: aioredis.client.PubSub, into: list[bytes]) -> None:
     while True:
+        raise_if_cancelled()  # redis-py may swallow the cancel (pgcast.cancellation)
         message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
         if message is not None:
             into.append(message["data"])

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 import orjson
 import redis.asyncio as aioredis
 
+from pgcast.cancellation import raise_if_cancelled
 from pgcast.settings import EnvReader
 from tests.processes import ENTRY_POINTS, Service
 from tests.servers import RedisInstance, free_port
@@ -136,6 +137,7 @@ async def publish_trickle(events: Events, channels: tuple[str, ...], rate: float
     tick, n = 0.05, 0
     per_tick = max(1, round(rate * tick))
     while True:
+        raise_if_cancelled()  # redis-py may swallow the cancel (pgcast.cancellation)
         for _ in range(per_tick):
             await events.publish(channels[n % len(channels)], {"n": n})
             n += 1
