@@ -35,8 +35,9 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
+# Bounded: the suite takes 5-8 min; a hang fails the run at 30 min, not at CI's limit.
 test: install install-system install-browser install-bench-tools
-	$(BIN)/pytest -q
+	timeout --kill-after=30 1800 $(BIN)/pytest -q
 
 check: lint typecheck test
 
