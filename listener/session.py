@@ -103,8 +103,8 @@ class LeaderSession:
                 group.create_task(self._liveness(), name="liveness")
                 if self.settings.relay_channels:
                     group.create_task(self.forwarder.run(), name="relay")
-                # The body waits too, so a failing child interrupts it: on Python 3.11 a
-                # child that fails after the body has ended leaves a stray cancel request
+                # The body waits too, so a failing child interrupts it: before Python 3.13
+                # a child that fails after the body has ended leaves a stray cancel request
                 # on this task (gh-116720), which pgcast.cancellation would then obey.
                 await self._watch()
         except ExceptionGroup as group:

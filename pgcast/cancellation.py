@@ -14,7 +14,7 @@ both leave the request pending on the task (``Task.cancelling()`` stays above 0)
 So each loop that awaits such a library calls :func:`raise_if_cancelled` once per
 round and in its error path: a lost cancellation stops it within one round.
 
-The count can also be left too high, which this would obey: on Python 3.11 a
+The count can also be left too high, which this would obey: before Python 3.13 a
 TaskGroup whose child fails after the body has ended cancels the parent and never
 takes it back (gh-116720). A TaskGroup body in such a task keeps awaiting until the
 group ends.
