@@ -199,7 +199,7 @@ async def _discard(
     """Disconnect without waiting on the peer (redis-py closes with nowait here)."""
     try:
         async with asyncio.timeout(CLOSE_WAIT):
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
             await client.aclose()
     except (OSError, TimeoutError, aioredis.RedisError) as exc:
         log.debug("closing redis pub/sub connection: %s", exc)
@@ -228,7 +228,7 @@ async def open_link(
     pubsub = client.pubsub()
     try:
         async with asyncio.timeout(within):
-            await pubsub.connect()  # type: ignore[no-untyped-call]
+            await pubsub.connect()  # type: ignore[no-untyped-call, unused-ignore]
     except BaseException as exc:
         await _discard(pubsub, client)
         if isinstance(exc, aioredis.RedisError):
