@@ -205,7 +205,6 @@ class Hub:
     async def _link_loop(self) -> None:
         backoff = Backoff(base=0.05, cap=2.0, healthy_after=10.0)
         while True:
-            raise_if_cancelled()
             try:
                 link = await open_link(
                     self.options.redis_url,
@@ -235,6 +234,7 @@ class Hub:
 
     async def _serve(self, link: PubSubLink, backoff: Backoff) -> None:
         """One connection's life: heartbeat channel, every channel re-synced, then live."""
+        raise_if_cancelled()  # one redis-py swallowed while opening the link (the caller closes it)
         async with asyncio.timeout(self.options.connect_timeout):
             await asyncio.gather(*link.subscribe([self._hb_key]))
         link.last_activity = self._loop.time()

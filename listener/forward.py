@@ -16,7 +16,6 @@ import orjson
 from listener.metrics import ListenerMetrics
 from listener.publisher import Event
 from listener.relay import Fenced, RetryingPublisher
-from pgcast.cancellation import raise_if_cancelled
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +60,6 @@ class Forwarder:
 
     async def run(self) -> None:
         while True:
-            raise_if_cancelled()
             batch = [await self.queue.get()]
             while len(batch) < self.batch_size and not self.queue.empty():
                 batch.append(self.queue.get_nowait())

@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol, TypeVar
 
 from listener.leader import LeadershipEnded
 from listener.metrics import ListenerMetrics
@@ -26,6 +26,8 @@ from pgcast.cancellation import raise_if_cancelled
 from pgcast.channels import channel_error
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 
 class Fenced(LeadershipEnded):
@@ -51,31 +53,32 @@ class RetryingPublisher:
         self.failing = False
 
     async def claim(self) -> None:
-        while True:
-            raise_if_cancelled()
-            try:
-                claimed = await self.publisher.claim_fence(self.epoch)
-            except Exception as exc:  # Redis unreachable: keep the lock, keep trying
-                raise_if_cancelled()
-                await self._failed(exc)
-                continue
-            self._recovered()
-            if not claimed:
-                raise Fenced(f"epoch {self.epoch} is older than the Redis fence")
-            return
+        if not await self._retried(lambda: self.publisher.claim_fence(self.epoch)):
+            raise Fenced(f"epoch {self.epoch} is older than the Redis fence")
 
     async def publish(self, events: Sequence[Event]) -> list[PublishResult]:
+        return await self._retried(lambda: self._timed_publish(events))
+
+    async def _timed_publish(self, events: Sequence[Event]) -> list[PublishResult]:
+        with self.metrics.batches.time():
+            return await self.publisher.publish(self.epoch, events)
+
+    async def _retried(self, call: Callable[[], Awaitable[_T]]) -> _T:
+        """``call()`` until it works (Redis unreachable: keep the lock and the events).
+
+        Every Redis call of a leader passes here, so this is where a cancellation that
+        redis-py swallowed or swapped for an error is raised (pgcast.cancellation).
+        """
         while True:
-            raise_if_cancelled()
             try:
-                with self.metrics.batches.time():
-                    results = await self.publisher.publish(self.epoch, events)
-            except Exception as exc:  # anything from the Redis call: keep the events, retry
+                result = await call()
+            except Exception as exc:
                 raise_if_cancelled()
                 await self._failed(exc)
                 continue
+            raise_if_cancelled()
             self._recovered()
-            return results
+            return result
 
     async def _failed(self, exc: Exception) -> None:
         self.metrics.errors.labels("redis").inc()
@@ -129,7 +132,6 @@ class Drainer:
     async def run(self) -> None:
         await self.publisher.claim()
         while True:
-            raise_if_cancelled()
             self.cycle.clear()
             drained = await self.drain()
             if await self.cycle.settle(drained):
@@ -140,7 +142,6 @@ class Drainer:
         """Publish until the outbox is empty; returns how many rows left it."""
         total = 0
         while True:
-            raise_if_cancelled()
             rows = await self.outbox.fetch_batch(self.batch_size, self.published)
             self.published = []
             if rows:

@@ -75,7 +75,6 @@ async def check_postgres(settings: ListenerSettings, deadline: float) -> None:
 async def check_redis(client: Any, settings: ListenerSettings, deadline: float) -> None:
     where = f"Redis at {settings.safe_redis_url}"
     while True:
-        raise_if_cancelled()
         try:
             await client.ping()
             return

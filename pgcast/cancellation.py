@@ -11,8 +11,9 @@ both leave the request pending on the task (``Task.cancelling()`` stays above 0)
   error raised there replaces the CancelledError, and ``except Exception`` retries.
   A TaskGroup whose child failed that way raises the error, not the cancellation.
 
-So each loop that awaits such a library calls :func:`raise_if_cancelled` once per
-round and in its error path: a lost cancellation stops it within one round.
+So wherever a service awaits such a library, :func:`raise_if_cancelled` follows the
+call, on success and on error (the listener's retrying publisher; the hub's loops, once
+per round): a lost cancellation stops the loop around it within one round.
 
 The count can also be left too high, which this would obey: before Python 3.13 a
 TaskGroup whose child fails after the body has ended cancels the parent and never
