@@ -174,7 +174,7 @@ class CraftedServer:
         ]
         for piece in pieces:
             conn.sendall(piece)
-            time.sleep(0.03)  # separate reads
+            time.sleep(0.03)  # pacing: each piece reaches the parser in a read of its own
         opcode, payload = recv_frame(conn, buf)
         assert opcode == wf.OP_PONG
         self.pongs.append(payload)
@@ -201,7 +201,7 @@ def wait_deliveries(gen: Proc, want: int) -> dict[str, Any]:
         stats = gen.command({"cmd": "stats"}, WAIT)
         if stats["deliveries"] >= want or time.monotonic() > deadline:
             return stats
-        time.sleep(0.05)
+        time.sleep(0.05)  # poll interval of a wait bounded by WAIT
 
 
 @pytest.mark.parametrize("kind", ["native", "python"])
