@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
-import redis.asyncio as aioredis
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
@@ -33,7 +34,7 @@ from gateway.services import SERVICES, Services
 from gateway.sessions import Sessions
 from gateway.sse import sse_handler
 from gateway.ws import websocket_handler
-from pgcast import logs
+from pgcast import logs, redis_connect
 from pgcast.settings import ConfigError
 
 log = logging.getLogger(__name__)
@@ -88,15 +89,18 @@ def _services_context(
         # A bounded pool whose callers wait (up to the subscribe timeout) for a connection:
         # redis-py's default pool fails past 100, so a reconnect herd of resuming clients
         # would be answered 'unavailable' beyond the 100th concurrent history read.
-        pool = aioredis.BlockingConnectionPool.from_url(
-            settings.redis_url,
-            max_connections=REDIS_POOL_SIZE,
-            timeout=settings.subscribe_timeout,
-            socket_timeout=5.0,
-            socket_connect_timeout=5.0,
+        redis = redis_connect.client(
+            settings.redis,
+            timeout=5.0,
             retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 1),
+            pool_size=REDIS_POOL_SIZE,
+            pool_wait=settings.subscribe_timeout,
         )
-        redis = aioredis.Redis.from_pool(pool)
+        try:
+            await check_redis(settings, redis)
+        except BaseException:
+            await redis.aclose()
+            raise
         hub = Hub(
             HubOptions(
                 redis_url=settings.redis_url,
@@ -131,6 +135,15 @@ def _services_context(
 async def _drain(app: web.Application) -> None:
     services = app[SERVICES]
     await services.sessions.drain(services.settings.drain_seconds)
+
+
+async def check_redis(settings: GatewaySettings, redis: Any) -> None:
+    """Refuse to start (ConfigError, exit 2) on what retrying cannot fix: a wrong password,
+    a master no Sentinel knows, Sentinels that stay unreachable for PGCAST_STARTUP_TIMEOUT.
+    One unreachable Redis is not fatal: the gateway starts unready and its hub reconnects."""
+    sentinel = settings.redis.kind == "sentinel"
+    deadline = time.monotonic() + (settings.startup_timeout if sentinel else 0.0)
+    await redis_connect.verify(settings.redis, redis, deadline=deadline, must_answer=sentinel)
 
 
 def load_settings() -> GatewaySettings:

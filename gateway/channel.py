@@ -170,6 +170,13 @@ class Channel:
         self.syncing = None
         if self.epoch is None:
             self.epoch, self.offset = snapshot.epoch, snapshot.top
+        elif snapshot.epoch == self.epoch and snapshot.top < self.offset:
+            # Redis lacks offsets we dispatched (it failed over to a replica, or restarted
+            # from a snapshot). The listener either publishes those same events again at
+            # the same offsets (its outbox still holds them; they are dropped here as
+            # duplicates) or, where Redis fell behind its watermark, starts a new epoch,
+            # which reaches us live and resyncs. Telling clients now would be a false alarm.
+            pass
         elif snapshot.epoch != self.epoch or not snapshot.continues(self.offset):
             self._resync(snapshot.epoch, snapshot.top)
         else:

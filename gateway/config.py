@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
+from pgcast.redis_url import RedisTarget, parse_redis_url
 from pgcast.settings import DEFAULT_REDIS_URL, ConfigError, EnvReader, redact_url
 
 HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
@@ -33,6 +34,7 @@ class GatewaySettings:
     jwt_leeway: float = 5.0
     jwks_cooldown: float = 10.0
     redis_url: str = DEFAULT_REDIS_URL
+    startup_timeout: float = 30.0
     host: str = "0.0.0.0"
     port: int = 8080
     allowed_origins: tuple[str, ...] = ()
@@ -56,6 +58,11 @@ class GatewaySettings:
     log_level: str = "info"
     log_format: str = "json"
     unused_env: tuple[str, ...] = ()  # PGCAST_* variables set but not read: typos, or another's
+
+    @property
+    def redis(self) -> RedisTarget:
+        """Where Redis is (one address, or Sentinels and a master name)."""
+        return parse_redis_url(self.redis_url)
 
     def __repr__(self) -> str:
         parts = []
@@ -82,7 +89,8 @@ class GatewaySettings:
             jwt_issuer=r.optional("PGCAST_JWT_ISSUER"),
             jwt_leeway=r.number("PGCAST_JWT_LEEWAY", 5.0, maximum=300.0),
             jwks_cooldown=r.number("PGCAST_JWT_JWKS_COOLDOWN", 10.0, maximum=3600.0),
-            redis_url=r.url("REDIS_URL", DEFAULT_REDIS_URL, ("redis", "rediss")),
+            redis_url=r.text("REDIS_URL", DEFAULT_REDIS_URL),
+            startup_timeout=r.number("PGCAST_STARTUP_TIMEOUT", 30.0, maximum=600.0),
             host=r.text("PGCAST_HOST", "0.0.0.0"),
             port=r.integer("PGCAST_PORT", 8080, maximum=65535),
             allowed_origins=tuple(o.rstrip("/").lower() for o in r.csv("PGCAST_ALLOWED_ORIGINS")),
@@ -106,6 +114,7 @@ class GatewaySettings:
             log_level=r.choice("PGCAST_LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
             log_format=r.choice("PGCAST_LOG_FORMAT", "json", ("json", "text")),
         )
+        parse_redis_url(settings.redis_url)  # a malformed one fails here, before anything runs
         if settings.redis_heartbeat_timeout <= settings.redis_heartbeat:
             raise ConfigError(
                 "PGCAST_REDIS_HEARTBEAT_TIMEOUT must be longer than PGCAST_REDIS_HEARTBEAT"

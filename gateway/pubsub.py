@@ -20,6 +20,9 @@ from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from pgcast import redis_connect
+from pgcast.redis_url import parse_redis_url
+
 log = logging.getLogger(__name__)
 
 MessageHandler = Callable[[bytes, bytes], None]
@@ -214,14 +217,14 @@ async def open_link(
     begin: Callable[[], None] = _nothing,
     end: Callable[[], None] = _nothing,
 ) -> PubSubLink:
-    """Connect to the Redis of ``url`` (redis:// or rediss://, AUTH and TLS per the URL),
-    name the client, and start reading. The caller must :meth:`PubSubLink.aclose` it."""
-    client = aioredis.Redis.from_url(
-        url,
-        client_name=name,
-        socket_connect_timeout=within,
+    """Connect to the Redis primary of ``url`` (one address, or the one Sentinels name now;
+    AUTH and TLS per the URL), name the client, and start reading. The caller must
+    :meth:`PubSubLink.aclose` it."""
+    client = redis_connect.client(
+        parse_redis_url(url),
         # Bounds writes and the handshake; blocking pub/sub reads opt out of it.
-        socket_timeout=within,
+        timeout=within,
+        client_name=name,
         health_check_interval=0,  # a PING read would race the reader; the hub heartbeats
         retry=Retry(NoBackoff(), 0, supported_errors=()),  # the hub reconnects, not redis-py
     )

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from pgcast.channels import channel_error
+from pgcast.redis_url import RedisTarget, parse_redis_url
 from pgcast.settings import (
     DEFAULT_DATABASE_URL,
     DEFAULT_REDIS_URL,
@@ -25,12 +26,21 @@ BIGINT_MAX = 2**63 - 1
 PG_IDENTIFIER_MAX = 63  # bytes; a relayed channel is a Postgres LISTEN identifier
 # auto: sleep (NOTIFY wakes it) when idle, poll while busy; notify: always NOTIFY; poll: never.
 NOTIFY_MODES = ("auto", "notify", "poll")
+# With PGCAST_REDIS_MIN_REPLICAS: too few replicas acknowledged a publish -> keep its rows
+# and retry (stall), or go on and count it (degrade).
+REPLICA_POLICIES = ("stall", "degrade")
 
 
 @dataclass(frozen=True, slots=True)
 class ListenerSettings:
     database_url: str = field(default=DEFAULT_DATABASE_URL, repr=False)
     redis_url: str = field(default=DEFAULT_REDIS_URL, repr=False)
+    redis: RedisTarget = field(
+        default_factory=lambda: parse_redis_url(DEFAULT_REDIS_URL), repr=False
+    )
+    redis_min_replicas: int = 0
+    redis_replica_timeout: float = 1.0
+    redis_replica_policy: str = "stall"
     host: str = "0.0.0.0"
     port: int = 8081
     history_size: int = 1000
@@ -68,7 +78,7 @@ class ListenerSettings:
 
     @property
     def safe_redis_url(self) -> str:
-        return redact_url(self.redis_url)
+        return self.redis.describe()
 
 
 def _relay_channels(env: EnvReader) -> tuple[str, ...]:
@@ -90,7 +100,13 @@ def load_settings(environ: Mapping[str, str]) -> ListenerSettings:
     pg_schemes = ("postgresql", "postgres")
     settings = ListenerSettings(
         database_url=env.url("DATABASE_URL", DEFAULT_DATABASE_URL, pg_schemes),
-        redis_url=env.url("REDIS_URL", DEFAULT_REDIS_URL, ("redis", "rediss", "unix")),
+        redis_url=env.text("REDIS_URL", DEFAULT_REDIS_URL),
+        redis=parse_redis_url(env.text("REDIS_URL", DEFAULT_REDIS_URL)),
+        redis_min_replicas=env.integer("PGCAST_REDIS_MIN_REPLICAS", 0, maximum=100),
+        redis_replica_timeout=env.number(
+            "PGCAST_REDIS_REPLICA_TIMEOUT", 1.0, minimum=0.001, maximum=60.0
+        ),
+        redis_replica_policy=env.choice("PGCAST_REDIS_REPLICA_POLICY", "stall", REPLICA_POLICIES),
         host=env.text("PGCAST_LISTENER_HOST", "0.0.0.0"),
         port=env.integer("PGCAST_LISTENER_PORT", 8081, maximum=65535),
         history_size=env.integer("PGCAST_HISTORY_SIZE", 1000, minimum=1),

@@ -69,8 +69,29 @@ class ListenerMetrics:
         )
         self.errors = Counter(
             "pgcast_listener_errors",
-            "Failures by server: postgres (leadership ends) or redis (publish retried)",
+            "Failures by server: postgres (leadership ends), redis (publish retried) or"
+            " replicas (too few acknowledged a publish, retried under policy stall)",
             ["server"],
+            registry=r,
+        )
+        self.history_lost = Counter(
+            "pgcast_listener_redis_history_lost",
+            "Channels whose Redis state had gone back behind its watermark (new epoch started)",
+            registry=r,
+        )
+        self.replicas_acked = Gauge(
+            "pgcast_listener_redis_replicas_acked",
+            "Redis replicas that acknowledged the last publish (WAIT; PGCAST_REDIS_MIN_REPLICAS)",
+            registry=r,
+        )
+        self.replicas_short = Gauge(
+            "pgcast_listener_redis_replicas_short",
+            "1 while the last publish reached fewer replicas than PGCAST_REDIS_MIN_REPLICAS",
+            registry=r,
+        )
+        self.unreplicated = Counter(
+            "pgcast_listener_redis_unreplicated_batches",
+            "Batches accepted with fewer replicas than required (policy degrade)",
             registry=r,
         )
         self.acquired = Counter(
@@ -80,12 +101,13 @@ class ListenerMetrics:
             self.events.labels(name)
         for name in ("published", "malformed", "dropped", "fenced"):
             self.relayed.labels(name)
-        for server in ("postgres", "redis"):
+        for server in ("postgres", "redis", "replicas"):
             self.errors.labels(server)
         for result in ("slept", "refused"):
             self.sleeps.labels(result)
         self.current_role = "standby"
         self.current_epoch = 0
+        self.replicas_lagging = False
         self.set_standby()
 
     def set_leader(self, epoch: int) -> None:
@@ -94,6 +116,15 @@ class ListenerMetrics:
         self.role.labels("standby").set(0)
         self.epoch.set(epoch)
         self.acquired.inc()
+
+    def set_replicas(self, acked: int, short: bool, accepted: bool) -> None:
+        """WAIT's answer to the last publish (called by the publisher); ``accepted``: the
+        batch went on although ``short`` (policy degrade)."""
+        self.replicas_acked.set(acked)
+        self.replicas_short.set(1 if short else 0)
+        self.replicas_lagging = short
+        if short and accepted:
+            self.unreplicated.inc()
 
     def set_standby(self) -> None:
         self.current_role, self.current_epoch = "standby", 0

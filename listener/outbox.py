@@ -9,21 +9,46 @@ so a row committed out of id order is simply picked up by a later batch.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import asyncpg
 
-FETCH_SQL = "SELECT id, channel, data::text AS data FROM pgcast.outbox ORDER BY id LIMIT $1"
-# Delete the published batch and read the next in one statement. Both see the statement's
-# snapshot, in which the deleted rows still exist: the caller reads that many more rows and
-# drops them (a filter in SQL would steer the planner away from the primary key's order).
-FETCH_AFTER_DELETE_SQL = """
-WITH published AS (DELETE FROM pgcast.outbox WHERE id = ANY($2::bigint[]))
-SELECT id, channel, data::text AS data FROM pgcast.outbox ORDER BY id LIMIT $1
+# Each row comes with its channel's watermark (sql/004_watermark.sql), unless that is
+# older than the history TTL ($2 seconds): Redis expired such a history on its own.
+_BATCH = """
+SELECT o.id, o.channel, o.data::text AS data, w.epoch, w.top
+FROM (SELECT id, channel, data FROM pgcast.outbox ORDER BY id LIMIT $1) AS o
+LEFT JOIN pgcast.watermark AS w
+       ON w.channel = o.channel AND w.updated_at > now() - make_interval(secs => $2)
+ORDER BY o.id
 """
-DELETE_SQL = "DELETE FROM pgcast.outbox WHERE id = ANY($1::bigint[])"
+FETCH_SQL = _BATCH
+# The watermarks of the published rows' channels, written where the rows are deleted.
+_MARK = """
+INSERT INTO pgcast.watermark AS w (channel, epoch, top, updated_at)
+SELECT m.channel, m.epoch, m.top, now()
+FROM unnest($3::text[], $4::text[], $5::bigint[]) AS m(channel, epoch, top)
+ON CONFLICT (channel) DO UPDATE
+SET epoch = excluded.epoch, top = excluded.top, updated_at = excluded.updated_at
+"""
+# Delete the published batch, record its watermarks and read the next batch in one
+# statement. All parts see the statement's snapshot, in which the deleted rows still exist
+# (the caller reads that many more rows and drops them: a filter in SQL would steer the
+# planner away from the primary key's order) and the watermarks are the old ones (the
+# caller's own marks of its last publish take precedence).
+# S608: composed of this module's constant texts only; every value is a $n parameter.
+FETCH_AFTER_DELETE_SQL = (
+    "WITH published AS (DELETE FROM pgcast.outbox WHERE id = ANY($6::bigint[])),\n"  # noqa: S608
+    "marked AS (" + _MARK + ")" + _BATCH
+)
+DELETE_SQL = (
+    "WITH published AS (DELETE FROM pgcast.outbox WHERE id = ANY($1::bigint[]))"  # noqa: S608
+    + _MARK.replace("$3", "$2").replace("$4", "$3").replace("$5", "$4")
+)
+# Watermarks past the history TTL check nothing any more (see _BATCH).
+PRUNE_SQL = "DELETE FROM pgcast.watermark WHERE updated_at < now() - make_interval(secs => $1)"
+
 # The liveness query also samples what /metrics reports; the oldest row by id is
 # (nearly always) the oldest by time, and the primary key finds it without a scan.
 HEALTH_SQL = """
@@ -40,6 +65,7 @@ RETURNING epoch
 SCHEMA_SQL = """
 SELECT to_regclass('pgcast.outbox') IS NOT NULL AND to_regclass('pgcast.leader') IS NOT NULL
        AND to_regprocedure('pgcast.listener_sleep()') IS NOT NULL
+       AND to_regclass('pgcast.watermark') IS NOT NULL
 """
 # SKIP_LOCKED: never wait behind an autovacuum of the same table (it does the same job).
 VACUUM_SQL = "VACUUM (SKIP_LOCKED) pgcast.outbox"
@@ -54,6 +80,26 @@ class OutboxRow(NamedTuple):
     id: int
     channel: str
     data: str  # jsonb as text: spliced into the frame without re-encoding
+    mark_epoch: str | None = None  # the channel's watermark, when one is current
+    mark_top: int | None = None
+
+
+class Published(NamedTuple):
+    """A published batch, to delete: its outbox ids, and per channel Redis' state after it."""
+
+    ids: list[int]
+    marks: dict[str, tuple[str, int]]
+
+    def args(self) -> tuple[list[int], list[str], list[str], list[int]]:
+        return (
+            self.ids,
+            list(self.marks),
+            [epoch for epoch, _ in self.marks.values()],
+            [top for _, top in self.marks.values()],
+        )
+
+
+NOTHING_PUBLISHED = Published([], {})
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,23 +109,35 @@ class Health:
 
 
 async def fetch_batch(
-    conn: asyncpg.Connection, limit: int, query_timeout: float, published: Sequence[int] = ()
+    conn: asyncpg.Connection,
+    limit: int,
+    query_timeout: float,
+    published: Published = NOTHING_PUBLISHED,
+    mark_ttl: float = 86400.0,
 ) -> list[OutboxRow]:
     """The ``limit`` oldest rows by id, after deleting the ``published`` ones."""
-    if not published:
-        rows = await conn.fetch(FETCH_SQL, limit, timeout=query_timeout)
+    if not published.ids:
+        rows = await conn.fetch(FETCH_SQL, limit, mark_ttl, timeout=query_timeout)
         return list(map(OutboxRow._make, rows))  # a record iterates its columns in order
-    gone = set(published)
+    gone = set(published.ids)
+    ids, channels, epochs, tops = published.args()
     rows = await conn.fetch(
-        FETCH_AFTER_DELETE_SQL, limit + len(gone), list(gone), timeout=query_timeout
+        FETCH_AFTER_DELETE_SQL,
+        limit + len(gone),
+        mark_ttl,
+        channels,
+        epochs,
+        tops,
+        ids,
+        timeout=query_timeout,
     )
     kept = [OutboxRow._make(r) for r in rows if r[0] not in gone]
     return kept[:limit]
 
 
-async def delete(conn: asyncpg.Connection, ids: Sequence[int], query_timeout: float) -> None:
-    if ids:
-        await conn.execute(DELETE_SQL, list(ids), timeout=query_timeout)
+async def delete(conn: asyncpg.Connection, published: Published, query_timeout: float) -> None:
+    if published.ids:
+        await conn.execute(DELETE_SQL, *published.args(), timeout=query_timeout)
 
 
 async def health(conn: asyncpg.Connection, query_timeout: float) -> Health:
@@ -102,18 +160,28 @@ async def schema_ready(conn: asyncpg.Connection, query_timeout: float) -> bool:
 class Outbox:
     """The leader connection's outbox operations, one at a time (asyncpg allows no overlap)."""
 
-    def __init__(self, conn: asyncpg.Connection, query_timeout: float) -> None:
+    def __init__(
+        self, conn: asyncpg.Connection, query_timeout: float, mark_ttl: float = 86400.0
+    ) -> None:
         self.conn = conn
         self.query_timeout = query_timeout
+        self.mark_ttl = mark_ttl
         self._lock = asyncio.Lock()
 
-    async def fetch_batch(self, limit: int, published: Sequence[int] = ()) -> list[OutboxRow]:
+    async def fetch_batch(
+        self, limit: int, published: Published = NOTHING_PUBLISHED
+    ) -> list[OutboxRow]:
         async with self._lock:
-            return await fetch_batch(self.conn, limit, self.query_timeout, published)
+            return await fetch_batch(self.conn, limit, self.query_timeout, published, self.mark_ttl)
 
-    async def delete(self, ids: Sequence[int]) -> None:
+    async def delete(self, published: Published) -> None:
         async with self._lock:
-            await delete(self.conn, ids, self.query_timeout)
+            await delete(self.conn, published, self.query_timeout)
+
+    async def prune_watermarks(self) -> None:
+        """Forget watermarks past the history TTL (they check nothing any more)."""
+        async with self._lock:
+            await self.conn.execute(PRUNE_SQL, self.mark_ttl, timeout=self.query_timeout)
 
     async def health(self) -> Health:
         async with self._lock:

@@ -22,7 +22,10 @@ METRICS_KEY = web.AppKey("metrics", ListenerMetrics)
 
 async def healthz(request: web.Request) -> web.Response:
     metrics = request.app[METRICS_KEY]
-    body = {"status": "ok", "role": metrics.current_role, "epoch": metrics.current_epoch}
+    # Alive either way (a restart would not bring replicas back); the body says when the
+    # leader holds its batch because too few Redis replicas acknowledged it.
+    status = "replicas_behind" if metrics.replicas_lagging else "ok"
+    body = {"status": status, "role": metrics.current_role, "epoch": metrics.current_epoch}
     return web.Response(body=orjson.dumps(body), content_type="application/json")
 
 

@@ -19,10 +19,16 @@
 -- ARGV[9] the events' data (JSON text), concatenated in that order
 --   (two arguments instead of two per event: packing and parsing many small
 --   arguments was the listener's largest per-event cost)
--- Returns {epoch, last offset, statuses}: statuses has one byte per event, 'p'
+-- ARGV[10] the channel's watermark epoch: the last epoch the leader knows Redis
+--   acknowledged (Postgres' pgcast.watermark, or this leader's own publishes), '' = none
+-- ARGV[11] the watermark's top offset in that epoch
+--   Redis behind its watermark (another epoch, or a lower top) went back in time: a
+--   restart from an older snapshot, a failover to a lagging replica. Its offsets may
+--   already be in clients' hands for other events, so a new epoch starts instead.
+-- Returns {epoch, last offset, statuses, behind}: statuses has one byte per event, 'p'
 -- (published; the published events' offsets run up to the last offset, consecutive)
--- or 'd' (duplicate); {false, 'fenced'} when a newer leader raised the fence
--- (nothing published).
+-- or 'd' (duplicate); behind is '' or 'epoch:top' of the state Redis had gone back to;
+-- {false, 'fenced'} when a newer leader raised the fence (nothing published).
 
 local leader = tonumber(ARGV[1])
 local fence = tonumber(redis.call('GET', KEYS[4]) or '0')
@@ -35,7 +41,12 @@ if leader > fence then
 end
 
 local meta = redis.call('HMGET', KEYS[1], 'e', 's')
-local epoch, offset = meta[1], tonumber(meta[2])
+local epoch, offset = meta[1], tonumber(meta[2]) or 0
+local behind = ''
+if epoch and ARGV[10] ~= '' and (epoch ~= ARGV[10] or offset < tonumber(ARGV[11])) then
+  behind = epoch .. ':' .. offset
+  epoch = false
+end
 if not epoch then
   -- A new history: whatever is left of an older one (evicted meta) must not mix in.
   redis.call('DEL', KEYS[2], KEYS[3])
@@ -78,4 +89,4 @@ if deduplicated then
   redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -(tonumber(ARGV[7]) + 1))
   redis.call('EXPIRE', KEYS[3], ttl)
 end
-return {epoch, offset, table.concat(statuses)}
+return {epoch, offset, table.concat(statuses), behind}

@@ -1,9 +1,13 @@
 """Publish events to Redis through ``publish.lua``: fenced, de-duplicated, numbered.
 
 A batch is one pipelined round trip of EVALSHA calls, one per run of events on the
-same channel (at most RUN_MAX events each); the script is loaded on
-NOSCRIPT and the batch retried once. Knows redis, not asyncpg. Connection errors
-propagate: the caller keeps its outbox rows and retries, and the script's
+same channel (at most RUN_MAX events each), then ``WAIT`` when replicas must
+acknowledge it; the script is loaded on NOSCRIPT and the batch retried once.
+Each run carries its channel's watermark (the last epoch and top offset Redis
+acknowledged, :class:`Mark`): the script starts a new epoch where Redis went back
+behind it. The publisher remembers the marks of its own publishes (Redis' state
+after them) for the rest of its leadership. Knows redis, not asyncpg. Connection
+errors propagate: the caller keeps its outbox rows and retries, and the script's
 de-duplication makes the retry harmless.
 """
 
@@ -11,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from importlib import resources
 from typing import Any, Literal, NamedTuple
 
@@ -21,6 +25,7 @@ from redis.exceptions import NoScriptError
 from pgcast.keys import FENCE_KEY, channel_json, channel_keys
 
 PublishStatus = Literal["published", "duplicate", "fenced"]
+ReplicaPolicy = Literal["stall", "degrade"]
 
 PUBLISH_SCRIPT = resources.files("listener").joinpath("publish.lua").read_text()
 
@@ -34,6 +39,9 @@ return 1
 """
 # Events per script call: bounds how long one call holds Redis (about 5 µs an event).
 RUN_MAX = 100
+# Marks remembered from this leadership's own publishes; past it they are forgotten
+# (Postgres' pgcast.watermark has them, at most one batch older).
+KNOWN_MAX = 100_000
 PUBLISH_SHA = hashlib.sha1(PUBLISH_SCRIPT.encode()).hexdigest()  # noqa: S324 - Redis' script id
 CLAIM_SHA = hashlib.sha1(CLAIM_SCRIPT.encode()).hexdigest()  # noqa: S324 - Redis' script id
 
@@ -54,20 +62,46 @@ class PublishResult(NamedTuple):
     epoch: str | None
 
 
+class Mark(NamedTuple):
+    """A channel's state in Redis after a publish: its epoch and top offset."""
+
+    epoch: str
+    top: int
+
+
+class ReplicasBehindError(Exception):
+    """Fewer replicas than required acknowledged a publish within the WAIT timeout."""
+
+    def __init__(self, acked: int, wanted: int, timeout: float) -> None:
+        super().__init__(
+            f"{acked} of {wanted} Redis replicas acknowledged the publish within {timeout}s"
+        )
+        self.acked = acked
+
+
+class RunReply(NamedTuple):
+    """One script call's reply: a result per event, the channel's mark after it, and
+    the state Redis had gone back to ('' when it had not)."""
+
+    results: list[PublishResult]
+    mark: Mark | None
+    behind: str
+
+
 def _text(value: Any) -> str | None:
     if value is None:
         return None
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def parse_result(reply: Sequence[Any], count: int) -> list[PublishResult]:
-    """The script's ``{epoch, last offset, statuses}`` reply for ``count`` events."""
+def parse_result(reply: Sequence[Any], count: int) -> RunReply:
+    """The script's ``{epoch, last offset, statuses, behind}`` reply for ``count`` events."""
     if len(reply) == 2 and _text(reply[1]) == "fenced":
-        return [PublishResult("fenced", None, None)] * count
-    if len(reply) != 3 or not isinstance(reply[1], int):
+        return RunReply([PublishResult("fenced", None, None)] * count, None, "")
+    if len(reply) != 4 or not isinstance(reply[1], int):
         raise ValueError(f"unexpected publish script reply: {reply!r}")
     epoch, statuses = _text(reply[0]), _text(reply[2]) or ""
-    if len(statuses) != count or statuses.strip("pd"):
+    if len(statuses) != count or statuses.strip("pd") or epoch is None:
         raise ValueError(f"unexpected publish script reply: {reply!r}")
     offset = reply[1] - statuses.count("p")  # the offset before the first published event
     results = []
@@ -78,7 +112,7 @@ def parse_result(reply: Sequence[Any], count: int) -> list[PublishResult]:
             results.append(PublishResult("published", offset, epoch))
         else:
             results.append(duplicate)
-    return results
+    return RunReply(results, Mark(epoch, reply[1]), _text(reply[3]) or "")
 
 
 def runs(events: Sequence[Event]) -> list[list[int]]:
@@ -95,7 +129,14 @@ def runs(events: Sequence[Event]) -> list[list[int]]:
 
 
 class Publisher:
-    """Publishes batches of events for the leader with epoch ``leader_epoch``."""
+    """Publishes batches of events for the leader with epoch ``leader_epoch``.
+
+    ``min_replicas`` > 0 ends each batch with ``WAIT``; fewer acknowledgements than
+    that within ``replica_timeout`` raise ReplicasBehindError (``stall``: the caller
+    keeps its rows and retries) or are counted and accepted (``degrade``).
+    ``on_behind(channel, had, mark)`` hears of every channel whose Redis state had
+    gone back behind its watermark (a new epoch was started).
+    """
 
     # The venv's types-redis stubs make Redis generic; redis' own inline types do not.
     # "unused-ignore" keeps the ignore valid under either.
@@ -105,10 +146,25 @@ class Publisher:
         *,
         history_size: int = 1000,
         history_ttl: int = 86400,
+        min_replicas: int = 0,
+        replica_timeout: float = 1.0,
+        replica_policy: ReplicaPolicy = "stall",
+        on_behind: Callable[[str, str, Mark], None] | None = None,
+        on_replicas: Callable[[int, bool, bool], None] | None = None,
     ) -> None:
         self.redis = redis
         self.history_size = history_size
         self.history_ttl = history_ttl
+        self.min_replicas = min_replicas
+        self.replica_timeout = replica_timeout
+        self.replica_policy = replica_policy
+        self.on_behind = on_behind
+        self.on_replicas = on_replicas
+        self.known: dict[str, Mark] = {}
+
+    def mark(self, channel: str) -> Mark | None:
+        """Redis' state of ``channel`` after this publisher's last publish to it."""
+        return self.known.get(channel)
 
     async def claim_fence(self, leader_epoch: int) -> bool:
         """Raise the fence to ``leader_epoch``; False when a newer leader already holds it."""
@@ -125,29 +181,85 @@ class Publisher:
     async def _load(self, script: str) -> None:
         await self.redis.script_load(script)  # type: ignore[no-untyped-call, unused-ignore]
 
-    async def publish(self, leader_epoch: int, events: Sequence[Event]) -> list[PublishResult]:
-        """Publish ``events`` (in order per channel) in one round trip; a result per event."""
+    async def publish(
+        self,
+        leader_epoch: int,
+        events: Sequence[Event],
+        watermarks: Mapping[str, Mark] | None = None,
+    ) -> list[PublishResult]:
+        """Publish ``events`` (in order per channel) in one round trip; a result per event.
+
+        ``watermarks``: per channel, what Postgres recorded; this publisher's own later
+        knowledge of a channel takes precedence.
+        """
         if not events:
             return []
         indexes = runs(events)
         batch = [[events[i] for i in run] for run in indexes]
+        expected = self._expected(batch, watermarks or {})
         try:
-            replies = await self._run(leader_epoch, batch)
+            replies = await self._run(leader_epoch, batch, expected)
         except NoScriptError:
             # Redis restarted or SCRIPT FLUSH: load once, run the whole batch again (the
             # script failed for every run, so nothing was published).
             await self._load(PUBLISH_SCRIPT)
-            replies = await self._run(leader_epoch, batch)
+            replies = await self._run(leader_epoch, batch, expected)
+        if self.min_replicas:
+            self._replicated(replies.pop())
+        parsed = [
+            parse_result(reply, len(run)) for reply, run in zip(replies, indexes, strict=True)
+        ]
+        self._remember(batch, parsed, expected)
         results: list[PublishResult | None] = [None] * len(events)
-        for reply, run in zip(replies, indexes, strict=True):
-            for index, result in zip(run, parse_result(reply, len(run)), strict=True):
+        for reply, run in zip(parsed, indexes, strict=True):
+            for index, result in zip(run, reply.results, strict=True):
                 results[index] = result
         return [result for result in results if result is not None]
 
-    async def _run(self, leader_epoch: int, batch: list[list[Event]]) -> list[Any]:
+    def _expected(
+        self, batch: list[list[Event]], watermarks: Mapping[str, Mark]
+    ) -> list[Mark | None]:
+        """The watermark each run is checked against: per channel, only its first run
+        (later runs of a channel continue from the first, in the same script order)."""
+        seen: set[str] = set()
+        expected: list[Mark | None] = []
+        for run in batch:
+            channel = run[0].channel
+            if channel in seen:
+                expected.append(None)
+                continue
+            seen.add(channel)
+            expected.append(self.known.get(channel) or watermarks.get(channel))
+        return expected
+
+    def _replicated(self, acked: Any) -> None:
+        """WAIT's reply: stall (raise) or degrade (count) when too few replicas have it."""
+        count = int(acked)
+        short = count < self.min_replicas
+        if self.on_replicas is not None:
+            self.on_replicas(count, short, self.replica_policy == "degrade")
+        if short and self.replica_policy == "stall":
+            raise ReplicasBehindError(count, self.min_replicas, self.replica_timeout)
+
+    def _remember(
+        self, batch: list[list[Event]], parsed: list[RunReply], expected: list[Mark | None]
+    ) -> None:
+        if len(self.known) > KNOWN_MAX:
+            self.known.clear()
+        for run, reply, mark in zip(batch, parsed, expected, strict=True):
+            if reply.mark is None:
+                continue  # fenced
+            channel = run[0].channel
+            self.known[channel] = reply.mark
+            if reply.behind and self.on_behind is not None and mark is not None:
+                self.on_behind(channel, reply.behind, mark)
+
+    async def _run(
+        self, leader_epoch: int, batch: list[list[Event]], expected: list[Mark | None]
+    ) -> list[Any]:
         keep = max(self.history_size, sum(len(run) for run in batch), 1000)
         pipe = self.redis.pipeline(transaction=False)
-        for run in batch:
+        for run, mark in zip(batch, expected, strict=True):
             channel = run[0].channel
             keys = channel_keys(channel)
             args: list[str | int | bytes] = [
@@ -162,13 +274,16 @@ class Publisher:
                 self.history_ttl,
                 keys.live,
                 keep,
-            ]
-            args.append(
                 ",".join(
                     f"{'' if e.outbox_id is None else e.outbox_id}:{len(e.data_json)}" for e in run
-                )
-            )
-            args.append(b"".join(event.data_json for event in run))
+                ),
+                b"".join(event.data_json for event in run),
+                "" if mark is None else mark.epoch,
+                0 if mark is None else mark.top,
+            ]
             pipe.evalsha(PUBLISH_SHA, 4, *args)
+        if self.min_replicas:
+            # The same round trip: WAIT answers once the replicas have every write above.
+            pipe.execute_command("WAIT", self.min_replicas, int(self.replica_timeout * 1000))
         replies: list[Any] = await pipe.execute()
         return replies

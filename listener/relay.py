@@ -13,13 +13,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Protocol, TypeVar
 
 from listener.leader import LeadershipEnded
 from listener.metrics import ListenerMetrics
-from listener.outbox import Outbox, OutboxRow
-from listener.publisher import Event, PublishResult
+from listener.outbox import NOTHING_PUBLISHED, Outbox, OutboxRow, Published
+from listener.publisher import Event, Mark, PublishResult, ReplicasBehindError
 from listener.wakeup import WakeCycle
 from pgcast.backoff import Backoff
 from pgcast.cancellation import raise_if_cancelled
@@ -37,7 +37,14 @@ class Fenced(LeadershipEnded):
 class PublisherLike(Protocol):
     async def claim_fence(self, leader_epoch: int) -> bool: ...
 
-    async def publish(self, leader_epoch: int, events: Sequence[Event]) -> list[PublishResult]: ...
+    async def publish(
+        self,
+        leader_epoch: int,
+        events: Sequence[Event],
+        watermarks: Mapping[str, Mark] | None = None,
+    ) -> list[PublishResult]: ...
+
+    def mark(self, channel: str) -> Mark | None: ...
 
 
 class RetryingPublisher:
@@ -56,12 +63,19 @@ class RetryingPublisher:
         if not await self._retried(lambda: self.publisher.claim_fence(self.epoch)):
             raise Fenced(f"epoch {self.epoch} is older than the Redis fence")
 
-    async def publish(self, events: Sequence[Event]) -> list[PublishResult]:
-        return await self._retried(lambda: self._timed_publish(events))
+    async def publish(
+        self, events: Sequence[Event], watermarks: Mapping[str, Mark] | None = None
+    ) -> list[PublishResult]:
+        return await self._retried(lambda: self._timed_publish(events, watermarks))
 
-    async def _timed_publish(self, events: Sequence[Event]) -> list[PublishResult]:
+    def mark(self, channel: str) -> Mark | None:
+        return self.publisher.mark(channel)
+
+    async def _timed_publish(
+        self, events: Sequence[Event], watermarks: Mapping[str, Mark] | None
+    ) -> list[PublishResult]:
         with self.metrics.batches.time():
-            return await self.publisher.publish(self.epoch, events)
+            return await self.publisher.publish(self.epoch, events, watermarks)
 
     async def _retried(self, call: Callable[[], Awaitable[_T]]) -> _T:
         """``call()`` until it works (Redis unreachable: keep the lock and the events).
@@ -81,10 +95,16 @@ class RetryingPublisher:
             return result
 
     async def _failed(self, exc: Exception) -> None:
-        self.metrics.errors.labels("redis").inc()
+        replicas = isinstance(exc, ReplicasBehindError)
+        self.metrics.errors.labels("replicas" if replicas else "redis").inc()
         delay = self.backoff.next()
         if not self.failing:
-            log.warning("Redis publish failed, retrying until it works: %s", exc or repr(exc))
+            what = (
+                "Redis replicas are behind; holding the batch"
+                if replicas
+                else "Redis publish failed"
+            )
+            log.warning("%s, retrying until it works: %s", what, exc or repr(exc))
         else:
             log.debug("Redis still failing (%s); next try in %.2fs", exc, delay)
         self.failing = True
@@ -119,10 +139,11 @@ class Drainer:
         self.vacuum_every = vacuum_every
         self.hold_batch = hold_batch
         self.deleted = 0  # rows deleted since the last VACUUM
-        # Ids of the last batch, published but not yet deleted: the next fetch deletes them
-        # in the same statement (one round trip less per poll). Should the leader die first,
-        # its successor publishes them again and the Redis script skips them as duplicates.
-        self.published: list[int] = []
+        # The last batch, published but not yet deleted: the next fetch deletes it and
+        # records its channels' watermarks in the same statement (one round trip less per
+        # poll). Should the leader die first, its successor publishes it again and the Redis
+        # script skips it as duplicates.
+        self.published = NOTHING_PUBLISHED
 
     def wake_up(self) -> None:
         """Called from the (sync) LISTEN callback: never blocks, never awaits."""
@@ -143,7 +164,7 @@ class Drainer:
         total = 0
         while True:
             rows = await self.outbox.fetch_batch(self.batch_size, self.published)
-            self.published = []
+            self.published = NOTHING_PUBLISHED
             if rows:
                 await self._publish_batch(rows)
                 total += len(rows)
@@ -156,9 +177,9 @@ class Drainer:
                 return total
 
     async def _delete_published(self) -> None:
-        if self.published:
+        if self.published.ids:
             await self.outbox.delete(self.published)
-            self.published = []
+            self.published = NOTHING_PUBLISHED
 
     async def _vacuum(self, deleted: int) -> None:
         """VACUUM the outbox every ``vacuum_every`` deleted rows. Every poll reads the oldest
@@ -169,15 +190,19 @@ class Drainer:
             self.deleted = 0
             await self._delete_published()
             await self.outbox.vacuum()
+            await self.outbox.prune_watermarks()
 
     async def _publish_batch(self, rows: list[OutboxRow]) -> None:
         events = []
         checked: dict[str, str | None] = {}  # a batch holds few distinct channels
+        watermarks: dict[str, Mark] = {}
         for row in rows:
             if row.channel in checked:
                 reason = checked[row.channel]
             else:
                 reason = checked[row.channel] = channel_error(row.channel)
+                if row.mark_epoch is not None and row.mark_top is not None:
+                    watermarks[row.channel] = Mark(row.mark_epoch, row.mark_top)
             if reason is None:
                 events.append(Event(row.channel, row.data.encode(), row.id))
             else:
@@ -194,7 +219,7 @@ class Drainer:
                 "holding a batch of %d rows for %.2fs before publishing", len(rows), self.hold_batch
             )
             await asyncio.sleep(self.hold_batch)
-        results = await self.publisher.publish(events) if events else []
+        results = await self.publisher.publish(events, watermarks) if events else []
         statuses = Counter(result.status for result in results)
         for status, count in statuses.items():
             self.metrics.events.labels(status).inc(count)
@@ -203,4 +228,9 @@ class Drainer:
                 "publish refused: fenced (a newer leader holds epoch > %d)", self.publisher.epoch
             )
             raise Fenced(f"epoch {self.publisher.epoch} was fenced by a newer leader")
-        self.published = [row.id for row in rows]
+        marks = {}
+        for channel in checked:
+            mark = self.publisher.mark(channel)
+            if mark is not None:
+                marks[channel] = (mark.epoch, mark.top)
+        self.published = Published([row.id for row in rows], marks)

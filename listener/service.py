@@ -11,21 +11,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import AuthenticationError, ResponseError
 
 from listener import outbox, pgconn, probes
 from listener.config import ListenerSettings
 from listener.leader import Elector
 from listener.metrics import ListenerMetrics
-from listener.publisher import Publisher
+from listener.publisher import Mark, Publisher
 from listener.session import LeaderSession
-from pgcast.cancellation import raise_if_cancelled
+from pgcast import redis_connect
 from pgcast.settings import ConfigError
 
 log = logging.getLogger(__name__)
@@ -35,13 +32,9 @@ FATAL_SQLSTATE_CLASSES = ("28", "3D")
 
 
 def redis_client(settings: ListenerSettings) -> Any:
-    """The Redis client; its own retries are off: the drain retries with backoff itself."""
-    return aioredis.Redis.from_url(
-        settings.redis_url,
-        socket_timeout=settings.redis_timeout,
-        socket_connect_timeout=settings.redis_timeout,
-        retry=Retry(NoBackoff(), 0),
-    )
+    """The Redis client (one address or a Sentinel-managed primary); its own retries are
+    off: the drain retries with backoff itself."""
+    return redis_connect.client(settings.redis, timeout=settings.redis_timeout)
 
 
 def _reason(exc: BaseException) -> str:
@@ -72,19 +65,19 @@ async def check_postgres(settings: ListenerSettings, deadline: float) -> None:
         await asyncio.sleep(0.2)
 
 
-async def check_redis(client: Any, settings: ListenerSettings, deadline: float) -> None:
-    where = f"Redis at {settings.safe_redis_url}"
-    while True:
-        try:
-            await client.ping()
-            return
-        except (AuthenticationError, ResponseError) as exc:
-            raise ConfigError(f"{where} refused the connection: {_reason(exc)}") from None
-        except Exception as exc:  # unreachable, timed out, still loading: retry until the deadline
-            raise_if_cancelled()
-            if time.monotonic() > deadline:
-                raise ConfigError(f"cannot reach {where}: {_reason(exc)}") from None
-        await asyncio.sleep(0.2)
+def _count_behind(metrics: ListenerMetrics) -> Callable[[str, str, Mark], None]:
+    def behind(channel: str, had: str, mark: Mark) -> None:
+        metrics.history_lost.inc()
+        log.warning(
+            "Redis went back in time on channel %r: it had %s, the watermark says %s:%d;"
+            " a new epoch starts (its clients are told recovered:false)",
+            channel[:300],
+            had,
+            mark.epoch,
+            mark.top,
+        )
+
+    return behind
 
 
 async def run(settings: ListenerSettings) -> None:
@@ -94,9 +87,16 @@ async def run(settings: ListenerSettings) -> None:
     try:
         deadline = time.monotonic() + settings.startup_timeout
         await check_postgres(settings, deadline)
-        await check_redis(client, settings, deadline)
+        await redis_connect.verify(settings.redis, client, deadline=deadline)
         publisher = Publisher(
-            client, history_size=settings.history_size, history_ttl=settings.history_ttl
+            client,
+            history_size=settings.history_size,
+            history_ttl=settings.history_ttl,
+            min_replicas=settings.redis_min_replicas,
+            replica_timeout=settings.redis_replica_timeout,
+            replica_policy="degrade" if settings.redis_replica_policy == "degrade" else "stall",
+            on_behind=_count_behind(metrics),
+            on_replicas=metrics.set_replicas,
         )
 
         async def lead(conn: asyncpg.Connection, epoch: int) -> None:

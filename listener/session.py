@@ -54,7 +54,7 @@ class LeaderSession:
         self.conn = conn
         self.settings = settings
         self.metrics = metrics
-        self.outbox = Outbox(conn, settings.query_timeout)
+        self.outbox = Outbox(conn, settings.query_timeout, mark_ttl=settings.history_ttl)
         retrying = RetryingPublisher(publisher, epoch, metrics, settings.backoff_max)
         self.cycle = WakeCycle(
             self.outbox,

@@ -139,3 +139,22 @@ async def test_wait_ready_returns_once_history_is_applied() -> None:
     await asyncio.wait_for(waiter, 1)
     channel.begin_sync()  # a reconnect: not ready again until the next read
     assert not channel.ready
+
+
+def test_redis_behind_what_was_dispatched_holds_the_position_without_a_false_alarm() -> None:
+    """After a failover to a replica that lacks offsets 4-5, the channel keeps offset 5: the
+    listener's republish of the same events drops as duplicates, then 6 flows; a new epoch
+    from the listener (Redis behind its watermark) still tells the client."""
+    channel, member = _live()
+    for offset in (1, 2, 3, 4, 5):
+        channel.on_live(_msg(offset))
+    channel.begin_sync()
+    assert not channel.finish_sync(Snapshot("E", 3))
+    assert (channel.epoch, channel.offset) == ("E", 5)
+    assert member.resyncs == []
+    for offset in (4, 5, 6):
+        assert not channel.on_live(_msg(offset))
+    assert member.got == [1, 2, 3, 4, 5, 6]
+    channel.on_live(_msg(1, epoch="F"))
+    assert member.resyncs == [("F", 0)]
+    assert member.got[-1] == 1

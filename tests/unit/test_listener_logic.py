@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import asyncpg
 import pytest
@@ -17,7 +17,9 @@ from listener.publisher import (
     PUBLISH_SCRIPT,
     RUN_MAX,
     Event,
+    Mark,
     PublishResult,
+    RunReply,
     parse_result,
     runs,
 )
@@ -27,20 +29,29 @@ from listener.session import first_leaf
 
 def test_parse_result_of_each_status() -> None:
     """A run's reply becomes one PublishResult per event; fenced covers the run; garbage fails."""
-    reply = [b"ab", 4, b"pdp"]  # published offsets run up to 4: 3 and 4
-    assert parse_result(reply, 3) == [
-        PublishResult("published", 3, "ab"),
-        PublishResult("duplicate", None, "ab"),
-        PublishResult("published", 4, "ab"),
-    ]
-    assert parse_result([b"ab", 0, b"dd"], 2) == [PublishResult("duplicate", None, "ab")] * 2
-    assert parse_result([None, b"fenced"], 3) == [PublishResult("fenced", None, None)] * 3
-    with pytest.raises(ValueError, match="unexpected"):
-        parse_result([b"ab", 1, b"x"], 1)
-    with pytest.raises(ValueError, match="unexpected"):
-        parse_result([b"ab", 1, b"p"], 2)
-    with pytest.raises(ValueError, match="unexpected"):
-        parse_result([b"ab", b"published", 1], 1)
+    reply = [b"ab", 4, b"pdp", b""]  # published offsets run up to 4: 3 and 4
+    assert parse_result(reply, 3) == RunReply(
+        [
+            PublishResult("published", 3, "ab"),
+            PublishResult("duplicate", None, "ab"),
+            PublishResult("published", 4, "ab"),
+        ],
+        Mark("ab", 4),
+        "",
+    )
+    dups = parse_result([b"ab", 0, b"dd", b"zz:9"], 2)
+    assert dups.results == [PublishResult("duplicate", None, "ab")] * 2
+    assert dups.behind == "zz:9"  # Redis had gone back to epoch zz, offset 9
+    fenced = parse_result([None, b"fenced"], 3)
+    assert fenced == RunReply([PublishResult("fenced", None, None)] * 3, None, "")
+    for garbage, count in (
+        ([b"ab", 1, b"x", b""], 1),
+        ([b"ab", 1, b"p", b""], 2),
+        ([b"ab", b"published", 1, b""], 1),
+        ([b"ab", 1, b"p"], 1),
+    ):
+        with pytest.raises(ValueError, match="unexpected"):
+            parse_result(garbage, count)
 
 
 def test_runs_group_by_channel_keep_order_within_and_cap_their_length() -> None:
@@ -114,12 +125,20 @@ class FlakyPublisher:
             raise ConnectionError("redis down")
         return self.status != "fenced"
 
-    async def publish(self, leader_epoch: int, events: Sequence[Event]) -> list[PublishResult]:
+    async def publish(
+        self,
+        leader_epoch: int,
+        events: Sequence[Event],
+        watermarks: Mapping[str, Mark] | None = None,
+    ) -> list[PublishResult]:
         self.calls += 1
         if self.failures:
             self.failures -= 1
             raise ConnectionError("redis down")
         return [PublishResult(self.status, 1, "e") for _ in events]  # type: ignore[arg-type]
+
+    def mark(self, channel: str) -> Mark | None:
+        return None
 
 
 async def test_retrying_publisher_retries_until_redis_answers() -> None:

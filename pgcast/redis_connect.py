@@ -1,0 +1,164 @@
+"""Redis clients for a :class:`RedisTarget`: the kernel's one redis import, used by both sides.
+
+:func:`client` returns a ``redis.asyncio.Redis`` for one address or for the
+primary a set of Sentinels names; a Sentinel client asks the Sentinels again on
+every new connection, and drops a connection to a demoted primary (READONLY), so
+it follows failovers by itself; the caller's retry loop only has to reconnect.
+Closing it closes its Sentinel connections too. :func:`verify` is the start-up
+check: a wrong password or a master no Sentinel knows is a ConfigError at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
+from redis.backoff import NoBackoff
+from redis.exceptions import AuthenticationError, ResponseError
+
+from pgcast.cancellation import raise_if_cancelled
+from pgcast.redis_url import RedisTarget
+from pgcast.settings import ConfigError
+
+__all__ = ["RedisClient", "client", "verify"]
+
+log = logging.getLogger(__name__)
+
+RedisClient = aioredis.Redis
+
+
+class _BlockingSentinelPool(SentinelConnectionPool, aioredis.BlockingConnectionPool):
+    """A Sentinel pool whose callers wait for a free connection instead of failing."""
+
+
+class _SentinelRedis(aioredis.Redis):
+    """A client of a Sentinel-managed primary that also closes its Sentinel connections."""
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        manager = getattr(self.connection_pool, "sentinel_manager", None)
+        if manager is not None:
+            await manager.aclose()
+
+
+def client(
+    target: RedisTarget,
+    *,
+    timeout: float,
+    retry: Retry | None = None,
+    pool_size: int | None = None,
+    pool_wait: float | None = None,
+    **options: Any,
+) -> aioredis.Redis:  # type: ignore[type-arg, unused-ignore]
+    """A client of ``target``'s primary: socket timeouts ``timeout``; no retries unless
+    ``retry``; a blocking pool of ``pool_size`` whose callers wait up to ``pool_wait``."""
+    kwargs: dict[str, Any] = {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "retry": retry or Retry(NoBackoff(), 0),
+        **options,
+    }
+    if target.kind == "single":
+        if pool_size is None:
+            return aioredis.Redis.from_url(target.url, **kwargs)
+        pool = aioredis.BlockingConnectionPool.from_url(
+            target.url, max_connections=pool_size, timeout=pool_wait, **kwargs
+        )
+        return aioredis.Redis.from_pool(pool)
+    sentinel = Sentinel(
+        list(target.sentinels),
+        sentinel_kwargs={
+            "socket_timeout": timeout,
+            "socket_connect_timeout": timeout,
+            "password": target.sentinel_password,
+        },
+    )
+    pool_options: dict[str, Any] = {}
+    if pool_size is not None:
+        pool_options = {
+            "connection_pool_class": _BlockingSentinelPool,
+            "max_connections": pool_size,
+            "timeout": pool_wait,
+        }
+    return sentinel.master_for(  # type: ignore[no-any-return, unused-ignore]
+        target.master,
+        redis_class=_SentinelRedis,
+        db=target.db,
+        username=target.username,
+        password=target.password,
+        **pool_options,
+        **kwargs,
+    )
+
+
+def _reason(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+async def _known_master(target: RedisTarget, wait: float) -> bool | None:
+    """Whether a reachable Sentinel knows ``target.master``; None when none answers."""
+    answered = False
+    for host, port in target.sentinels:
+        probe = aioredis.Redis(
+            host=host,
+            port=port,
+            password=target.sentinel_password,
+            socket_timeout=wait,
+            socket_connect_timeout=wait,
+            retry=Retry(NoBackoff(), 0),
+        )
+        try:
+            masters = await probe.sentinel_masters()  # type: ignore[no-untyped-call, unused-ignore]
+        except AuthenticationError as exc:
+            raise ConfigError(
+                f"Sentinel {host}:{port} refused the connection: {_reason(exc)}"
+            ) from None
+        except Exception as exc:  # unreachable, or not a Sentinel: ask the next one
+            raise_if_cancelled()
+            log.debug("Sentinel %s:%d did not answer: %s", host, port, exc)
+        else:
+            answered = True
+            if target.master in masters:
+                return True
+        finally:
+            await probe.aclose()
+    return False if answered else None
+
+
+async def verify(
+    target: RedisTarget,
+    redis: Any,
+    *,
+    deadline: float,
+    must_answer: bool = True,
+    retry_every: float = 0.2,
+) -> bool:
+    """PING ``redis`` until it answers (True); ConfigError on what retrying cannot fix (a
+    wrong password, a master no Sentinel knows) at once. Still unreachable at ``deadline``:
+    ConfigError, or False when not ``must_answer``."""
+    where = f"Redis at {target.describe()}"
+    while True:
+        try:
+            await redis.ping()
+            return True
+        except (AuthenticationError, ResponseError) as exc:
+            raise ConfigError(f"{where} refused the connection: {_reason(exc)}") from None
+        except Exception as exc:  # unreachable, timed out, loading, failing over: retry
+            raise_if_cancelled()
+            if target.kind == "sentinel" and isinstance(exc, MasterNotFoundError):
+                known = await _known_master(target, retry_every * 5)
+                if known is False:
+                    raise ConfigError(
+                        f"no Sentinel of {target.describe()} knows a master named {target.master!r}"
+                    ) from None
+            if time.monotonic() >= deadline:
+                if not must_answer:
+                    log.warning("cannot reach %s yet: %s", where, _reason(exc))
+                    return False
+                raise ConfigError(f"cannot reach {where}: {_reason(exc)}") from None
+        await asyncio.sleep(retry_every)
