@@ -1,8 +1,10 @@
 """The stack runner's settings: command-line flags plus the contract's environment.
 
-``DATABASE_URL``/``REDIS_URL`` when given, else the local servers; a dev
-``PGCAST_JWT_SECRET`` is generated once and kept in the run dir when no key is
-configured. Everything lands in one frozen :class:`StackConfig`.
+``DATABASE_URL``/``REDIS_URL`` when given, else the local servers; with ``--redis
+sentinel`` the stack runs its own Redis primary, replica and Sentinels and hands
+every process their ``redis+sentinel://`` URL. A dev ``PGCAST_JWT_SECRET`` is
+generated once and kept in the run dir when no key is configured. Everything
+lands in one frozen :class:`StackConfig`.
 """
 
 from __future__ import annotations
@@ -15,10 +17,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from deploy import sentinel
 from pgcast.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL
 
 REPO = Path(__file__).resolve().parents[1]
 KEY_VARS = ("PGCAST_JWT_SECRET", "PGCAST_JWT_PUBLIC_KEY", "PGCAST_JWT_JWKS_URL")
+REDIS_MODES = ("single", "sentinel")
+SENTINELS = 3
+REDIS_SERVERS = 2  # a primary and one replica
+
+
+class FlagConflict(ValueError):
+    """A flag contradicts the environment; the message says which and what to do."""
 
 
 @dataclass(frozen=True)
@@ -36,6 +46,11 @@ class StackConfig:
     demo: bool = False
     restart: bool = True
     nginx_binary: str = "nginx"
+    # --redis sentinel: the stack's own Redis (primary first, then its replica) and
+    # Sentinels; both empty when Redis is REDIS_URL's (or the local one).
+    redis_ports: tuple[int, ...] = ()
+    sentinel_ports: tuple[int, ...] = ()
+    redis_binary: str = "redis-server"
     gateway_stop_timeout: float = 40.0
     jwt_secret: str | None = field(default=None, repr=False)
     extra_env: Mapping[str, str] = field(default_factory=dict, repr=False)
@@ -52,6 +67,21 @@ class StackConfig:
     @property
     def log_dir(self) -> Path:
         return self.run_dir / "logs"
+
+    @property
+    def redis_dir(self) -> Path:
+        return self.run_dir / "redis"
+
+    @property
+    def runs_redis(self) -> bool:
+        """Whether the stack runs its own Redis (``--redis sentinel``)."""
+        return bool(self.redis_ports)
+
+    def redis_servers(self) -> list[sentinel.Server]:
+        """The stack's own Redis servers and Sentinels (none unless ``--redis sentinel``)."""
+        if not self.runs_redis:
+            return []
+        return sentinel.servers(self.redis_dir, self.redis_ports, self.sentinel_ports)
 
     @property
     def state_file(self) -> Path:
@@ -84,6 +114,26 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default="pgcast",
         help="run each gateway as pgcast-gateway or as gunicorn with the uvloop aiohttp worker",
     )
+    p.add_argument(
+        "--redis",
+        choices=REDIS_MODES,
+        default="single",
+        help="single: the Redis of REDIS_URL (default redis://localhost:6379/0); sentinel: run"
+        " a primary, a replica and 3 Sentinels from the local redis-server (in the run dir)"
+        " and give every process their redis+sentinel:// URL",
+    )
+    p.add_argument(
+        "--redis-base-port",
+        type=int,
+        default=6380,
+        help="--redis sentinel: the primary's port; the replica's is the next",
+    )
+    p.add_argument(
+        "--sentinel-base-port",
+        type=int,
+        default=26380,
+        help="--redis sentinel: the first of the 3 Sentinels' ports",
+    )
     p.add_argument("--demo", action="store_true", help="also run the demo web app")
     p.add_argument("--no-restart", action="store_true", help="leave dead processes dead")
     p.add_argument("--stop", action="store_true", help="stop the stack running from --run-dir")
@@ -109,12 +159,43 @@ def find_nginx() -> str | None:
     )
 
 
+def find_redis_server() -> str | None:
+    candidates = ("/usr/bin/redis-server", "/usr/local/bin/redis-server")
+    found = shutil.which("redis-server")
+    return found or next((p for p in candidates if os.access(p, os.X_OK)), None)
+
+
+def redis_ports(args: argparse.Namespace) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The ports of the stack's own Redis servers and Sentinels (none for ``single``)."""
+    if args.redis != "sentinel":
+        return (), ()
+    servers = tuple(args.redis_base_port + i for i in range(REDIS_SERVERS))
+    sentinels = tuple(args.sentinel_base_port + i for i in range(SENTINELS))
+    return servers, sentinels
+
+
+def redis_url(env: Mapping[str, str], sentinels: tuple[int, ...]) -> str:
+    """What every process gets as ``REDIS_URL``: the stack's own Sentinels' when it runs
+    them, else the environment's; FlagConflict when both name a Redis."""
+    given = env.get("REDIS_URL")
+    if not sentinels:
+        return given or DEFAULT_REDIS_URL
+    if given:
+        raise FlagConflict(
+            "--redis sentinel runs its own Redis, but REDIS_URL is set: unset it, or drop"
+            " --redis sentinel to use that Redis (redis+sentinel:// URLs work as given)"
+        )
+    return sentinel.url(sentinels)
+
+
 def build(args: argparse.Namespace, env: Mapping[str, str]) -> StackConfig:
-    """The stack's config from flags and the environment (generates the dev secret)."""
+    """The stack's config from flags and the environment (generates the dev secret);
+    FlagConflict when they disagree."""
     run_dir: Path = args.run_dir.resolve()
+    servers, sentinels = redis_ports(args)
     extra: dict[str, str] = {
         "DATABASE_URL": env.get("DATABASE_URL") or DEFAULT_DATABASE_URL,
-        "REDIS_URL": env.get("REDIS_URL") or DEFAULT_REDIS_URL,
+        "REDIS_URL": redis_url(env, sentinels),
     }
     secret = env.get("PGCAST_JWT_SECRET")
     if not any(env.get(name) for name in KEY_VARS):
@@ -137,6 +218,9 @@ def build(args: argparse.Namespace, env: Mapping[str, str]) -> StackConfig:
         demo=args.demo,
         restart=not args.no_restart,
         nginx_binary=find_nginx() or "nginx",
+        redis_ports=servers,
+        sentinel_ports=sentinels,
+        redis_binary=find_redis_server() or "redis-server",
         jwt_secret=secret or None,
         extra_env=extra,
     )

@@ -1,8 +1,9 @@
 """Checks before anything starts, each failing with exactly what to do about it.
 
-Postgres and Redis reachable (else what to install or which URL to set), nginx
-and the console scripts installed, the ports free, no other stack running from
-the same run dir. Raises :class:`StackError`; its message is printed as is.
+Postgres and Redis reachable (else what to install or which URL to set; a
+``redis+sentinel://`` URL through its Sentinels), nginx, the console scripts and,
+for ``--redis sentinel``, redis-server installed, the ports free, no other stack
+running from the same run dir. Raises :class:`StackError`; its message is printed as is.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ import redis.asyncio as aioredis
 
 from deploy.config import StackConfig
 from deploy.procs import ProcSpec
-from pgcast.settings import redact_url
+from pgcast import redis_connect
+from pgcast.redis_url import parse_redis_url
+from pgcast.settings import ConfigError, redact_url
 
 __all__ = ["StackError", "redact_url", "run_all"]
 
@@ -30,7 +33,13 @@ PG_HELP = (
 )
 REDIS_HELP = (
     "  Debian/Ubuntu: apt-get install -y redis-server && service redis-server start\n"
-    "  or point REDIS_URL at a server: REDIS_URL=redis://HOST:6379/0 make up"
+    "  or point REDIS_URL at a server: REDIS_URL=redis://HOST:6379/0 make up\n"
+    "  (Sentinels: REDIS_URL=redis+sentinel://HOST:26379/MASTER/0), or let the stack run"
+    ' a primary, a replica and 3 Sentinels: make up ARGS="--redis sentinel"'
+)
+REDIS_SERVER_HELP = (
+    "redis-server is not installed (--redis sentinel runs it):"
+    " apt-get install -y redis-server, or use your Redis: REDIS_URL=... make up"
 )
 
 
@@ -66,12 +75,17 @@ async def check_postgres(url: str) -> None:
 
 
 async def check_redis(url: str) -> None:
-    client = aioredis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5)
+    """PING the Redis ``url`` names (its primary, for a ``redis+sentinel://`` URL)."""
+    try:
+        target = parse_redis_url(url)
+    except ConfigError as exc:
+        raise StackError(str(exc)) from None
+    client = redis_connect.client(target, timeout=5)
     try:
         await client.ping()
     except (OSError, TimeoutError, aioredis.RedisError) as exc:
         raise StackError(
-            f"Redis is not reachable at {redact_url(url)}: {exc or type(exc).__name__}\n"
+            f"Redis is not reachable at {target.describe()}: {exc or type(exc).__name__}\n"
             + REDIS_HELP
         ) from None
     finally:
@@ -84,8 +98,10 @@ def check_installed(config: StackConfig, specs: list[ProcSpec]) -> None:
             "nginx is not installed: run `make install-system` (as root) or"
             " `sudo apt-get install -y nginx-light`"
         )
+    if config.runs_redis and not os.access(config.redis_binary, os.X_OK):
+        raise StackError(REDIS_SERVER_HELP)
     for spec in specs:
-        if spec.kind != "nginx" and not Path(spec.argv[0]).is_file():
+        if spec.kind not in ("nginx", "redis", "sentinel") and not Path(spec.argv[0]).is_file():
             raise StackError(f"{spec.argv[0]} is missing: run `make install` first")
 
 
@@ -144,4 +160,7 @@ async def run_all(config: StackConfig, specs: list[ProcSpec]) -> None:
         )
     check_installed(config, specs)
     check_ports(config, specs)
-    await asyncio.gather(check_postgres(config.database_url), check_redis(config.redis_url))
+    checks = [check_postgres(config.database_url)]
+    if not config.runs_redis:  # the stack's own Redis starts after these checks
+        checks.append(check_redis(config.redis_url))
+    await asyncio.gather(*checks)

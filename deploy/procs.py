@@ -1,8 +1,9 @@
 """The stack's topology as data: one :class:`ProcSpec` per process the runner starts.
 
-``plan(config)`` returns the list (listeners, gateways, nginx, then ``--demo``
-extras); adding a process is one line there. The runner knows nothing about
-what a process is beyond its spec: argv, environment, port, probe URLs, stop order.
+``plan(config)`` returns the list (``--redis sentinel``'s own Redis servers and
+Sentinels, listeners, gateways, nginx, then ``--demo`` extras); adding a process is
+one line there. The runner knows nothing about what a process is beyond its spec:
+argv, environment, port, probe URLs, start and stop order.
 """
 
 from __future__ import annotations
@@ -19,6 +20,12 @@ from deploy.config import StackConfig
 # Stop order: gateways drain first (clients reconnect elsewhere), then the load
 # balancer, then the listeners (the outbox keeps whatever is committed meanwhile).
 STOP_FIRST, STOP_SECOND, STOP_LAST = 0, 1, 2
+# The stack's own Redis (--redis sentinel) outlives every pgcast process: the
+# Sentinels go first (no failover while the servers stop), then the servers.
+STOP_SENTINELS, STOP_REDIS = 3, 4
+# Start order: a group starts once every process of the one before is ready, so
+# listeners and gateways find the stack's own Redis and its Sentinels answering.
+START_SERVERS, START_PGCAST = 0, 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +44,7 @@ class ProcSpec:
     stop_signal: signal.Signals = signal.SIGTERM
     stop_timeout: float = 15.0
     stop_order: int = STOP_FIRST
+    start_order: int = START_PGCAST
 
 
 def script(name: str) -> str:
@@ -46,6 +54,23 @@ def script(name: str) -> str:
         if candidate.is_file():
             return str(candidate)
     return str(candidates[0])  # missing: the runner's preflight reports it by name
+
+
+def redis_procs(config: StackConfig) -> list[ProcSpec]:
+    """``--redis sentinel``: the primary, its replica and the Sentinels, probed over RESP."""
+    return [
+        ProcSpec(
+            name=server.name,
+            kind=server.kind,
+            argv=server.argv(config.redis_binary),
+            port=server.port,
+            health_url=f"redis://127.0.0.1:{server.port}",
+            stop_timeout=10.0,
+            stop_order=STOP_SENTINELS if server.kind == "sentinel" else STOP_REDIS,
+            start_order=START_SERVERS,
+        )
+        for server in config.redis_servers()
+    ]
 
 
 def listener_spec(config: StackConfig, index: int, port: int) -> ProcSpec:
@@ -142,6 +167,7 @@ def demo_procs(config: StackConfig) -> list[ProcSpec]:
 # Each entry yields the specs of one role; order is start order.
 Role = Callable[[StackConfig], list[ProcSpec]]
 ROLES: tuple[Role, ...] = (
+    redis_procs,
     lambda c: [listener_spec(c, i + 1, p) for i, p in enumerate(c.listener_ports)],
     lambda c: [gateway_spec(c, i + 1, p) for i, p in enumerate(c.gateway_ports)],
     lambda c: [nginx_spec(c)],

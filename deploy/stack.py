@@ -1,9 +1,11 @@
 """``python -m deploy.stack`` (``make up``): the whole pgcast stack on one machine.
 
 Preflight (servers, nginx, ports) -> TLS files and nginx config in the run dir
--> ``pgcast-migrate`` -> 2 listeners, 4 gateways, nginx on https://localhost:8443
--> the URLs and a dev token -> a status table until Ctrl-C/SIGTERM, which stops
-everything by PID in order. ``--stop`` (``make down``) stops a running stack.
+(and ``--redis sentinel``'s Redis and Sentinel configs) -> ``pgcast-migrate`` ->
+(the stack's own Redis primary, replica and 3 Sentinels, then) 2 listeners, 4
+gateways, nginx on https://localhost:8443 -> the URLs and a dev token -> a status
+table until Ctrl-C/SIGTERM, which stops everything by PID in order. ``--stop``
+(``make down``) stops a running stack.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from deploy import certs, nginx, preflight
-from deploy.config import StackConfig, build, parse_args
+from deploy import certs, nginx, preflight, sentinel
+from deploy.config import FlagConflict, StackConfig, build, parse_args
 from deploy.preflight import StackError
 from deploy.procs import ProcSpec, plan, script
 from deploy.supervisor import Supervisor
@@ -52,7 +54,10 @@ def dev_token(config: StackConfig) -> str | None:
 
 
 def prepare(config: StackConfig, specs: Sequence[ProcSpec]) -> None:
-    """TLS files and the nginx config in the run dir, checked with ``nginx -t``."""
+    """TLS files and the nginx config in the run dir, checked with ``nginx -t``; fresh
+    configs for the stack's own Redis servers and Sentinels (``--redis sentinel``)."""
+    if config.runs_redis:
+        sentinel.write(config.redis_dir, config.redis_servers())
     certs.ensure(config.tls_dir)
     try:
         nginx.check(config, nginx.write(config, specs))
@@ -74,6 +79,7 @@ def banner(config: StackConfig, specs: Sequence[ProcSpec], token: str | None) ->
         f"  TLS        self-signed; trust {rel}/tls/ca.pem (curl --cacert, or accept it once)",
         f"  logs       {rel}/logs/",
         *(f"  {s.name:<10} {s.public_url}" for s in specs if s.public_url),
+        *redis_lines(config),
     ]
     if token is None:
         lines.append("  token      sign your own: the key is yours (PGCAST_JWT_PUBLIC_KEY/JWKS)")
@@ -88,6 +94,24 @@ def banner(config: StackConfig, specs: Sequence[ProcSpec], token: str | None) ->
             f"    psql '{preflight.redact_url(config.database_url)}' -c \"{PUBLISH_SQL}\"",
         ]
     return "\n".join(lines) + "\n"
+
+
+def redis_lines(config: StackConfig) -> list[str]:
+    """The banner's lines about the stack's own Redis (``--redis sentinel``; none otherwise)."""
+    if not config.runs_redis:
+        return []
+    primary, *replicas = config.redis_ports
+    return [
+        f"  Redis      primary :{primary}, replica :{','.join(map(str, replicas))},"
+        f" {len(config.sentinel_ports)} Sentinels; listeners and gateways follow the primary",
+        f"  REDIS_URL  {config.redis_url}",
+        f"  failover   redis-cli -p {config.sentinel_ports[0]} sentinel failover {sentinel.MASTER}",
+    ]
+
+
+def stop_line(config: StackConfig) -> str:
+    then = ", then Sentinels, then Redis" if config.runs_redis else ""
+    return f"stopping: gateways drain, then nginx, then listeners{then} ..."
 
 
 async def _until(stop: asyncio.Event, work: asyncio.Task[None]) -> bool:
@@ -126,7 +150,7 @@ async def serve(config: StackConfig) -> None:
             supervisor.show()  # the table as it is now, before the banner
             print(banner(config, specs, dev_token(config)), flush=True)  # noqa: T201
             await stop.wait()
-        print("stopping: gateways drain, then nginx, then listeners ...", flush=True)  # noqa: T201
+        print(stop_line(config), flush=True)  # noqa: T201
     finally:
         await supervisor.stop()
 
@@ -152,7 +176,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.stop:
         return stop_running(args.run_dir.resolve())
-    config = build(args, os.environ)
+    try:
+        config = build(args, os.environ)
+    except FlagConflict as exc:
+        print(f"pgcast stack: {exc}", file=sys.stderr)  # noqa: T201
+        return 2
     try:
         asyncio.run(serve(config))
     except StackError as exc:

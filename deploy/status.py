@@ -2,14 +2,17 @@
 
 Pure functions over plain rows, so the format is tested without processes. The
 state file (``stack.json``) is what ``make down`` and the stack test read: the
-runner's PID and each process's name, kind, PID, port, state and restarts.
+runner's PID and each process's name, kind, PID, port, state and restarts. The
+stack's own Redis servers and Sentinels (``--redis sentinel``) are judged here from
+their answers to INFO replication and SENTINEL MASTER.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -82,3 +85,37 @@ def metrics_info(kind: str, text: str) -> str:
         roles = [labels.get("role", "?") for labels, v in families.get(LISTENER_ROLE, []) if v >= 1]
         return roles[0] if roles else ""
     return ""
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def replication_health(info: Mapping[str, Any]) -> tuple[bool, str]:
+    """A Redis server's health and INFO cell from its INFO replication: a primary is
+    healthy; a replica while its link to the primary is up."""
+    if info.get("role") == "master":
+        return True, "primary, " + _plural(int(info.get("connected_slaves", 0)), "replica")
+    link = str(info.get("master_link_status", "down"))
+    where = f"{info.get('master_host', '?')}:{info.get('master_port', '?')}"
+    return link == "up", f"replica of {where} (link {link})"
+
+
+def sentinel_health(state: Mapping[str, Any]) -> tuple[bool, str]:
+    """A Sentinel's health and INFO cell from SENTINEL MASTER: healthy once it names the
+    master's address; the cell adds what it knows and whether it sees a failure."""
+    if not state.get("ip") or not state.get("port"):
+        return False, ""
+    parts = [
+        f"master {state['ip']}:{state['port']}",
+        _plural(int(state.get("num-slaves", 0)), "replica"),
+        _plural(int(state.get("num-other-sentinels", 0)), "other sentinel"),
+    ]
+    flags = str(state.get("flags", ""))
+    if "failover_in_progress" in flags:
+        parts.append("failing over")
+    elif state.get("is_odown"):
+        parts.append("master down")
+    elif state.get("is_sdown"):
+        parts.append("master unreachable")
+    return True, ", ".join(parts)

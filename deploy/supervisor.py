@@ -1,9 +1,11 @@
 """The stack's supervisor: the processes of a plan, their probes, the status they show.
 
 Owns one :class:`Proc` per spec plus two loops: the prober (health URL -> state,
-/metrics -> the INFO column) and the printer (each change: one event line, then
-the table, then ``stack.json``). ``stop()`` stops the processes group by group
-in ``stop_order`` and awaits every task it started.
+/metrics -> the INFO column; a ``redis://`` health URL is asked over RESP) and the
+printer (each change: one event line, then the table, then ``stack.json``).
+Processes start group by group in ``start_order``, each group once the one before
+is ready; ``stop()`` stops them group by group in ``stop_order`` and awaits every
+task it started.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import operator
 import os
 import sys
 import time
@@ -20,6 +23,7 @@ from typing import TextIO
 
 import aiohttp
 
+from deploy import redis_probe
 from deploy.config import StackConfig
 from deploy.preflight import StackError
 from deploy.proc import Proc
@@ -48,6 +52,7 @@ class Supervisor:
         self._change = asyncio.Event()
         self._runs: list[asyncio.Task[None]] = []
         self._loops: list[asyncio.Task[None]] = []
+        self._starter: asyncio.Task[None] | None = None
 
     def _changed(self, proc: Proc, why: str) -> None:
         detail = f" ({why})" if why else ""
@@ -76,13 +81,32 @@ class Supervisor:
         print(table(self.rows(), title), file=self.out, flush=True)
         self.write_state()
 
-    async def start(self) -> None:
-        """Start every process (in plan order) and the probe and print loops."""
-        self.config.run_dir.mkdir(parents=True, exist_ok=True)
-        for proc in self.procs:
+    def _start_group(self, group: Sequence[Proc]) -> None:
+        for proc in group:
             self._runs.append(asyncio.create_task(proc.run(), name=proc.spec.name))
+
+    async def start(self) -> None:
+        """Start the first group of processes (plan order), the probe and print loops,
+        and a starter for the later groups."""
+        self.config.run_dir.mkdir(parents=True, exist_ok=True)
+        key = operator.attrgetter("spec.start_order")
+        groups = [list(g) for _, g in itertools.groupby(sorted(self.procs, key=key), key=key)]
+        self._start_group(groups[0] if groups else [])
         self._loops.append(asyncio.create_task(self._probe_loop(), name="prober"))
         self._loops.append(asyncio.create_task(self._print_loop(), name="printer"))
+        if len(groups) > 1:
+            self._starter = asyncio.create_task(self._start_later(groups), name="starter")
+
+    async def _start_later(self, groups: list[list[Proc]]) -> None:
+        """Start each group once every process before it is ready; stop at a failure
+        (``wait_ready`` reports it, naming the process)."""
+        for before, group in itertools.pairwise(groups):
+            while not all(p.state == "ready" for p in before):
+                if any(p.failed for p in before):
+                    return
+                self._change.clear()
+                await self._change.wait()
+            self._start_group(group)
 
     async def wait_ready(self, limit: float) -> None:
         """Return once every process is ready; StackError naming the culprit otherwise."""
@@ -103,8 +127,18 @@ class Supervisor:
             names = ", ".join(p.spec.name for p in late)
             raise StackError(f"not ready after {limit:.0f}s: {names}\n{tails}") from None
 
+    async def _probe_redis(self, proc: Proc, url: str) -> None:
+        ok, info = await redis_probe.probe(proc.spec.kind, url)
+        proc.mark_health(ok)
+        if proc.alive and proc.state in ("ready", "unhealthy"):
+            proc.info = info
+
     async def _probe(self, session: aiohttp.ClientSession, proc: Proc) -> None:
         spec = proc.spec
+        if spec.health_url is not None and spec.health_url.startswith("redis://"):
+            if proc.alive:
+                await self._probe_redis(proc, spec.health_url)
+            return
         if spec.health_url is not None and proc.alive:
             try:
                 async with session.get(spec.health_url, ssl=False) as resp:
@@ -135,6 +169,10 @@ class Supervisor:
 
     async def stop(self) -> None:
         """Stop the processes in stop order, then the loops; awaits everything started."""
+        if self._starter is not None:  # nothing more starts once stopping began
+            self._starter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._starter
         for _, group in itertools.groupby(
             sorted(self.procs, key=lambda p: p.spec.stop_order), key=lambda p: p.spec.stop_order
         ):

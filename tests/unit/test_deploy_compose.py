@@ -5,12 +5,15 @@ from __future__ import annotations
 import copy
 import json
 import re
+import shlex
+from collections.abc import Mapping
 from typing import Any
 
 import jsonschema
 import pytest
 import yaml
 
+from pgcast.redis_url import parse_redis_url
 from tests.unit.test_deploy_facts import (
     ROOT,
     TOOL_VARS,
@@ -24,6 +27,9 @@ from tests.unit.test_deploy_facts import (
 
 SCHEMA = json.loads((ROOT / "tests" / "data" / "compose-spec.json").read_text())
 OURS = ("migrate", "tls", "listener", "gateway")
+DEFAULT_SERVICES = {"postgres", "redis", "migrate", "tls", "listener", "gateway", "nginx"}
+SENTINEL_SERVICES = {"redis-replica", "sentinel-1", "sentinel-2", "sentinel-3"}
+SENTINEL_URL = "redis+sentinel://sentinel-1:26379,sentinel-2:26379,sentinel-3:26379/pgcast/0"
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +54,8 @@ def test_compose_file_matches_the_compose_specification(compose: dict[str, Any])
         (("services", "listener", "deploy", "replicas"), {"count": 2}),
         (("services", "gateway", "healthcheck", "intervall"), "5s"),
         (("services", "nginx", "depends_on", "gateway", "condition"), "service_happy"),
+        (("services", "sentinel-1", "profiles"), "sentinel"),
+        (("services", "redis-replica", "depends_on", "redis", "condition"), "healthy"),
     ],
 )
 def test_schema_rejects_a_broken_file(
@@ -72,9 +80,10 @@ def test_gateway_can_be_scaled(compose: dict[str, Any]) -> None:
 
 
 def test_topology(compose: dict[str, Any]) -> None:
-    """Postgres, Redis, a one-shot migrate, 2 listeners, gateways, nginx on 8443."""
+    """Postgres, Redis, a one-shot migrate, 2 listeners, gateways, nginx on 8443; the
+    rest only with the `sentinel` profile."""
     services = compose["services"]
-    assert set(services) == {"postgres", "redis", "migrate", "tls", "listener", "gateway", "nginx"}
+    assert {n for n, svc in services.items() if not svc.get("profiles")} == DEFAULT_SERVICES
     assert services["listener"]["deploy"]["replicas"] == 2
     assert services["migrate"]["restart"] == "no"
     assert any(p.endswith(":8443") for p in services["nginx"]["ports"])
@@ -152,3 +161,80 @@ def test_grace_period_covers_the_gateway_drain(compose: dict[str, Any]) -> None:
     drain = float(gateway["environment"]["PGCAST_DRAIN_SECONDS"])
     assert settings["graceful_timeout"] > drain
     assert int(gateway["stop_grace_period"].rstrip("s")) > settings["graceful_timeout"]
+
+
+def interpolate(text: str, env: Mapping[str, str]) -> str:
+    """Compose's ``${NAME:-default}`` / ``${NAME}`` for the values these tests read."""
+
+    def one(match: re.Match[str]) -> str:
+        return env.get(match["name"]) or (match["default"] or "")
+
+    return re.sub(r"\$\{(?P<name>[A-Z_]+)(?::-(?P<default>[^}]*))?\}", one, text)
+
+
+def test_sentinel_profile_adds_a_replica_and_three_sentinels(compose: dict[str, Any]) -> None:
+    """Profile `sentinel`: a replica of `redis` and 3 Sentinels monitoring it as master
+    'pgcast' with quorum 2; nothing of it starts without the profile."""
+    services = compose["services"]
+    profiled = {n for n, svc in services.items() if svc.get("profiles")}
+    assert profiled == SENTINEL_SERVICES
+    for name in SENTINEL_SERVICES:
+        svc = services[name]
+        assert svc["profiles"] == ["sentinel"], name
+        assert svc["image"] == services["redis"]["image"], name
+        assert svc["depends_on"]["redis"]["condition"] == "service_healthy", name
+        assert "test" in svc["healthcheck"], name
+        assert "ports" not in svc, name  # reached only inside the compose network
+    replica = services["redis-replica"]["command"]
+    assert replica[0] == "redis-server"
+    assert replica[replica.index("--replicaof") + 1 :][:2] == ["redis", "6379"]
+    assert replica[replica.index("--replica-announce-ip") + 1] == "redis-replica"
+
+
+def sentinel_script(svc: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """The config lines a Sentinel service writes, and the command it then execs."""
+    shell, flag, script = svc["command"]
+    assert (shell, flag) == ("sh", "-c")
+    write, _, run = script.partition(";")
+    words = shlex.split(write)
+    assert words[:4] == ["[", "-f", "/data/sentinel.conf", "]"]  # written only when missing
+    assert words[4:7] == ["||", "printf", "%s\\n"]
+    assert words[-2:] == [">", "/data/sentinel.conf"]
+    return words[7:-2], shlex.split(run)
+
+
+@pytest.mark.parametrize("name", ["sentinel-1", "sentinel-2", "sentinel-3"])
+def test_each_sentinel_writes_a_config_it_may_rewrite(compose: dict[str, Any], name: str) -> None:
+    """Each Sentinel writes its config into /data once (Sentinel rewrites it), monitors
+    master 'pgcast' at redis:6379 by name, and execs redis-server --sentinel through the
+    image's entrypoint (which drops root)."""
+    lines, run = sentinel_script(compose["services"][name])
+    assert run == [
+        "exec",
+        "docker-entrypoint.sh",
+        "redis-server",
+        "/data/sentinel.conf",
+        "--sentinel",
+    ]
+    assert "port 26379" in lines
+    assert "sentinel resolve-hostnames yes" in lines
+    assert "sentinel monitor pgcast redis 6379 2" in lines
+    assert any(line.startswith("sentinel down-after-milliseconds pgcast ") for line in lines)
+    assert "$" not in " ".join(lines)  # nothing for Compose to interpolate
+
+
+def test_listener_and_gateway_redis_url_default_and_sentinel(compose: dict[str, Any]) -> None:
+    """Both get REDIS_URL from PGCAST_COMPOSE_REDIS_URL, `redis` by default; the URL the
+    file documents for the profile names every Sentinel service and parses."""
+    given = {compose["services"][n]["environment"]["REDIS_URL"] for n in ("listener", "gateway")}
+    (url,) = given
+    assert url.startswith("${PGCAST_COMPOSE_REDIS_URL:-")
+    assert interpolate(url, {}) == "redis://redis:6379/0"
+    assert interpolate(url, {"PGCAST_COMPOSE_REDIS_URL": SENTINEL_URL}) == SENTINEL_URL
+    text = (ROOT / "docker-compose.yml").read_text()
+    assert f"PGCAST_COMPOSE_REDIS_URL={SENTINEL_URL}" in text
+    assert "COMPOSE_PROFILES=sentinel" in text
+    target = parse_redis_url(SENTINEL_URL)
+    assert target.master == "pgcast"
+    assert {host for host, _ in target.sentinels} == SENTINEL_SERVICES - {"redis-replica"}
+    assert {port for _, port in target.sentinels} == {26379}

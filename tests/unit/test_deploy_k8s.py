@@ -7,6 +7,7 @@ version; strict mode also rejects unknown fields (a typo'd key is an error).
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
@@ -209,3 +210,26 @@ def test_commands_are_real_console_scripts() -> None:
                 assert (ROOT / argv[argv.index("--config") + 1]).is_file()
             else:
                 assert argv[0] in scripts
+
+
+REPLICA_SETTINGS = {
+    "PGCAST_REDIS_MIN_REPLICAS",
+    "PGCAST_REDIS_REPLICA_TIMEOUT",
+    "PGCAST_REDIS_REPLICA_POLICY",
+}
+
+
+def test_configmap_documents_the_redis_replica_settings() -> None:
+    """The listener ConfigMap carries the Redis replica settings as comments: variables
+    the listener reads, that become string values of that ConfigMap when uncommented."""
+    text = (K8S / "configmap.yaml").read_text()
+    commented = set(re.findall(r"^\s*#\s*(PGCAST_[A-Z_]+):", text, re.M))
+    assert commented == REPLICA_SETTINGS
+    assert commented <= listener_env()
+    uncommented = re.sub(r"^(\s*)#\s*(PGCAST_REDIS_[A-Z_]+:)", r"\1\2", text, flags=re.M)
+    docs = [doc for doc in yaml.safe_load_all(uncommented) if doc is not None]
+    (listener,) = [d for d in docs if d["metadata"]["name"] == "pgcast-listener"]
+    assert {k: type(v) for k, v in listener["data"].items() if k in commented} == dict.fromkeys(
+        commented, str
+    )
+    assert "redis+sentinel://" in text

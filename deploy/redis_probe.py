@@ -1,0 +1,34 @@
+"""The supervisor's probe of the stack's own Redis servers and Sentinels (``--redis sentinel``).
+
+One short connection per probe, so a restarted server is simply asked again: INFO
+replication of a server, SENTINEL MASTER of a Sentinel. :mod:`deploy.status`
+turns the answer into health and the INFO cell; no answer is unhealthy.
+"""
+
+from __future__ import annotations
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from deploy.sentinel import MASTER
+from deploy.status import replication_health, sentinel_health
+
+TIMEOUT = 2.0
+
+
+async def probe(kind: str, url: str, master: str = MASTER) -> tuple[bool, str]:
+    """(healthy, INFO cell) of the ``kind`` ("redis" or "sentinel") process at ``url``."""
+    client = aioredis.Redis.from_url(
+        url, socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT, retry=Retry(NoBackoff(), 0)
+    )
+    try:
+        if kind == "sentinel":
+            command = client.execute_command("SENTINEL MASTER", master)  # type: ignore[no-untyped-call, unused-ignore]
+            return sentinel_health(await command)
+        return replication_health(await client.info("replication"))
+    except (OSError, TimeoutError, RedisError):
+        return False, ""
+    finally:
+        await client.aclose()  # type: ignore[attr-defined, unused-ignore]
