@@ -2,7 +2,8 @@
 
 Shared servers come from tests/servers.py (env vars, else testcontainers, else
 private local instances). Tests that kill or freeze a server use ``private_pg`` /
-``private_redis`` instead, which are never shared.
+``private_redis`` instead, which are never shared; Redis topology tests use
+``redis_node`` / ``sentinel_group`` (tests/redis_topology.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pytest
 import redis.asyncio as aioredis
 from hypothesis import settings
 
+from tests.redis_topology import RedisNode, SentinelGroup
 from tests.servers import PgInstance, RedisInstance, SharedServers, start_shared_servers
 
 TEMPLATE_DB = "pgcast_test_template"
@@ -143,3 +145,35 @@ def private_redis() -> Iterator[Callable[..., RedisInstance]]:
     yield make
     for instance in made:
         instance.destroy()
+
+
+@pytest.fixture
+def redis_node() -> Iterator[Callable[..., RedisNode]]:
+    """Factory of started private redis-server nodes that a test may kill, freeze, restart."""
+    made: list[RedisNode] = []
+
+    def make(
+        persistence: bool = False, replicaof: tuple[str, int] | None = None, *extra_args: str
+    ) -> RedisNode:
+        node = RedisNode(persistence, replicaof, extra_args)
+        made.append(node)  # before start: a node that fails to start is still cleaned up
+        return node.start()
+
+    yield make
+    for node in reversed(made):
+        node.destroy()  # SIGKILL by PID and a bounded reap: never hangs
+
+
+@pytest.fixture
+def sentinel_group() -> Iterator[Callable[..., SentinelGroup]]:
+    """Factory of started Sentinel groups (primary, replica, three Sentinels) to fail over."""
+    made: list[SentinelGroup] = []
+
+    def make(master_name: str = "pgcast", persistence: bool = False) -> SentinelGroup:
+        group = SentinelGroup(master_name, persistence)
+        made.append(group)
+        return group.start()
+
+    yield make
+    for group in reversed(made):
+        group.destroy()

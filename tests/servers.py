@@ -34,6 +34,24 @@ def free_port() -> int:
         return port
 
 
+# Ports this run has handed out: two servers set up before either binds must differ.
+_HANDED_OUT: set[int] = set()
+
+
+def free_port_below(limit: int = 55536, tries: int = 200) -> int:
+    """A free port under ``limit`` not yet handed out by this run.
+
+    Below 55536 because Redis listens on port + 10000 for its cluster bus, which must
+    stay a valid port; the kernel's ephemeral range here reaches 60999.
+    """
+    for _ in range(tries):
+        port = free_port()
+        if port < limit and port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+    raise RuntimeError(f"no free port below {limit} after {tries} tries")
+
+
 def wait_port(port: int, timeout: float = 20.0, host: str = "127.0.0.1") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
