@@ -150,15 +150,21 @@ async def verify(
             raise ConfigError(f"{where} refused the connection: {_reason(exc)}") from None
         except Exception as exc:  # unreachable, timed out, loading, failing over: retry
             raise_if_cancelled()
+            reason = _reason(exc)
             if target.kind == "sentinel" and isinstance(exc, MasterNotFoundError):
                 known = await _known_master(target, retry_every * 5)
                 if known is False:
                     raise ConfigError(
-                        f"no Sentinel of {target.describe()} knows a master named {target.master!r}"
+                        f"no Sentinel of {target.describe()} knows a master named"
+                        f" {target.master!r}"
                     ) from None
+                if known is None:
+                    reason = "no Sentinel answers"
+                else:
+                    reason = "the Sentinels report no healthy primary"
             if time.monotonic() >= deadline:
                 if not must_answer:
-                    log.warning("cannot reach %s yet: %s", where, _reason(exc))
+                    log.warning("cannot reach %s yet: %s", where, reason)
                     return False
-                raise ConfigError(f"cannot reach {where}: {_reason(exc)}") from None
+                raise ConfigError(f"cannot reach {where}: {reason}") from None
         await asyncio.sleep(retry_every)
