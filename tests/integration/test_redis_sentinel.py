@@ -34,6 +34,7 @@ from tests.redis_topology import SentinelGroup
 from tests.servers import RedisInstance, free_port
 
 RATE = 200  # events per second, each its own transaction
+ROUND = 10.0  # seconds of load per failover round
 
 
 class Writer:
@@ -56,6 +57,25 @@ class Writer:
                 await asyncio.sleep(ahead)
 
 
+async def _round(
+    group: SentinelGroup, writer: Writer, all_have: Callable[[int], bool], stalls: bool
+) -> float:
+    """One failover round under load; returns the kill -> delivery-everywhere time."""
+    began = time.monotonic()
+    await until(lambda: all_have(writer.n - 50), "events flow everywhere", 30)
+    killed = group.kill_primary()
+    at, mark = time.monotonic(), writer.n
+    await asyncio.to_thread(group.wait_failover, killed.port)
+    if stalls:  # the only replica is the new primary: WAIT needs it back
+        await asyncio.to_thread(group.restart_as_replica, killed)
+    await until(lambda: all_have(mark + 1), "delivery resumed", 30)
+    recovery = time.monotonic() - at
+    if not stalls:
+        await asyncio.to_thread(group.restart_as_replica, killed)
+    await asyncio.sleep(max(0.0, began + ROUND - time.monotonic()))
+    return recovery
+
+
 async def _failovers(
     database_url: str,
     pg: asyncpg.Connection,
@@ -63,10 +83,10 @@ async def _failovers(
     rounds: int,
     **listener_env: str,
 ) -> tuple[list[Watcher], list[float]]:
-    """``rounds`` times: 200 events/s, SIGKILL the primary, wait for the failover, restart
-    the old primary as a replica; returns the clients and each round's time from the kill
-    to the first event delivered through the new primary (with WAIT on the one replica, the
-    old primary's return as the new replica included)."""
+    """``rounds`` times, 10 s each: 200 events/s, SIGKILL the primary, wait for the
+    failover, restart the old primary as a replica; returns the clients and each round's
+    time from the kill to the first event delivered to every client through the new primary
+    (with WAIT on the one replica, the old primary's return as the new replica included)."""
     redis = redis_connect.client(parse_redis_url(group.url), timeout=2.0)
     stalls = "PGCAST_REDIS_MIN_REPLICAS" in listener_env
     recoveries: list[float] = []
@@ -77,21 +97,16 @@ async def _failovers(
                 for i in range(6)
             ]
             writer = Writer(pg)
+
+            def all_have(n: int) -> bool:
+                return all(w.has(n) or w.offset >= n for w in watchers)
+
             async with watching(watchers):
                 await until(lambda: all(w.notices for w in watchers), "all subscribed")
                 writing = asyncio.create_task(writer.run())
                 try:
                     for _ in range(rounds):
-                        await until(lambda: watchers[0].has(writer.n - 50), "events flow", 30)
-                        killed = group.kill_primary()
-                        at, mark = time.monotonic(), writer.n
-                        await asyncio.to_thread(group.wait_failover, killed.port)
-                        if stalls:  # the only replica is the new primary: WAIT needs it back
-                            await asyncio.to_thread(group.restart_as_replica, killed)
-                        await until(lambda m=mark: watchers[0].has(m + 1), "delivery resumed", 30)
-                        recoveries.append(time.monotonic() - at)
-                        if not stalls:
-                            await asyncio.to_thread(group.restart_as_replica, killed)
+                        recoveries.append(await _round(group, writer, all_have, stalls))
                 finally:
                     writer.stop.set()
                     await writing
