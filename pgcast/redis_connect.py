@@ -155,8 +155,7 @@ async def verify(
                 known = await _known_master(target, retry_every * 5)
                 if known is False:
                     raise ConfigError(
-                        f"no Sentinel of {target.describe()} knows a master named"
-                        f" {target.master!r}"
+                        f"no Sentinel of {target.describe()} knows a master named {target.master!r}"
                     ) from None
                 if known is None:
                     reason = "no Sentinel answers"
