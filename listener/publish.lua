@@ -22,7 +22,7 @@
 -- ARGV[10] the channel's watermark epoch: the last epoch the leader knows Redis
 --   acknowledged (Postgres' pgcast.watermark, or this leader's own publishes), '' = none
 -- ARGV[11] the watermark's top offset in that epoch
---   Redis behind its watermark (another epoch, or a lower top) went back in time: a
+--   Redis behind its watermark (another epoch with messages, or a lower top) went back in time: a
 --   restart from an older snapshot, a failover to a lagging replica. Its offsets may
 --   already be in clients' hands for other events, so a new epoch starts instead.
 -- Returns {epoch, last offset, statuses, behind}: statuses has one byte per event, 'p'
@@ -43,7 +43,11 @@ end
 local meta = redis.call('HMGET', KEYS[1], 'e', 's')
 local epoch, offset = meta[1], tonumber(meta[2]) or 0
 local behind = ''
-if epoch and ARGV[10] ~= '' and (epoch ~= ARGV[10] or offset < tonumber(ARGV[11])) then
+-- Another epoch that holds no message yet was made by a reader (a gateway subscribing after
+-- Redis lost the channel): nobody can hold an offset of it, so it goes on (one notice to
+-- clients, not two). An epoch of the watermark's with a lower top went back in time.
+local stale = (epoch ~= ARGV[10] and offset > 0) or (epoch == ARGV[10] and offset < tonumber(ARGV[11]))
+if epoch and ARGV[10] ~= '' and stale then
   behind = epoch .. ':' .. offset
   epoch = false
 end

@@ -49,6 +49,19 @@ async def test_another_epoch_than_the_watermark_starts_a_new_epoch(
     assert results[0].epoch != first[0].epoch
 
 
+async def test_an_empty_epoch_a_reader_made_after_a_loss_is_adopted(
+    redis_client: aioredis.Redis,
+) -> None:
+    """After Redis lost the channel a gateway's subscribe made a new epoch with no message:
+    nobody holds an offset of it, so the leader publishes into it (clients are told once)."""
+    keys = channel_keys("feed")
+    await redis_client.hset(keys.meta, mapping={"e": "fresh", "s": 0})
+    results = await Publisher(redis_client).publish(
+        1, _events("feed", 1, 2), {"feed": Mark("old", 9)}
+    )
+    assert [(r.epoch, r.offset) for r in results] == [("fresh", 1), ("fresh", 2)]
+
+
 async def test_redis_at_or_ahead_of_its_watermark_continues_the_epoch(
     redis_client: aioredis.Redis,
 ) -> None:

@@ -5,6 +5,7 @@ a frozen replica stalls or degrades as configured, and bad Redis settings exit 2
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -90,30 +91,32 @@ async def _failovers(
     redis = redis_connect.client(parse_redis_url(group.url), timeout=2.0)
     stalls = "PGCAST_REDIS_MIN_REPLICAS" in listener_env
     recoveries: list[float] = []
-    async with stack(database_url, group.url, gateways=2, **listener_env) as running:
-        async with aiohttp.ClientSession() as session:
-            watchers = [
-                Watcher(session, running.urls[i % 2 :] + running.urls[: i % 2], sub=f"w{i}")
-                for i in range(6)
-            ]
-            writer = Writer(pg)
+    async with (
+        contextlib.aclosing(redis),
+        stack(database_url, group.url, gateways=2, **listener_env) as running,
+        aiohttp.ClientSession() as session,
+    ):
+        watchers = [
+            Watcher(session, running.urls[i % 2 :] + running.urls[: i % 2], sub=f"w{i}")
+            for i in range(6)
+        ]
+        writer = Writer(pg)
 
-            def all_have(n: int) -> bool:
-                return all(w.has(n) or w.offset >= n for w in watchers)
+        def all_have(n: int) -> bool:
+            return all(w.has(n) or w.offset >= n for w in watchers)
 
-            async with watching(watchers):
-                await until(lambda: all(w.notices for w in watchers), "all subscribed")
-                writing = asyncio.create_task(writer.run())
-                try:
-                    for _ in range(rounds):
-                        recoveries.append(await _round(group, writer, all_have, stalls))
-                finally:
-                    writer.stop.set()
-                    await writing
-                await until(lambda: drained(pg), "the outbox drained", 30)
-                for watcher in watchers:
-                    await until(lambda w=watcher: caught_up(w, redis), f"{watcher.sub} at the top")
-        await redis.aclose()
+        async with watching(watchers):
+            await until(lambda: all(w.notices for w in watchers), "all subscribed")
+            writing = asyncio.create_task(writer.run())
+            try:
+                for _ in range(rounds):
+                    recoveries.append(await _round(group, writer, all_have, stalls))
+            finally:
+                writer.stop.set()
+                await writing
+            await until(lambda: drained(pg), "the outbox drained", 30)
+            for watcher in watchers:
+                await until(lambda w=watcher: caught_up(w, redis), f"{watcher.sub} at the top")
     for watcher in watchers:
         check(watcher, range(1, writer.n + 1))
     check_offsets(*watchers)

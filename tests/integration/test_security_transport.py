@@ -8,6 +8,7 @@ at start with one line that never shows the password.
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -19,8 +20,7 @@ import pytest
 
 from tests.servers import PgInstance, RedisInstance, free_port
 from tests.soak.certs import TlsFiles, make_tls_files
-from tests.soak.harness import Gateway, Listener, http_get_async, mint
-from tests.waiting import eventually
+from tests.soak.harness import Gateway, Listener, mint
 
 REDIS_PASSWORD = "redis-pw-Zx81"
 
@@ -142,23 +142,20 @@ def test_wrong_redis_password_and_missing_postgres_tls_fail_at_start(
 
 
 @pytest.mark.slow
-async def test_gateway_with_a_wrong_redis_password_is_never_ready(
+async def test_gateway_with_a_wrong_redis_password_exits_2(
     private_redis: Callable[..., RedisInstance],
 ) -> None:
-    """The gateway retries (a password may be rotated under it) but stays unready (503),
-    and neither its password nor the right one appears in its log."""
+    """A refused AUTH at start is a configuration error, as in the listener: one line, exit
+    2 (it used to retry forever, unready); neither password appears in its log."""
     redis = private_redis("--requirepass", REDIS_PASSWORD)
     wrong = "not-the-password-Ww3"
     gateway = Gateway(f"redis://:{wrong}@127.0.0.1:{redis.port}/0")
     try:
-        gateway.start(ready=False)
-        await eventually(
-            lambda: "invalid username-password pair" in gateway.log(),
-            15,
-            "the refused AUTH is logged",
-            interval=0.1,
-        )
-        assert (await http_get_async(gateway.url + "/readyz"))[0] == 503
+        proc = gateway.service.start().proc
+        assert proc is not None
+        assert await asyncio.to_thread(proc.wait, 30) == 2
+        assert "invalid username-password pair" in gateway.log()
+        assert "configuration error" in gateway.log()
     finally:
         gateway.stop()
     assert wrong not in gateway.log()
