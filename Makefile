@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: install install-system install-browser install-bench-tools lint typecheck test check up down bench soak clean
+.PHONY: install install-system install-browser install-bench-tools lint typecheck docs test check up down bench soak clean
 
 install: $(VENV)/.installed
 
@@ -35,11 +35,16 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
+# The documentation site (docs/, mkdocs.yml) into .site/; --strict: a broken link, a bad
+# anchor or a page missing from the nav fails the build.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir .site
+
 # Bounded: the suite takes 5-8 min; a hang fails the run at 30 min, not at CI's limit.
 test: install install-system install-browser install-bench-tools
 	timeout --kill-after=30 1800 $(BIN)/pytest -q
 
-check: lint typecheck test
+check: lint typecheck docs test
 
 up: install install-system
 	$(PY) -m deploy.stack --demo $(ARGS)
