@@ -2,7 +2,8 @@
 
 Resources live in one cleanup context (Redis client, hub task); the drain runs
 in ``on_shutdown`` (1012 closes spread over PGCAST_DRAIN_SECONDS) so gunicorn's
-graceful timeout bounds it. Production::
+graceful timeout bounds it. With PROMETHEUS_MULTIPROC_DIR set, a metrics sync task
+runs beside the hub and /metrics sums every worker (docs/observability.md). Production::
 
     gunicorn 'gateway.app:gunicorn_app' -k aiohttp.worker.GunicornUVLoopWebWorker \\
         -w 4 -b 0.0.0.0:8080 --graceful-timeout 15
@@ -29,7 +30,7 @@ from gateway.auth import Verifier
 from gateway.config import GatewaySettings
 from gateway.history import History
 from gateway.hub import Hub, HubOptions
-from gateway.metrics import Metrics
+from gateway.metrics import Metrics, multiprocess_dir
 from gateway.services import SERVICES, Services
 from gateway.sessions import Sessions
 from gateway.sse import sse_handler
@@ -60,8 +61,9 @@ class PathAccessLogger(AbstractAccessLogger):
 def create_app(settings: GatewaySettings) -> web.Application:
     """The gateway application for ``settings`` (raises ConfigError on a bad key)."""
     verifier = Verifier(settings)
+    metrics_dir = multiprocess_dir()
     app = web.Application(client_max_size=64 * 1024)
-    app.cleanup_ctx.append(_services_context(settings, verifier))
+    app.cleanup_ctx.append(_services_context(settings, verifier, metrics_dir))
     app.on_shutdown.append(_drain)
     app.router.add_get("/ws", websocket_handler)
     app.router.add_get("/sse", sse_handler)
@@ -80,10 +82,10 @@ async def _client_js(request: web.Request) -> web.FileResponse:
 
 
 def _services_context(
-    settings: GatewaySettings, verifier: Verifier
+    settings: GatewaySettings, verifier: Verifier, metrics_dir: str | None
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def context(app: web.Application) -> AsyncIterator[None]:
-        metrics = Metrics()
+        metrics = Metrics(metrics_dir)
         # Fail fast (one quick retry, for a pooled connection that died with a Redis
         # restart): the hub's own loop owns the backoff and the history re-sync.
         # A bounded pool whose callers wait (up to the subscribe timeout) for a connection:
@@ -115,17 +117,21 @@ def _services_context(
             metrics,
         )
         sessions = Sessions(settings, metrics)
-        app[SERVICES] = Services(settings, verifier, metrics, hub, sessions)
-        hub_task = asyncio.create_task(hub.run(), name="pgcast-hub")
+        services = app[SERVICES] = Services(settings, verifier, metrics, hub, sessions)
+        metrics.ready_when(lambda: not probes.problems(services))
+        tasks = [asyncio.create_task(hub.run(), name="pgcast-hub")]
+        if metrics_dir is not None:
+            tasks.append(asyncio.create_task(metrics.run(), name="pgcast-metrics-sync"))
         try:
             yield
         finally:
             await sessions.aclose()
-            hub_task.cancel()
+            for task in tasks:
+                task.cancel()
             # Bounded: shutdown must finish inside gunicorn's graceful timeout, whatever
             # a library does with the cancellation.
-            await asyncio.wait([hub_task], timeout=2.0)
-            if not hub_task.done():
+            await asyncio.wait(tasks, timeout=2.0)
+            if not all(task.done() for task in tasks):
                 log.warning("the hub did not stop within 2s; exiting anyway")
             await redis.aclose()  # type: ignore[attr-defined, unused-ignore]
 
