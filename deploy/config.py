@@ -1,8 +1,10 @@
 """The stack runner's settings: command-line flags plus the contract's environment.
 
-``DATABASE_URL``/``REDIS_URL`` when given, else the local servers; with ``--redis
-sentinel`` the stack runs its own Redis primary, replica and Sentinels and hands
-every process their ``redis+sentinel://`` URL. A dev ``PGCAST_JWT_SECRET`` is
+``DATABASE_URL``/``REDIS_URL`` when given, else the local servers, else (nothing
+answering on the default port, or ``--private-servers``) a Postgres and a Redis the
+stack runs itself (:mod:`deploy.private_servers`); with ``--redis sentinel`` the stack
+runs its own Redis primary, replica and Sentinels and hands every process their
+``redis+sentinel://`` URL. A dev ``PGCAST_JWT_SECRET`` is
 generated once and kept in the run dir when no key is configured. Everything
 lands in one frozen :class:`StackConfig`.
 """
@@ -17,7 +19,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deploy import sentinel
+from deploy import private_servers, sentinel
+from deploy.private_servers import Choice
 from pgcast.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,6 +54,11 @@ class StackConfig:
     redis_ports: tuple[int, ...] = ()
     sentinel_ports: tuple[int, ...] = ()
     redis_binary: str = "redis-server"
+    # The stack's own Postgres and Redis (deploy.private_servers): their ports, None when
+    # the server is DATABASE_URL's / REDIS_URL's (or the local one).
+    private_pg_port: int | None = None
+    private_redis_port: int | None = None
+    pg_bin_dir: Path | None = None  # initdb and postgres, for the stack's own Postgres
     gateway_stop_timeout: float = 40.0
     jwt_secret: str | None = field(default=None, repr=False)
     extra_env: Mapping[str, str] = field(default_factory=dict, repr=False)
@@ -71,6 +79,25 @@ class StackConfig:
     @property
     def redis_dir(self) -> Path:
         return self.run_dir / "redis"
+
+    @property
+    def pg_data_dir(self) -> Path:
+        return self.run_dir / private_servers.PG_HOME / "data"
+
+    @property
+    def private_redis_dir(self) -> Path:
+        # Not redis_dir: --redis sentinel empties that at every start.
+        return self.run_dir / private_servers.REDIS_HOME
+
+    @property
+    def runs_postgres(self) -> bool:
+        """Whether the stack runs its own Postgres."""
+        return self.private_pg_port is not None
+
+    @property
+    def runs_private_redis(self) -> bool:
+        """Whether the stack runs its own single Redis (not ``--redis sentinel``'s)."""
+        return self.private_redis_port is not None
 
     @property
     def runs_redis(self) -> bool:
@@ -134,6 +161,25 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=26380,
         help="--redis sentinel: the first of the 3 Sentinels' ports",
     )
+    p.add_argument(
+        "--private-servers",
+        action="store_true",
+        help="run the stack's own Postgres and Redis (data kept in the run dir) even when"
+        " servers answer on 5432/6379; the default does so only when none answers there"
+        " and DATABASE_URL/REDIS_URL are unset",
+    )
+    p.add_argument(
+        "--private-pg-port",
+        type=int,
+        default=private_servers.PG_PORT,
+        help="the port of the stack's own Postgres",
+    )
+    p.add_argument(
+        "--private-redis-port",
+        type=int,
+        default=private_servers.REDIS_PORT,
+        help="the port of the stack's own Redis",
+    )
     p.add_argument("--demo", action="store_true", help="also run the demo web app")
     p.add_argument("--no-restart", action="store_true", help="leave dead processes dead")
     p.add_argument("--stop", action="store_true", help="stop the stack running from --run-dir")
@@ -188,14 +234,50 @@ def redis_url(env: Mapping[str, str], sentinels: tuple[int, ...]) -> str:
     return sentinel.url(sentinels)
 
 
-def build(args: argparse.Namespace, env: Mapping[str, str]) -> StackConfig:
+def private_choice(
+    args: argparse.Namespace, env: Mapping[str, str], answering: Choice, own_redis: bool
+) -> Choice:
+    """Which servers the stack runs itself; FlagConflict when ``--private-servers``
+    meets a URL that names a server."""
+    given = [name for name in ("DATABASE_URL", "REDIS_URL") if env.get(name)]
+    if args.private_servers and given:
+        raise FlagConflict(
+            f"--private-servers runs the stack's own Postgres and Redis, but {given[0]} is"
+            f" set: unset it, or drop --private-servers to use that server"
+        )
+    database, redis = env.get("DATABASE_URL", ""), env.get("REDIS_URL", "")
+    return private_servers.decide(args.private_servers, database, redis, answering, own_redis)
+
+
+def private_urls(run_dir: Path, args: argparse.Namespace, choice: Choice) -> dict[str, str]:
+    """DATABASE_URL/REDIS_URL of the stack's own servers (their passwords made once)."""
+    urls = {}
+    if choice.postgres:
+        secret = private_servers.password(run_dir / private_servers.PG_HOME / "password")
+        urls["DATABASE_URL"] = private_servers.database_url(args.private_pg_port, secret)
+    if choice.redis:
+        secret = private_servers.password(run_dir / private_servers.REDIS_HOME / "password")
+        urls["REDIS_URL"] = private_servers.redis_url(args.private_redis_port, secret)
+    return urls
+
+
+BOTH = Choice(postgres=True, redis=True)
+
+
+def build(
+    args: argparse.Namespace, env: Mapping[str, str], answering: Choice = BOTH
+) -> StackConfig:
     """The stack's config from flags and the environment (generates the dev secret);
-    FlagConflict when they disagree."""
+    FlagConflict when they disagree. ``answering``: which default ports (5432, 6379)
+    answer; the runner asks (:func:`deploy.private_servers.answering_defaults`), and
+    without it both are taken to, so only ``--private-servers`` runs servers of our own."""
     run_dir: Path = args.run_dir.resolve()
     servers, sentinels = redis_ports(args)
+    choice = private_choice(args, env, answering, own_redis=bool(sentinels))
     extra: dict[str, str] = {
         "DATABASE_URL": env.get("DATABASE_URL") or DEFAULT_DATABASE_URL,
         "REDIS_URL": redis_url(env, sentinels),
+        **private_urls(run_dir, args, choice),
     }
     secret = env.get("PGCAST_JWT_SECRET")
     if not any(env.get(name) for name in KEY_VARS):
@@ -206,6 +288,8 @@ def build(args: argparse.Namespace, env: Mapping[str, str]) -> StackConfig:
         extra["PGCAST_ALLOWED_ORIGINS"] = (
             f"https://localhost:{args.port},https://127.0.0.1:{args.port}"
         )
+    pg_data = run_dir / private_servers.PG_HOME / "data"
+    pg_bin_dir = private_servers.pg_bin_dir(pg_data) if choice.postgres else None
     return StackConfig(
         run_dir=run_dir,
         database_url=extra["DATABASE_URL"],
@@ -221,6 +305,9 @@ def build(args: argparse.Namespace, env: Mapping[str, str]) -> StackConfig:
         redis_ports=servers,
         sentinel_ports=sentinels,
         redis_binary=find_redis_server() or "redis-server",
+        private_pg_port=args.private_pg_port if choice.postgres else None,
+        private_redis_port=args.private_redis_port if choice.redis else None,
+        pg_bin_dir=pg_bin_dir,
         jwt_secret=secret or None,
         extra_env=extra,
     )

@@ -1,9 +1,10 @@
 """Checks before anything starts, each failing with exactly what to do about it.
 
 Postgres and Redis reachable (else what to install or which URL to set; a
-``redis+sentinel://`` URL through its Sentinels), nginx, the console scripts and,
-for ``--redis sentinel``, redis-server installed, the ports free, no other stack
-running from the same run dir. Raises :class:`StackError`; its message is printed as is.
+``redis+sentinel://`` URL through its Sentinels) unless the stack runs them itself,
+nginx, the console scripts and, for the stack's own servers, their binaries
+installed, the ports free, no other stack running from the same run dir. Raises
+:class:`StackError`; its message is printed as is.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 import asyncpg
 import redis.asyncio as aioredis
 
+from deploy import private_servers
 from deploy.config import StackConfig
 from deploy.procs import ProcSpec
 from pgcast import redis_connect
@@ -100,8 +102,15 @@ def check_installed(config: StackConfig, specs: list[ProcSpec]) -> None:
         )
     if config.runs_redis and not os.access(config.redis_binary, os.X_OK):
         raise StackError(REDIS_SERVER_HELP)
+    if config.runs_private_redis and not os.access(config.redis_binary, os.X_OK):
+        raise StackError(private_servers.missing("redis-server"))
+    if config.runs_postgres and (
+        config.pg_bin_dir is None or not os.access(config.pg_bin_dir / "initdb", os.X_OK)
+    ):
+        raise StackError(private_servers.missing("postgresql"))
+    servers = ("nginx", "redis", "sentinel", "postgres")
     for spec in specs:
-        if spec.kind not in ("nginx", "redis", "sentinel") and not Path(spec.argv[0]).is_file():
+        if spec.kind not in servers and not Path(spec.argv[0]).is_file():
             raise StackError(f"{spec.argv[0]} is missing: run `make install` first")
 
 
@@ -160,7 +169,9 @@ async def run_all(config: StackConfig, specs: list[ProcSpec]) -> None:
         )
     check_installed(config, specs)
     check_ports(config, specs)
-    checks = [check_postgres(config.database_url)]
-    if not config.runs_redis:  # the stack's own Redis starts after these checks
+    checks = []  # the stack's own servers start after these checks
+    if not config.runs_postgres:
+        checks.append(check_postgres(config.database_url))
+    if not config.runs_redis and not config.runs_private_redis:
         checks.append(check_redis(config.redis_url))
     await asyncio.gather(*checks)

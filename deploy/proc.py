@@ -100,6 +100,11 @@ class Proc:
             stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches the runner only: it stops us in order
             preexec_fn=_die_with_parent,  # only a prctl() call; no thread is running Python
+            # The postgres user for the stack's own Postgres when we are root. The child
+            # changes user before preexec_fn, so the death signal survives the change.
+            user=self.spec.user,
+            group=self.spec.user,
+            extra_groups=[] if self.spec.user else None,
         )
         # A pidfd turns "the child exited" into an event on the loop: no polling thread.
         self._exited = asyncio.Event()

@@ -1,7 +1,8 @@
 """The stack's topology as data: one :class:`ProcSpec` per process the runner starts.
 
-``plan(config)`` returns the list (``--redis sentinel``'s own Redis servers and
-Sentinels, listeners, gateways, nginx, then ``--demo`` extras); adding a process is
+``plan(config)`` returns the list (the stack's own Postgres and Redis, or
+``--redis sentinel``'s Redis servers and Sentinels, listeners, gateways, nginx, then
+``--demo`` extras); adding a process is
 one line there. The runner knows nothing about what a process is beyond its spec:
 argv, environment, port, probe URLs, start and stop order.
 """
@@ -15,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from deploy import private_servers
 from deploy.config import StackConfig
 
 # Stop order: gateways drain first (clients reconnect elsewhere), then the load
@@ -23,6 +25,8 @@ STOP_FIRST, STOP_SECOND, STOP_LAST = 0, 1, 2
 # The stack's own Redis (--redis sentinel) outlives every pgcast process: the
 # Sentinels go first (no failover while the servers stop), then the servers.
 STOP_SENTINELS, STOP_REDIS = 3, 4
+# The stack's own Postgres goes last: the listeners hold connections to it.
+STOP_POSTGRES = 5
 # Start order: a group starts once every process of the one before is ready, so
 # listeners and gateways find the stack's own Redis and its Sentinels answering.
 START_SERVERS, START_PGCAST = 0, 1
@@ -45,6 +49,7 @@ class ProcSpec:
     stop_timeout: float = 15.0
     stop_order: int = STOP_FIRST
     start_order: int = START_PGCAST
+    user: str | None = None  # run as this user (and its group); None: as the runner
 
 
 def script(name: str) -> str:
@@ -71,6 +76,43 @@ def redis_procs(config: StackConfig) -> list[ProcSpec]:
         )
         for server in config.redis_servers()
     ]
+
+
+def private_procs(config: StackConfig) -> list[ProcSpec]:
+    """The stack's own Postgres and Redis (deploy.private_servers), probed by logging in."""
+    specs = []
+    if config.private_pg_port is not None:
+        port = config.private_pg_port
+        # No binaries found: preflight says what to install before this argv is used.
+        bin_dir = config.pg_bin_dir or Path(private_servers.PG_BIN_GLOB)
+        specs.append(
+            ProcSpec(
+                name="postgres",
+                kind="postgres",
+                argv=private_servers.postgres_argv(bin_dir, config.pg_data_dir, port),
+                port=port,
+                health_url=config.database_url,
+                stop_signal=signal.SIGINT,  # fast shutdown: disconnect, checkpoint, exit
+                stop_timeout=30.0,
+                stop_order=STOP_POSTGRES,
+                start_order=START_SERVERS,
+                user=private_servers.pg_user(),
+            )
+        )
+    if config.private_redis_port is not None:
+        specs.append(
+            ProcSpec(
+                name="redis",
+                kind="redis",
+                argv=(config.redis_binary, str(config.private_redis_dir / "redis.conf")),
+                port=config.private_redis_port,
+                health_url=config.redis_url,
+                stop_timeout=15.0,  # SIGTERM: redis-server flushes its append-only file
+                stop_order=STOP_REDIS,
+                start_order=START_SERVERS,
+            )
+        )
+    return specs
 
 
 def listener_spec(config: StackConfig, index: int, port: int) -> ProcSpec:
@@ -167,6 +209,7 @@ def demo_procs(config: StackConfig) -> list[ProcSpec]:
 # Each entry yields the specs of one role; order is start order.
 Role = Callable[[StackConfig], list[ProcSpec]]
 ROLES: tuple[Role, ...] = (
+    private_procs,
     redis_procs,
     lambda c: [listener_spec(c, i + 1, p) for i, p in enumerate(c.listener_ports)],
     lambda c: [gateway_spec(c, i + 1, p) for i, p in enumerate(c.gateway_ports)],

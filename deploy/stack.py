@@ -1,17 +1,19 @@
 """``python -m deploy.stack`` (``make up``): the whole pgcast stack on one machine.
 
 Preflight (servers, nginx, ports) -> TLS files and nginx config in the run dir
-(and ``--redis sentinel``'s Redis and Sentinel configs) -> ``pgcast-migrate`` ->
-(the stack's own Redis primary, replica and 3 Sentinels, then) 2 listeners, 4
-gateways, nginx on https://localhost:8443 -> the URLs and a dev token -> a status
-table until Ctrl-C/SIGTERM, which stops everything by PID in order. ``--stop``
-(``make down``) stops a running stack.
+(and the configs and data dirs of the stack's own servers) -> ``pgcast-migrate`` ->
+(the stack's own Postgres and Redis, or ``--redis sentinel``'s primary, replica and
+3 Sentinels, then) 2 listeners, 4 gateways, nginx on https://localhost:8443 -> the
+URLs and a dev token -> a status table until Ctrl-C/SIGTERM, which stops everything
+by PID in order. With its own Postgres, the migration runs once that Postgres is
+ready. ``--stop`` (``make down``) stops a running stack.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import signal
 import subprocess
@@ -20,10 +22,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from deploy import certs, nginx, preflight, sentinel
-from deploy.config import FlagConflict, StackConfig, build, parse_args
+from deploy import certs, nginx, preflight, private_servers, sentinel
+from deploy.config import FlagConflict, StackConfig, build, find_redis_server, parse_args
 from deploy.preflight import StackError
-from deploy.procs import ProcSpec, plan, script
+from deploy.procs import START_PGCAST, ProcSpec, plan, script
 from deploy.supervisor import Supervisor
 
 READY_TIMEOUT = 60.0
@@ -53,11 +55,45 @@ def dev_token(config: StackConfig) -> str | None:
     return _run_tool(config, [*argv, "--ttl", str(DEV_TOKEN_TTL)], 30)
 
 
+def ensure_installed(config: StackConfig) -> StackConfig:
+    """The stack's own servers' binaries, installed from Debian's packages when missing
+    and we are root (as nginx is); StackError saying what to install otherwise."""
+    script_path = config.repo / "deploy" / "ensure-package.sh"
+    try:
+        if config.runs_postgres and config.pg_bin_dir is None:
+            private_servers.install(*private_servers.PG_INSTALL, script_path)
+            found = private_servers.pg_bin_dir(config.pg_data_dir)
+            config = dataclasses.replace(config, pg_bin_dir=found)
+        if config.runs_private_redis and not os.access(config.redis_binary, os.X_OK):
+            private_servers.install(*private_servers.REDIS_INSTALL, script_path)
+            config = dataclasses.replace(config, redis_binary=find_redis_server() or "")
+    except private_servers.PrepareError as exc:
+        raise StackError(str(exc)) from None
+    return config
+
+
+def prepare_private(config: StackConfig) -> None:
+    """The stack's own Postgres initialised (once) and its Redis' config written."""
+    if config.runs_postgres and config.pg_bin_dir is not None:
+        if not (config.pg_data_dir / "PG_VERSION").exists():
+            print(f"initialising Postgres in {config.pg_data_dir} (once) ...", flush=True)  # noqa: T201
+        secret = private_servers.password(config.pg_data_dir.parent / "password")
+        try:
+            private_servers.prepare_postgres(config.pg_bin_dir, config.pg_data_dir, secret)
+        except private_servers.PrepareError as exc:
+            raise StackError(str(exc)) from None
+    if config.private_redis_port is not None:
+        secret = private_servers.password(config.private_redis_dir / "password")
+        private_servers.prepare_redis(config.private_redis_dir, config.private_redis_port, secret)
+
+
 def prepare(config: StackConfig, specs: Sequence[ProcSpec]) -> None:
     """TLS files and the nginx config in the run dir, checked with ``nginx -t``; fresh
-    configs for the stack's own Redis servers and Sentinels (``--redis sentinel``)."""
+    configs for the stack's own Redis servers and Sentinels (``--redis sentinel``); the
+    stack's own Postgres and Redis set up (their data kept)."""
     if config.runs_redis:
         sentinel.write(config.redis_dir, config.redis_servers())
+    prepare_private(config)
     certs.ensure(config.tls_dir)
     try:
         nginx.check(config, nginx.write(config, specs))
@@ -80,6 +116,7 @@ def banner(config: StackConfig, specs: Sequence[ProcSpec], token: str | None) ->
         f"  logs       {rel}/logs/",
         *(f"  {s.name:<10} {s.public_url}" for s in specs if s.public_url),
         *redis_lines(config),
+        *private_lines(config, rel),
     ]
     if token is None:
         lines.append("  token      sign your own: the key is yours (PGCAST_JWT_PUBLIC_KEY/JWKS)")
@@ -91,7 +128,7 @@ def banner(config: StackConfig, specs: Sequence[ProcSpec], token: str | None) ->
             "",
             "  try it, in two more terminals:",
             f"    .venv/bin/python -m deploy.tail news --url wss://{host}/ws",
-            f"    psql '{preflight.redact_url(config.database_url)}' -c \"{PUBLISH_SQL}\"",
+            f"    psql '{psql_url(config)}' -c \"{PUBLISH_SQL}\"",
         ]
     return "\n".join(lines) + "\n"
 
@@ -109,9 +146,42 @@ def redis_lines(config: StackConfig) -> list[str]:
     ]
 
 
+def private_lines(config: StackConfig, rel: str) -> list[str]:
+    """The banner's lines about the stack's own Postgres and Redis (none when it uses
+    the configured or local ones). The URLs carry the passwords the stack made: a dev
+    stack's, like its dev token, and kept in the run dir."""
+    lines = []
+    if config.runs_postgres:
+        lines += [
+            f"  Postgres   the stack's own, data in {rel}/pg/data (kept across runs)",
+            f"             {config.database_url}",
+        ]
+    if config.runs_private_redis:
+        lines += [
+            f"  Redis      the stack's own, append-only file in {rel}/redis-data (kept)",
+            f"             {config.redis_url}",
+        ]
+    return lines
+
+
+def psql_url(config: StackConfig) -> str:
+    """The URL the banner's psql line uses: whole for the stack's own Postgres (the
+    banner shows it anyway), without its password for anyone else's."""
+    return (
+        config.database_url if config.runs_postgres else preflight.redact_url(config.database_url)
+    )
+
+
 def stop_line(config: StackConfig) -> str:
     then = ", then Sentinels, then Redis" if config.runs_redis else ""
+    then += ", then Redis" if config.runs_private_redis else ""
+    then += ", then Postgres" if config.runs_postgres else ""
     return f"stopping: gateways drain, then nginx, then listeners{then} ..."
+
+
+def migrate(config: StackConfig) -> None:
+    print(f"migrating {preflight.redact_url(config.database_url)} ...", flush=True)  # noqa: T201
+    _run_tool(config, [script("pgcast-migrate")], 120)
 
 
 async def _until(stop: asyncio.Event, work: asyncio.Task[None]) -> bool:
@@ -138,12 +208,18 @@ async def serve(config: StackConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    config = ensure_installed(config)
     specs = plan(config)
     await preflight.run_all(config, specs)
     prepare(config, specs)
-    print(f"migrating {preflight.redact_url(config.database_url)} ...", flush=True)  # noqa: T201
-    await asyncio.to_thread(_run_tool, config, [script("pgcast-migrate")], 120)
-    supervisor = Supervisor(config, specs)
+
+    async def before_group(order: int) -> None:
+        if order == START_PGCAST and config.runs_postgres:  # now that it runs
+            await asyncio.to_thread(migrate, config)
+
+    if not config.runs_postgres:
+        await asyncio.to_thread(migrate, config)
+    supervisor = Supervisor(config, specs, before_group=before_group)
     await supervisor.start()
     try:
         if await _until(stop, asyncio.create_task(supervisor.wait_ready(READY_TIMEOUT))):
@@ -177,7 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.stop:
         return stop_running(args.run_dir.resolve())
     try:
-        config = build(args, os.environ)
+        config = build(args, os.environ, private_servers.answering_defaults())
     except FlagConflict as exc:
         print(f"pgcast stack: {exc}", file=sys.stderr)  # noqa: T201
         return 2

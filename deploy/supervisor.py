@@ -1,11 +1,12 @@
 """The stack's supervisor: the processes of a plan, their probes, the status they show.
 
 Owns one :class:`Proc` per spec plus two loops: the prober (health URL -> state,
-/metrics -> the INFO column; a ``redis://`` health URL is asked over RESP) and the
-printer (each change: one event line, then the table, then ``stack.json``).
-Processes start group by group in ``start_order``, each group once the one before
-is ready; ``stop()`` stops them group by group in ``stop_order`` and awaits every
-task it started.
+/metrics -> the INFO column; a ``redis://`` health URL is asked over RESP, a
+``postgresql://`` one by logging in) and the printer (each change: one event line,
+then the table, then ``stack.json``). Processes start group by group in
+``start_order``, each group once the one before is ready and ``before_group`` (the
+runner's migration, say) is done; ``stop()`` stops them group by group in
+``stop_order`` and awaits every task it started.
 """
 
 from __future__ import annotations
@@ -18,12 +19,12 @@ import operator
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TextIO
 
 import aiohttp
 
-from deploy import redis_probe
+from deploy import pg_probe, redis_probe
 from deploy.config import StackConfig
 from deploy.preflight import StackError
 from deploy.proc import Proc
@@ -31,12 +32,27 @@ from deploy.procs import ProcSpec
 from deploy.status import Row, metrics_info, state_document, table
 
 PROBE_TIMEOUT = aiohttp.ClientTimeout(total=2.0)
+SERVER_SCHEMES = ("redis://", "postgresql://")
+
+# Awaited with a group's start_order before that group (not the first) starts.
+BeforeGroup = Callable[[int], Awaitable[None]]
+
+
+async def _nothing(order: int) -> None:
+    return None
 
 
 class Supervisor:
-    def __init__(self, config: StackConfig, specs: Sequence[ProcSpec], out: TextIO = sys.stdout):
+    def __init__(
+        self,
+        config: StackConfig,
+        specs: Sequence[ProcSpec],
+        out: TextIO = sys.stdout,
+        before_group: BeforeGroup = _nothing,
+    ):
         self.config = config
         self.out = out
+        self.before_group = before_group
         self.procs = [
             Proc(
                 spec,
@@ -106,13 +122,26 @@ class Supervisor:
                     return
                 self._change.clear()
                 await self._change.wait()
+            try:
+                await self.before_group(group[0].spec.start_order)
+            finally:
+                self._change.set()  # wait_ready looks at this task's outcome
             self._start_group(group)
+
+    def _starter_error(self) -> BaseException | None:
+        starter = self._starter
+        if starter is None or not starter.done() or starter.cancelled():
+            return None
+        return starter.exception()
 
     async def wait_ready(self, limit: float) -> None:
         """Return once every process is ready; StackError naming the culprit otherwise."""
         try:
             async with asyncio.timeout(limit):
                 while not all(p.state == "ready" for p in self.procs):
+                    error = self._starter_error()
+                    if error is not None:
+                        raise error
                     failed = next((p for p in self.procs if p.failed), None)
                     if failed is not None:
                         raise StackError(
@@ -127,17 +156,20 @@ class Supervisor:
             names = ", ".join(p.spec.name for p in late)
             raise StackError(f"not ready after {limit:.0f}s: {names}\n{tails}") from None
 
-    async def _probe_redis(self, proc: Proc, url: str) -> None:
-        ok, info = await redis_probe.probe(proc.spec.kind, url)
+    async def _probe_server(self, proc: Proc, url: str) -> None:
+        if url.startswith("postgresql://"):
+            ok, info = await pg_probe.probe(url)
+        else:
+            ok, info = await redis_probe.probe(proc.spec.kind, url)
         proc.mark_health(ok)
         if proc.alive and proc.state in ("ready", "unhealthy"):
             proc.info = info
 
     async def _probe(self, session: aiohttp.ClientSession, proc: Proc) -> None:
         spec = proc.spec
-        if spec.health_url is not None and spec.health_url.startswith("redis://"):
+        if spec.health_url is not None and spec.health_url.startswith(SERVER_SCHEMES):
             if proc.alive:
-                await self._probe_redis(proc, spec.health_url)
+                await self._probe_server(proc, spec.health_url)
             return
         if spec.health_url is not None and proc.alive:
             try:
@@ -171,8 +203,8 @@ class Supervisor:
         """Stop the processes in stop order, then the loops; awaits everything started."""
         if self._starter is not None:  # nothing more starts once stopping began
             self._starter.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._starter
+            # Its error, if any, was wait_ready's to raise.
+            await asyncio.gather(self._starter, return_exceptions=True)
         for _, group in itertools.groupby(
             sorted(self.procs, key=lambda p: p.spec.stop_order), key=lambda p: p.spec.stop_order
         ):
