@@ -1,6 +1,7 @@
-// Type declarations for the pgcast browser client (client.js, served by the gateway at /client.js).
+// Type declarations for the pgcast browser client: the npm package `pgcast-client`, also
+// served by the gateway as /client.js (+ /static/client.d.ts, copies made by `make client-js`).
 //
-//   import { PgcastClient } from 'https://rt.example.com/client.js';
+//   import { PgcastClient } from 'pgcast-client';   // or 'https://rt.example.com/client.js'
 //   const pg = new PgcastClient({ token: () => fetch('/api/pgcast-token').then((r) => r.text()) });
 //   pg.subscribe<ArticleEvent>('articles', (event) => refresh(event.id));
 
@@ -67,7 +68,10 @@ export interface SubscriptionHandlers<T = unknown> {
 }
 
 export interface ClientOptions {
-  /** Gateway base URL (http(s) or ws(s)); default: the origin client.js was loaded from. */
+  /**
+   * Gateway base URL (http(s) or ws(s)). Default: where client.js was loaded from, which is
+   * right for /client.js from the gateway; set it when the client comes bundled from npm.
+   */
   url?: string;
   token: TokenSource;
   /** 'auto' (default): WebSocket, SSE when WebSocket never gets through. */
@@ -142,3 +146,36 @@ export declare function tokenExpiry(token: string): number | null;
 export declare function refreshDelay(token: string, now: number, margin: number): number | null;
 export declare function compareOffsets(a: string, b: string): number;
 export declare function endpoints(base: string): { ws: string; sse: string };
+
+/** A channel's resume position and the last delivered offset (de-duplication). */
+export declare class Position {
+  constructor(epoch?: string | null, offset?: string | null);
+  epoch: string | null;
+  offset: string | null;
+  delivered: string | null;
+  resumeFields(): { since: string; epoch: string } | Record<string, never>;
+  subscribed(
+    frame: { epoch: string; offset: string; recovered?: boolean },
+    resumed: boolean,
+    active: boolean,
+  ): boolean;
+  accept(offset: string): boolean;
+}
+
+export interface ReconnectPlan {
+  stop: boolean;
+  /** ms to wait before the next attempt. */
+  delay: number;
+  reason?: string;
+}
+
+/** What to do after a connection ended (the client's reconnect policy, exported for tests). */
+export declare function reconnectPlan(
+  outcome: { code: number; planned?: boolean },
+  context: {
+    attempt: number;
+    canRefetchToken: boolean;
+    options: Required<Pick<ClientOptions, 'backoffBase' | 'backoffCap' | 'restartJitter'>>;
+    random: () => number;
+  },
+): ReconnectPlan;

@@ -1,5 +1,7 @@
 /**
- * pgcast browser client: one dependency-free ES module, served by the gateway at /client.js.
+ * pgcast browser client: one dependency-free ES module. This file is the npm package
+ * `pgcast-client` (clients/js/src/client.js) and, copied verbatim by `make client-js`, the
+ * gateway's /client.js (gateway/static/client.js; a test fails when the two differ).
  *
  * It hides reconnects and resume: subscriptions survive reconnects, each channel resumes
  * from its last offset and epoch, the app hears `onRecoveryFailed` when history could not
@@ -130,7 +132,13 @@ export function endpoints(base) {
 
 function defaultBase() {
   // Loaded from the gateway (`import ... from 'https://rt.example.com/client.js'`): talk to it.
-  return new URL('.', import.meta.url).href;
+  // Bundled from npm, the module's own URL says nothing about the gateway: `url` is needed.
+  // (Not `new URL('.', import.meta.url)`: bundlers take that form for an asset to resolve.)
+  const here = String(import.meta.url).split(/[?#]/)[0];
+  if (!/^https?:/.test(here)) {
+    throw new Error('pgcast: pass the gateway as `url` (client.js was not loaded from a gateway)');
+  }
+  return here.slice(0, here.lastIndexOf('/') + 1);
 }
 
 /** One channel subscription; survives reconnects until `unsubscribe()`. */

@@ -11,7 +11,7 @@ import {
   endpoints,
   refreshDelay,
   tokenExpiry,
-} from '../../gateway/static/client.js';
+} from '../../clients/js/src/client.js';
 import { FakeEventSource, FakeWebSocket, jwt, waitFor } from './fakes.mjs';
 
 const clients = [];
@@ -69,6 +69,10 @@ test('pure helpers: backoff bounds, offsets, endpoints, token expiry', () => {
   assert.equal(tokenExpiry(jwt({ exp: 1234 })), 1234000);
   assert.equal(tokenExpiry('garbage'), null);
   assert.equal(refreshDelay(jwt({ exp: 10 }), 0, 30000), 8000);
+});
+
+test('without `url`, a client not loaded from a gateway says so (as when bundled from npm)', () => {
+  assert.throws(() => new PgcastClient({ token: 't', autoConnect: false }), /pass the gateway as `url`/);
 });
 
 test('Position: resume fields, duplicates refused, recovered:false is a loss', () => {

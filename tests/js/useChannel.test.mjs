@@ -1,15 +1,16 @@
-// The React hook (examples/react/useChannel.js) on the real client, with fake sockets and
-// a minimal React: subscribe while mounted, follow the channel, latest handler, cleanup.
+// The React hook (`pgcast-client/react`, clients/js/src/react.js) on the real client, with
+// fake sockets and a minimal React: subscribe while mounted, follow the channel, latest
+// handler, cleanup.
 import assert from 'node:assert/strict';
 import { register } from 'node:module';
 import { test } from 'node:test';
 
-import { PgcastClient } from '../../gateway/static/client.js';
+import { PgcastClient } from '../../clients/js/src/client.js';
 import { FakeWebSocket, waitFor } from './fakes.mjs';
 
 register('./react-loader.mjs', import.meta.url);
 const { render } = await import('react');
-const { PgcastContext, useChannel, useConnectionState } = await import('../../examples/react/useChannel.js');
+const { PgcastContext, useChannel, useConnectionState } = await import('../../clients/js/src/react.js');
 
 test('useChannel subscribes while mounted, follows the channel, calls the latest handler', async () => {
   FakeWebSocket.reset();
