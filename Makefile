@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: install install-system install-browser install-bench-tools lint typecheck docs test check up down bench soak clean
+.PHONY: install install-system install-browser install-node install-bench-tools client-js lint typecheck docs test check up down bench soak clean
 
 install: $(VENV)/.installed
 
@@ -28,6 +28,17 @@ install-bench-tools:
 install-browser:
 	sh tests/browser/ensure-chromium.sh
 
+# node and npm for the JS client's tests (tests/js, tests/integration/test_npm_client.py)
+# (apt-get, only when missing and root).
+install-node:
+	sh deploy/ensure-package.sh node nodejs "the JS client's tests"
+	sh deploy/ensure-package.sh npm npm tests/integration/test_npm_client.py
+
+# The gateway's /client.js is a verbatim copy of the npm package's source (clients/js);
+# tests/unit/test_npm_client_files.py fails while they differ.
+client-js:
+	cp clients/js/src/client.js clients/js/src/client.d.ts gateway/static/
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -41,7 +52,7 @@ docs: install
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir .site
 
 # Bounded: the suite takes 5-8 min; a hang fails the run at 30 min, not at CI's limit.
-test: install install-system install-browser install-bench-tools
+test: install install-system install-browser install-node install-bench-tools
 	timeout --kill-after=30 1800 $(BIN)/pytest -q
 
 check: lint typecheck docs test
