@@ -19,6 +19,9 @@ from pgcast.settings import DEFAULT_REDIS_URL, ConfigError, EnvReader, redact_ur
 
 HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
 ASYMMETRIC_ALGORITHMS = ("RS256", "RS384", "RS512", "ES256", "ES384", "PS256")
+# Connections per `sub` per process (0: no limit): many tabs and devices fit; one user
+# (or one leaked token) cannot take a process's PGCAST_MAX_CONNECTIONS for itself.
+DEFAULT_MAX_USER_CONNECTIONS = 100
 MIN_SECRET_BYTES = 32  # RFC 7518 §3.2: an HMAC key at least as long as the hash
 _SECRET_FIELDS = frozenset({"jwt_secret"})
 
@@ -46,7 +49,7 @@ class GatewaySettings:
     rate_limit: float = 50.0
     rate_burst: int = 100
     max_connections: int = 20000
-    max_user_connections: int = 0
+    max_user_connections: int = DEFAULT_MAX_USER_CONNECTIONS
     drain_seconds: float = 5.0
     close_timeout: float = 2.0
     redis_heartbeat: float = 1.0
@@ -102,7 +105,9 @@ class GatewaySettings:
             rate_limit=r.number("PGCAST_RATE_LIMIT", 50.0, minimum=0.1),
             rate_burst=r.integer("PGCAST_RATE_BURST", 100, minimum=1),
             max_connections=r.integer("PGCAST_MAX_CONNECTIONS", 20000, minimum=1),
-            max_user_connections=r.integer("PGCAST_MAX_USER_CONNECTIONS", 0),
+            max_user_connections=r.integer(
+                "PGCAST_MAX_USER_CONNECTIONS", DEFAULT_MAX_USER_CONNECTIONS
+            ),
             drain_seconds=r.number("PGCAST_DRAIN_SECONDS", 5.0, maximum=600.0),
             close_timeout=r.number("PGCAST_CLOSE_TIMEOUT", 2.0, minimum=0.05, maximum=60.0),
             redis_heartbeat=r.number("PGCAST_REDIS_HEARTBEAT", 1.0, minimum=0.05),

@@ -23,8 +23,8 @@ from tests.soak.wsraw import TEXT, RawWebSocket
 ROUNDS, DOOMED, BURST = 5, 100, 300
 
 
-async def doomed_subscriber(port: int, compressed: bool) -> RawWebSocket:
-    headers = {"Authorization": f"Bearer {mint('7', ['*'])}"}
+async def doomed_subscriber(port: int, compressed: bool, user: str) -> RawWebSocket:
+    headers = {"Authorization": f"Bearer {mint(user, ['*'])}"}
     if compressed:
         headers["Sec-WebSocket-Extensions"] = "permessage-deflate"
     ws = await RawWebSocket.connect("127.0.0.1", port, headers=headers)
@@ -60,7 +60,11 @@ async def test_vanishing_clients_do_not_break_delivery(
             await bystander.send_str('{"type":"subscribe","channel":"hot"}')
             assert orjson.loads((await bystander.receive(timeout=10)).data)["type"] == "subscribed"
             for _ in range(ROUNDS):
-                doomed = [await doomed_subscriber(gateway.port, compressed) for _ in range(DOOMED)]
+                # One user each: phones of many users, within PGCAST_MAX_USER_CONNECTIONS.
+                doomed = [
+                    await doomed_subscriber(gateway.port, compressed, f"doomed-{i}")
+                    for i in range(DOOMED)
+                ]
                 burst = asyncio.create_task(
                     events.publish("hot", *({"n": n} for n in range(BURST)))
                 )

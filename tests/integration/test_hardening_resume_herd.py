@@ -21,8 +21,10 @@ HERD = 600
 
 
 async def resume(port: int, channel: str, epoch: str) -> dict[str, object]:
+    # One user per client (the channel's name): a herd of users, each within
+    # PGCAST_MAX_USER_CONNECTIONS.
     ws = await RawWebSocket.connect(
-        "127.0.0.1", port, headers={"Authorization": f"Bearer {mint('herd', ['*'])}"}
+        "127.0.0.1", port, headers={"Authorization": f"Bearer {mint(channel, ['*'])}"}
     )
     try:
         request = {"type": "subscribe", "channel": channel, "since": "1", "epoch": epoch}

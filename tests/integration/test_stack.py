@@ -125,7 +125,11 @@ async def test_four_gateways_two_listeners_400_clients_survive_kills(
         aiohttp.ClientSession(connector=connector, timeout=timeout) as session,
         aiohttp.ClientSession(timeout=probe_timeout) as probe,
     ):
-        clients = [RawClient(url, stack.token(), CHANNEL, session) for _ in range(CLIENTS)]
+        # One user per client: 400 connections of one user would pass a process's
+        # PGCAST_MAX_USER_CONNECTIONS (100 by default) where the balancer is uneven.
+        clients = [
+            RawClient(url, stack.token(f"client-{i}"), CHANNEL, session) for i in range(CLIENTS)
+        ]
         tasks = [asyncio.create_task(c.run()) for c in clients]
         publisher = Publisher(database_url, TOTAL)
         try:
