@@ -3,7 +3,9 @@
 Shared servers come from tests/servers.py (env vars, else testcontainers, else
 private local instances). Tests that kill or freeze a server use ``private_pg`` /
 ``private_redis`` instead, which are never shared; Redis topology tests use
-``redis_node`` / ``sentinel_group`` (tests/redis_topology.py).
+``redis_node`` / ``sentinel_group`` (tests/redis_topology.py). The logs of the
+processes tests start (tests/processes.py) live in one directory per session,
+removed when it ends.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -21,6 +24,7 @@ import pytest
 import redis.asyncio as aioredis
 from hypothesis import settings
 
+from tests.processes import log_directory
 from tests.redis_topology import RedisNode, SentinelGroup
 from tests.servers import PgInstance, RedisInstance, SharedServers, start_shared_servers
 
@@ -62,6 +66,13 @@ def migrate_sync(dsn: str) -> None:
         check=True,
         timeout=60,
     )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def service_logs() -> Iterator[Path]:
+    """The logs of the processes tests start, in one directory removed after the session."""
+    with log_directory() as directory:
+        yield directory
 
 
 @pytest.fixture(scope="session")

@@ -3,18 +3,22 @@
 A :class:`Service` runs a console entry point in a child process with its own
 environment, captures its output to a file (so tests can grep logs, e.g. for
 tokens that must never appear), and can be SIGKILLed, SIGSTOPped, SIGCONTed.
+Under pytest the log files live in one directory per session (:func:`log_directory`,
+entered by tests/conftest.py), removed when the session ends.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +28,31 @@ ENTRY_POINTS = {
     "migrate": "listener.migrate",
 }
 
+# The innermost log_directory() in force; empty: the system temp dir (e.g. the soak run).
+_log_dirs: list[Path] = []
+
+
+@contextlib.contextmanager
+def log_directory() -> Iterator[Path]:
+    """New services log into a fresh directory while this is entered; it is removed
+    (their logs with it) on exit."""
+    directory = Path(tempfile.mkdtemp(prefix="pgcast-test-logs-"))
+    _log_dirs.append(directory)
+    try:
+        yield directory
+    finally:
+        _log_dirs.remove(directory)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def new_log_path() -> Path:
+    """An empty log file in the current log directory."""
+    fd, path = tempfile.mkstemp(
+        prefix="pgcast-svc-", suffix=".log", dir=_log_dirs[-1] if _log_dirs else None
+    )
+    os.close(fd)
+    return Path(path)
+
 
 @dataclass
 class Service:
@@ -31,9 +60,7 @@ class Service:
 
     kind: str
     env: dict[str, str]
-    log_path: Path = field(
-        default_factory=lambda: Path(tempfile.mkstemp(prefix="pgcast-svc-", suffix=".log")[1])
-    )
+    log_path: Path = field(default_factory=new_log_path)
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Service:
