@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: install install-system install-browser install-node install-bench-tools client-js lint typecheck docs test check up down bench soak clean
+.PHONY: install install-system install-browser install-node install-bench-tools install-observability-tools client-js lint typecheck docs test check up down bench soak clean
 
 install: $(VENV)/.installed
 
@@ -23,6 +23,11 @@ install-system:
 install-bench-tools:
 	sh deploy/ensure-package.sh valgrind valgrind bench.instructions
 	sh deploy/ensure-package.sh gcc gcc bench/native
+
+# promtool (Debian's prometheus package) checks and runs the alert rules' cases
+# (tests/unit/test_observability.py) (apt-get, only when missing and root).
+install-observability-tools:
+	sh deploy/ensure-package.sh promtool prometheus tests/unit/test_observability.py
 
 # Debian's chromium for the browser tests (apt-get, only when missing and root).
 install-browser:
@@ -52,7 +57,7 @@ docs: install
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir .site
 
 # Bounded: the suite takes 5-8 min; a hang fails the run at 30 min, not at CI's limit.
-test: install install-system install-browser install-node install-bench-tools
+test: install install-system install-browser install-node install-bench-tools install-observability-tools
 	timeout --kill-after=30 1800 $(BIN)/pytest -q
 
 check: lint typecheck docs test

@@ -193,13 +193,15 @@ def test_doc_links_point_at_files() -> None:
 def test_promtool_checks_and_runs_the_rule_cases() -> None:
     """`promtool check rules` and `promtool test rules` pass.
 
-    promtool comes from Debian's `prometheus` package, which `make test` does not install
-    (the Makefile is shared; see docs/observability.md): where it is missing this test is
-    skipped with that reason, and the structure tests above still run.
+    promtool comes from Debian's `prometheus` package, which `make test` installs
+    (install-observability-tools); missing, this test fails with the command to run.
     """
     promtool = shutil.which("promtool")
     if promtool is None:
-        pytest.skip("promtool not on PATH (apt-get install prometheus)")
+        pytest.fail(
+            "promtool is missing: run `make install-observability-tools`"
+            " (apt-get install prometheus)"
+        )
     for args in (["check", "rules", str(ALERTS)], ["test", "rules", str(ALERT_CASES)]):
         done = subprocess.run(
             [promtool, *args], capture_output=True, text=True, timeout=60, check=False
