@@ -16,7 +16,6 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
@@ -98,11 +97,6 @@ def _services_context(
             pool_size=REDIS_POOL_SIZE,
             pool_wait=settings.subscribe_timeout,
         )
-        try:
-            await check_redis(settings, redis)
-        except BaseException:
-            await redis.aclose()
-            raise
         hub = Hub(
             HubOptions(
                 redis_url=settings.redis_url,
@@ -143,13 +137,18 @@ async def _drain(app: web.Application) -> None:
     await services.sessions.drain(services.settings.drain_seconds)
 
 
-async def check_redis(settings: GatewaySettings, redis: Any) -> None:
-    """Refuse to start (ConfigError, exit 2) on what retrying cannot fix: a wrong password,
-    a master no Sentinel knows, Sentinels that stay unreachable for PGCAST_STARTUP_TIMEOUT.
-    One unreachable Redis is not fatal: the gateway starts unready and its hub reconnects."""
+async def check_redis(settings: GatewaySettings) -> None:
+    """Refuse to start (ConfigError) on what retrying cannot fix: a wrong password, a master
+    no Sentinel knows, Sentinels that stay unreachable for PGCAST_STARTUP_TIMEOUT. One
+    unreachable Redis is not fatal: the gateway starts unready and its hub reconnects.
+    Called by each entry point before it serves (pgcast-gateway, gunicorn's factory)."""
     sentinel = settings.redis.kind == "sentinel"
     deadline = time.monotonic() + (settings.startup_timeout if sentinel else 0.0)
-    await redis_connect.verify(settings.redis, redis, deadline=deadline, must_answer=sentinel)
+    probe = redis_connect.client(settings.redis, timeout=5.0)
+    try:
+        await redis_connect.verify(settings.redis, probe, deadline=deadline, must_answer=sentinel)
+    finally:
+        await probe.aclose()
 
 
 def load_settings() -> GatewaySettings:
@@ -170,12 +169,21 @@ def make_runner(app: web.Application, settings: GatewaySettings) -> web.AppRunne
     )
 
 
+# gunicorn halts (instead of respawning the worker forever) when a worker exits with this.
+GUNICORN_WORKER_BOOT_ERROR = 3
+
+
 async def gunicorn_app() -> web.AppRunner:
-    """gunicorn's app factory (aiohttp.worker.GunicornUVLoopWebWorker awaits it)."""
+    """gunicorn's app factory (aiohttp.worker.GunicornUVLoopWebWorker awaits it).
+
+    A configuration error, Redis' refusal included, stops the worker with gunicorn's
+    boot-error code, so the arbiter halts with one line instead of respawning it forever.
+    """
     try:
         settings = load_settings()
         app = create_app(settings)
+        await check_redis(settings)
     except ConfigError as exc:
         log.error("pgcast: configuration error: %s", exc)
-        raise SystemExit(2) from None
+        raise SystemExit(GUNICORN_WORKER_BOOT_ERROR) from None
     return make_runner(app, settings)

@@ -13,7 +13,7 @@ import logging
 
 from aiohttp import web
 
-from gateway.app import create_app, load_settings, make_runner
+from gateway.app import check_redis, create_app, load_settings, make_runner
 from gateway.services import SERVICES
 from pgcast.runtime import run_service
 from pgcast.settings import redact_url
@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 async def serve() -> None:
     settings = load_settings()
     app = create_app(settings)
+    await check_redis(settings)
     runner = make_runner(app, settings)
     await runner.setup()
     try:

@@ -9,15 +9,18 @@ at start with one line that never shows the password.
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import aiohttp
 import asyncpg
 import orjson
 import pytest
 
+from tests.gateway_support import gateway_env
 from tests.servers import PgInstance, RedisInstance, free_port
 from tests.soak.certs import TlsFiles, make_tls_files
 from tests.soak.harness import Gateway, Listener, mint
@@ -160,3 +163,43 @@ async def test_gateway_with_a_wrong_redis_password_exits_2(
         gateway.stop()
     assert wrong not in gateway.log()
     assert REDIS_PASSWORD not in gateway.log()
+
+
+async def test_gunicorn_with_a_wrong_redis_password_halts_instead_of_respawning(
+    private_redis: Callable[..., RedisInstance], tmp_path: Path
+) -> None:
+    """Under gunicorn the refused AUTH stops the worker with gunicorn's boot-error code, so
+    the arbiter halts ("Worker failed to boot") with the one-line reason logged, instead of
+    respawning workers that can never start. (Its exit status is 3, or 1 when a second
+    worker's boot error interrupts gunicorn's own halt: gunicorn's traceback, not ours.)"""
+    redis = private_redis("--requirepass", REDIS_PASSWORD)
+    wrong = "not-the-password-Gq7"
+    port = free_port()
+    env = {
+        **os.environ,
+        **gateway_env(f"redis://:{wrong}@127.0.0.1:{redis.port}/0", port),
+        "PGCAST_LOG_FORMAT": "text",
+    }
+    log = tmp_path / "gunicorn.log"
+    with log.open("wb") as out:
+        proc = await asyncio.create_subprocess_exec(
+            str(Path(sys.executable).parent / "gunicorn"),
+            "gateway.app:gunicorn_app",
+            *("-k", "aiohttp.worker.GunicornUVLoopWebWorker", "-w", "2"),
+            *("-b", f"127.0.0.1:{port}"),
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            code = await asyncio.wait_for(proc.wait(), 30)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    text = log.read_text()
+    assert code in (1, 3), text[-3000:]
+    assert "Worker failed to boot" in text
+    assert "configuration error" in text
+    assert "invalid username-password pair" in text
+    assert wrong not in text
