@@ -46,6 +46,9 @@ DELETE_SQL = (
     "WITH published AS (DELETE FROM pgcast.outbox WHERE id = ANY($1::bigint[]))"  # noqa: S608
     + _MARK.replace("$3", "$2").replace("$4", "$3").replace("$5", "$4")
 )
+REDIS_IDENTITY_SQL = "SELECT redis_identity FROM pgcast.leader"
+RECORD_REDIS_IDENTITY_SQL = "UPDATE pgcast.leader SET redis_identity = $1"
+MAX_ID_SQL = "SELECT coalesce(max(id), 0) FROM pgcast.outbox"
 # Watermarks past the history TTL check nothing any more (see _BATCH).
 PRUNE_SQL = "DELETE FROM pgcast.watermark WHERE updated_at < now() - make_interval(secs => $1)"
 
@@ -177,6 +180,24 @@ class Outbox:
     async def delete(self, published: Published) -> None:
         async with self._lock:
             await delete(self.conn, published, self.query_timeout)
+
+    async def redis_identity(self) -> str | None:
+        """The Redis identity the last leader recorded (sql/004_watermark.sql)."""
+        async with self._lock:
+            value: str | None = await self.conn.fetchval(
+                REDIS_IDENTITY_SQL, timeout=self.query_timeout
+            )
+            return value
+
+    async def record_redis_identity(self, identity: str) -> None:
+        async with self._lock:
+            await self.conn.execute(RECORD_REDIS_IDENTITY_SQL, identity, timeout=self.query_timeout)
+
+    async def max_id(self) -> int:
+        """The newest outbox id now (0 when empty)."""
+        async with self._lock:
+            value: int = await self.conn.fetchval(MAX_ID_SQL, timeout=self.query_timeout)
+            return value
 
     async def prune_watermarks(self) -> None:
         """Forget watermarks past the history TTL (they check nothing any more)."""

@@ -25,6 +25,9 @@
 --   Redis behind its watermark (another epoch with messages, or a lower top) went back in time: a
 --   restart from an older snapshot, a failover to a lagging replica. Its offsets may
 --   already be in clients' hands for other events, so a new epoch starts instead.
+-- ARGV[12] '1': start a new epoch unless this leader made the current one (a new leader
+--   that finds another Redis than its predecessor recorded, for the channels of the rows
+--   it found waiting: their last batch may be lost and would be numbered anew)
 -- Returns {epoch, last offset, statuses, behind}: statuses has one byte per event, 'p'
 -- (published; the published events' offsets run up to the last offset, consecutive)
 -- or 'd' (duplicate); behind is '' or 'epoch:top' of the state Redis had gone back to;
@@ -40,18 +43,22 @@ if leader > fence then
   redis.call('SET', KEYS[4], ARGV[1])
 end
 
-local meta = redis.call('HMGET', KEYS[1], 'e', 's')
+local meta = redis.call('HMGET', KEYS[1], 'e', 's', 'l')
 local epoch, offset = meta[1], tonumber(meta[2]) or 0
 local behind = ''
 -- Another epoch that holds no message yet was made by a reader (a gateway subscribing after
 -- Redis lost the channel): nobody can hold an offset of it, so it goes on (one notice to
 -- clients, not two). An epoch of the watermark's with a lower top went back in time.
 local stale = (epoch ~= ARGV[10] and offset > 0) or (epoch == ARGV[10] and offset < tonumber(ARGV[11]))
-if epoch and ARGV[10] ~= '' and stale then
+-- 'l' is the leader epoch that made the channel's epoch: a renewal happens once per leader,
+-- so a retried batch (its first try's reply lost) continues the renewed epoch.
+local renew = ARGV[12] == '1' and tonumber(meta[3] or '0') ~= leader
+if epoch and ((ARGV[10] ~= '' and stale) or renew) then
   behind = epoch .. ':' .. offset
   epoch = false
 end
-if not epoch then
+local created = not epoch
+if created then
   -- A new history: whatever is left of an older one (evicted meta) must not mix in.
   redis.call('DEL', KEYS[2], KEYS[3])
   epoch = ARGV[2]
@@ -85,6 +92,9 @@ end
 
 local ttl = tonumber(ARGV[5])
 redis.call('HSET', KEYS[1], 'e', epoch, 's', offset)
+if created then
+  redis.call('HSET', KEYS[1], 'l', ARGV[1])
+end
 redis.call('EXPIRE', KEYS[1], ttl)
 redis.call('XTRIM', KEYS[2], 'MAXLEN', '~', ARGV[4])
 redis.call('EXPIRE', KEYS[2], ttl)

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from importlib import resources
 from typing import Any, Literal, NamedTuple
 
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 from pgcast.keys import FENCE_KEY, channel_json, channel_keys
 
@@ -115,6 +115,19 @@ def parse_result(reply: Sequence[Any], count: int) -> RunReply:
     return RunReply(results, Mark(epoch, reply[1]), _text(reply[3]) or "")
 
 
+def _first_runs(batch: list[list[Event]], channels: Collection[str]) -> list[bool]:
+    """Per run: whether it is the first run of one of ``channels`` in the batch."""
+    if not channels:
+        return [False] * len(batch)
+    seen: set[str] = set()
+    flags = []
+    for run in batch:
+        channel = run[0].channel
+        flags.append(channel in channels and channel not in seen)
+        seen.add(channel)
+    return flags
+
+
 def runs(events: Sequence[Event]) -> list[list[int]]:
     """Indexes of ``events`` grouped by channel, at most RUN_MAX per run: in order within
     a channel (offsets follow it); across channels there is no order to keep."""
@@ -135,7 +148,7 @@ class Publisher:
     that within ``replica_timeout`` raise ReplicasBehindError (``stall``: the caller
     keeps its rows and retries) or are counted and accepted (``degrade``).
     ``on_behind(channel, had, mark)`` hears of every channel whose Redis state had
-    gone back behind its watermark (a new epoch was started).
+    gone back behind its watermark, or was renewed (a new epoch was started).
     """
 
     # The venv's types-redis stubs make Redis generic; redis' own inline types do not.
@@ -149,7 +162,7 @@ class Publisher:
         min_replicas: int = 0,
         replica_timeout: float = 1.0,
         replica_policy: ReplicaPolicy = "stall",
-        on_behind: Callable[[str, str, Mark], None] | None = None,
+        on_behind: Callable[[str, str, Mark | None], None] | None = None,
         on_replicas: Callable[[int, bool, bool], None] | None = None,
     ) -> None:
         self.redis = redis
@@ -181,35 +194,48 @@ class Publisher:
     async def _load(self, script: str) -> None:
         await self.redis.script_load(script)  # type: ignore[no-untyped-call, unused-ignore]
 
+    async def identity(self) -> str | None:
+        """Which Redis this is: its run id and replication id, both new after a restart or a
+        failover; None where INFO is not allowed (some managed Redis)."""
+        try:
+            info = await self.redis.execute_command("INFO", "server", "replication")  # type: ignore[no-untyped-call, unused-ignore]
+        except ResponseError:
+            return None
+        run_id, replid = info.get("run_id"), info.get("master_replid")
+        return f"{run_id}/{replid}" if run_id and replid else None
+
     async def publish(
         self,
         leader_epoch: int,
         events: Sequence[Event],
         watermarks: Mapping[str, Mark] | None = None,
+        renew: Collection[str] = (),
     ) -> list[PublishResult]:
         """Publish ``events`` (in order per channel) in one round trip; a result per event.
 
         ``watermarks``: per channel, what Postgres recorded; this publisher's own later
-        knowledge of a channel takes precedence.
+        knowledge of a channel takes precedence. ``renew``: channels that start a new
+        epoch whatever Redis holds.
         """
         if not events:
             return []
         indexes = runs(events)
         batch = [[events[i] for i in run] for run in indexes]
         expected = self._expected(batch, watermarks or {})
+        forced = _first_runs(batch, renew)
         try:
-            replies = await self._run(leader_epoch, batch, expected)
+            replies = await self._run(leader_epoch, batch, expected, forced)
         except NoScriptError:
             # Redis restarted or SCRIPT FLUSH: load once, run the whole batch again (the
             # script failed for every run, so nothing was published).
             await self._load(PUBLISH_SCRIPT)
-            replies = await self._run(leader_epoch, batch, expected)
+            replies = await self._run(leader_epoch, batch, expected, forced)
         if self.min_replicas:
             self._replicated(replies.pop())
         parsed = [
             parse_result(reply, len(run)) for reply, run in zip(replies, indexes, strict=True)
         ]
-        self._remember(batch, parsed, expected)
+        self._remember(batch, parsed, expected, forced)
         results: list[PublishResult | None] = [None] * len(events)
         for reply, run in zip(parsed, indexes, strict=True):
             for index, result in zip(run, reply.results, strict=True):
@@ -242,24 +268,32 @@ class Publisher:
             raise ReplicasBehindError(count, self.min_replicas, self.replica_timeout)
 
     def _remember(
-        self, batch: list[list[Event]], parsed: list[RunReply], expected: list[Mark | None]
+        self,
+        batch: list[list[Event]],
+        parsed: list[RunReply],
+        expected: list[Mark | None],
+        forced: list[bool],
     ) -> None:
         if len(self.known) > KNOWN_MAX:
             self.known.clear()
-        for run, reply, mark in zip(batch, parsed, expected, strict=True):
+        for run, reply, mark, force in zip(batch, parsed, expected, forced, strict=True):
             if reply.mark is None:
                 continue  # fenced
             channel = run[0].channel
             self.known[channel] = reply.mark
-            if reply.behind and self.on_behind is not None and mark is not None:
-                self.on_behind(channel, reply.behind, mark)
+            if reply.behind and self.on_behind is not None:
+                self.on_behind(channel, reply.behind, None if force else mark)
 
     async def _run(
-        self, leader_epoch: int, batch: list[list[Event]], expected: list[Mark | None]
+        self,
+        leader_epoch: int,
+        batch: list[list[Event]],
+        expected: list[Mark | None],
+        forced: list[bool],
     ) -> list[Any]:
         keep = max(self.history_size, sum(len(run) for run in batch), 1000)
         pipe = self.redis.pipeline(transaction=False)
-        for run, mark in zip(batch, expected, strict=True):
+        for run, mark, force in zip(batch, expected, forced, strict=True):
             channel = run[0].channel
             keys = channel_keys(channel)
             args: list[str | int | bytes] = [
@@ -280,6 +314,7 @@ class Publisher:
                 b"".join(event.data_json for event in run),
                 "" if mark is None else mark.epoch,
                 0 if mark is None else mark.top,
+                "1" if force else "",
             ]
             pipe.evalsha(PUBLISH_SHA, 4, *args)
         if self.min_replicas:

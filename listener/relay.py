@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import Protocol, TypeVar
 
 from listener.leader import LeadershipEnded
@@ -42,9 +42,12 @@ class PublisherLike(Protocol):
         leader_epoch: int,
         events: Sequence[Event],
         watermarks: Mapping[str, Mark] | None = None,
+        renew: Collection[str] = (),
     ) -> list[PublishResult]: ...
 
     def mark(self, channel: str) -> Mark | None: ...
+
+    async def identity(self) -> str | None: ...
 
 
 class RetryingPublisher:
@@ -58,24 +61,35 @@ class RetryingPublisher:
         self.metrics = metrics
         self.backoff = Backoff(base=min(0.05, backoff_max), cap=backoff_max)
         self.failing = False
+        # Runs before each retry after a failure (the connection may lead elsewhere now).
+        self.before_retry: Callable[[], Awaitable[None]] | None = None
 
     async def claim(self) -> None:
         if not await self._retried(lambda: self.publisher.claim_fence(self.epoch)):
             raise Fenced(f"epoch {self.epoch} is older than the Redis fence")
 
     async def publish(
-        self, events: Sequence[Event], watermarks: Mapping[str, Mark] | None = None
+        self,
+        events: Sequence[Event],
+        watermarks: Mapping[str, Mark] | None = None,
+        renew: Collection[str] = (),
     ) -> list[PublishResult]:
-        return await self._retried(lambda: self._timed_publish(events, watermarks))
+        return await self._retried(lambda: self._timed_publish(events, watermarks, renew))
 
     def mark(self, channel: str) -> Mark | None:
         return self.publisher.mark(channel)
 
+    async def identity(self) -> str | None:
+        return await self._retried(self.publisher.identity)
+
     async def _timed_publish(
-        self, events: Sequence[Event], watermarks: Mapping[str, Mark] | None
+        self,
+        events: Sequence[Event],
+        watermarks: Mapping[str, Mark] | None,
+        renew: Collection[str],
     ) -> list[PublishResult]:
         with self.metrics.batches.time():
-            return await self.publisher.publish(self.epoch, events, watermarks)
+            return await self.publisher.publish(self.epoch, events, watermarks, renew)
 
     async def _retried(self, call: Callable[[], Awaitable[_T]]) -> _T:
         """``call()`` until it works (Redis unreachable: keep the lock and the events).
@@ -85,6 +99,8 @@ class RetryingPublisher:
         """
         while True:
             try:
+                if self.failing and self.before_retry is not None:
+                    await self.before_retry()
                 result = await call()
             except Exception as exc:
                 raise_if_cancelled()
@@ -144,6 +160,10 @@ class Drainer:
         # poll). Should the leader die first, its successor publishes it again and the Redis
         # script skips it as duplicates.
         self.published = NOTHING_PUBLISHED
+        # Rows up to this id were waiting when this leader found another Redis than its
+        # predecessor recorded: their channels start new epochs (see _adopt_redis).
+        self.renew_upto = 0
+        self.redis_identity: str | None = None
 
     def wake_up(self) -> None:
         """Called from the (sync) LISTEN callback: never blocks, never awaits."""
@@ -152,12 +172,48 @@ class Drainer:
 
     async def run(self) -> None:
         await self.publisher.claim()
+        await self._adopt_redis()
+        self.publisher.before_retry = self._follow_redis
         while True:
             self.cycle.clear()
             drained = await self.drain()
             if await self.cycle.settle(drained):
                 await self.drain()
             await self.cycle.wait()
+
+    async def _adopt_redis(self) -> None:
+        """A new leader checks that Redis is the one its predecessor last published to.
+
+        Another one (restarted, failed over, restored) may have lost the batch the
+        predecessor had in flight, and publishing those rows again could number them in
+        another order than clients saw (a row of a lower id may have committed since): so
+        the channels of every row waiting now start new epochs, and clients are told.
+        """
+        current = await self.publisher.identity()
+        if current is None:
+            return  # INFO is not allowed here: nothing to compare
+        recorded = await self.outbox.redis_identity()
+        if recorded is not None and recorded != current:
+            self.renew_upto = await self.outbox.max_id()
+            if self.renew_upto:
+                log.warning(
+                    "Redis is not the one the last leader published to (%s, was %s): the"
+                    " channels of outbox rows up to id %d start new epochs",
+                    current,
+                    recorded,
+                    self.renew_upto,
+                )
+        if recorded != current:
+            await self.outbox.record_redis_identity(current)
+        self.redis_identity = current
+
+    async def _follow_redis(self) -> None:
+        """Before a retry: record which Redis this leader publishes to now (a failover), so
+        that a successor can tell (this leader itself retries its batch as it was)."""
+        current = await self.publisher.publisher.identity()
+        if current is not None and current != self.redis_identity:
+            await self.outbox.record_redis_identity(current)
+            self.redis_identity = current
 
     async def drain(self) -> int:
         """Publish until the outbox is empty; returns how many rows left it."""
@@ -219,7 +275,10 @@ class Drainer:
                 "holding a batch of %d rows for %.2fs before publishing", len(rows), self.hold_batch
             )
             await asyncio.sleep(self.hold_batch)
-        results = await self.publisher.publish(events, watermarks) if events else []
+        renew = {
+            e.channel for e in events if e.outbox_id is not None and e.outbox_id <= self.renew_upto
+        }
+        results = await self.publisher.publish(events, watermarks, renew) if events else []
         statuses = Counter(result.status for result in results)
         for status, count in statuses.items():
             self.metrics.events.labels(status).inc(count)

@@ -65,16 +65,20 @@ async def check_postgres(settings: ListenerSettings, deadline: float) -> None:
         await asyncio.sleep(0.2)
 
 
-def _count_behind(metrics: ListenerMetrics) -> Callable[[str, str, Mark], None]:
-    def behind(channel: str, had: str, mark: Mark) -> None:
+def _count_behind(metrics: ListenerMetrics) -> Callable[[str, str, Mark | None], None]:
+    def behind(channel: str, had: str, mark: Mark | None) -> None:
         metrics.history_lost.inc()
+        said = (
+            "renewed (another Redis than the last leader's)"
+            if mark is None
+            else (f"the watermark says {mark.epoch}:{mark.top}")
+        )
         log.warning(
-            "Redis went back in time on channel %r: it had %s, the watermark says %s:%d;"
+            "Redis went back in time on channel %r: it had %s, %s;"
             " a new epoch starts (its clients are told recovered:false)",
             channel[:300],
             had,
-            mark.epoch,
-            mark.top,
+            said,
         )
 
     return behind

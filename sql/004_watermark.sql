@@ -24,3 +24,10 @@ ALTER TABLE pgcast.watermark SET (
 
 COMMENT ON TABLE pgcast.watermark IS
     'pgcast: per channel, the last epoch and offset published to Redis (written by the leader)';
+
+-- The identity of the Redis the leader last published to (its run id and replication id,
+-- which change when Redis restarts or fails over). A new leader that finds another Redis
+-- than its predecessor recorded cannot know whether the batch the predecessor had in
+-- flight survived, nor in which order it was numbered: the channels of the rows it finds
+-- waiting start new epochs (their clients are told recovered:false).
+ALTER TABLE pgcast.leader ADD COLUMN IF NOT EXISTS redis_identity text;

@@ -42,7 +42,8 @@ async def test_frame_bytes_equal_message_frame_and_live_payload_decodes(
         assert (live.offset, live.epoch, live.frame) == (1, epoch, expected)
         assert orjson.loads(expected)["data"] == orjson.loads(data)
         meta = await redis_client.hgetall(keys.meta)
-        assert meta == {b"e": epoch.encode(), b"s": b"1"}
+        # 'l': the leader epoch that made this epoch (a renewal happens once per leader)
+        assert meta == {b"e": epoch.encode(), b"s": b"1", b"l": b"1"}
     finally:
         await pubsub.aclose()
 

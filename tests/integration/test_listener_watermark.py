@@ -114,3 +114,34 @@ async def test_wait_without_replicas_stalls_or_degrades_as_configured(
     results = await degrade.publish(1, _events("feed", 1, 3))
     assert [r.status for r in results] == ["duplicate", "duplicate", "published"]
     assert reports[-1] == (0, True, True)
+
+
+async def test_renewal_starts_one_new_epoch_per_leader(redis_client: aioredis.Redis) -> None:
+    """A renewed channel gets a new epoch once per leader: a retried batch (its first try's
+    reply lost) continues it, and a later leader's renewal starts another."""
+    heard: list[tuple[str, str, Mark | None]] = []
+    first = await Publisher(redis_client).publish(1, _events("feed", 1, 3))
+    renewing = Publisher(redis_client, on_behind=lambda *args: heard.append(args))
+    renewed = await renewing.publish(2, _events("feed", 4, 1), renew={"feed"})
+    assert renewed[0].epoch != first[0].epoch
+    assert renewed[0].offset == 1
+    assert heard == [("feed", f"{first[0].epoch}:3", None)]
+    retried = await Publisher(redis_client).publish(2, _events("feed", 4, 2), renew={"feed"})
+    assert [(r.status, r.epoch, r.offset) for r in retried] == [
+        ("duplicate", renewed[0].epoch, None),
+        ("published", renewed[0].epoch, 2),
+    ]
+    later = await Publisher(redis_client).publish(3, _events("feed", 6, 1), renew={"feed"})
+    assert later[0].epoch not in (first[0].epoch, renewed[0].epoch)
+
+
+async def test_identity_names_the_redis_process_and_its_history(
+    redis_client: aioredis.Redis,
+) -> None:
+    """The identity is the run id and the replication id: stable while Redis runs."""
+    publisher = Publisher(redis_client)
+    identity = await publisher.identity()
+    assert identity is not None
+    assert identity == await publisher.identity()
+    run_id, replid = identity.split("/")
+    assert len(run_id) == len(replid) == 40

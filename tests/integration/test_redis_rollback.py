@@ -13,7 +13,10 @@ import aiohttp
 import asyncpg
 import redis.asyncio as aioredis
 
+from pgcast.keys import channel_keys
+from tests.integration.listener_support import Listeners
 from tests.integration.rollback_support import (
+    CHANNEL,
     Watcher,
     caught_up,
     check,
@@ -170,3 +173,46 @@ async def test_flushall_under_load_tells_clients_and_loses_nothing_in_the_outbox
         check_offsets(*watchers)
         assert tail == list(range(tail[0], 311))
     assert await pg.fetchval("SELECT count(*) FROM pgcast.outbox") == 0
+
+
+async def test_a_new_leader_on_another_redis_renews_the_waiting_channels(
+    database_url: str, pg: asyncpg.Connection, redis_node: Callable[..., RedisNode]
+) -> None:
+    """The leader changed and Redis restarted (from a snapshot that looks whole) in between:
+    the predecessor's batch in flight may be lost and could be numbered anew in another
+    order, so the channels of the rows waiting start new epochs; with the same Redis, a new
+    leader goes on in the same epoch."""
+    redis = redis_node(persistence=True)
+    client = aioredis.Redis.from_url(redis.url)
+    listeners = Listeners(database_url, redis.url)
+    try:
+        first = listeners.start()
+        await publish(pg, 1, 5)
+        await until(lambda: drained(pg), "1-5 published")
+        epoch = (await client.hget(channel_keys(CHANNEL).meta, "e") or b"").decode()
+        first.service.stop()
+        recorded = await pg.fetchval("SELECT redis_identity FROM pgcast.leader")
+        assert recorded
+        assert recorded.split("/")[0] == (await client.info("server"))["run_id"]
+        await publish(pg, 6, 8)  # waiting for the next leader
+        redis.save()
+        await client.aclose()
+        redis.restart()  # the same data, another process: a new run id
+        client = aioredis.Redis.from_url(redis.url)
+        second = listeners.start()
+        await until(lambda: drained(pg), "6-8 published by the new leader")
+        renewed = (await client.hget(channel_keys(CHANNEL).meta, "e") or b"").decode()
+        assert renewed != epoch
+        assert await history_ns(client) == [6, 7, 8]
+        assert second.metric("pgcast_listener_redis_history_lost_total") == 1
+        assert "not the one the last leader published to" in second.service.log()
+        second.service.stop()
+        third = listeners.start()  # the same Redis: no renewal
+        await publish(pg, 9, 9)
+        await until(lambda: drained(pg), "9 published")
+        assert (await client.hget(channel_keys(CHANNEL).meta, "e") or b"").decode() == renewed
+        assert await history_ns(client) == [6, 7, 8, 9]
+        assert third.metric("pgcast_listener_redis_history_lost_total") == 0
+    finally:
+        listeners.stop_all()
+        await client.aclose()

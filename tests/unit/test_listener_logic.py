@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 import asyncpg
 import pytest
@@ -130,6 +130,7 @@ class FlakyPublisher:
         leader_epoch: int,
         events: Sequence[Event],
         watermarks: Mapping[str, Mark] | None = None,
+        renew: Collection[str] = (),
     ) -> list[PublishResult]:
         self.calls += 1
         if self.failures:
@@ -138,6 +139,9 @@ class FlakyPublisher:
         return [PublishResult(self.status, 1, "e") for _ in events]  # type: ignore[arg-type]
 
     def mark(self, channel: str) -> Mark | None:
+        return None
+
+    async def identity(self) -> str | None:
         return None
 
 
