@@ -64,6 +64,7 @@ class Channel:
         "name",
         "offset",
         "pending",
+        "seen",
         "syncing",
     )
 
@@ -74,6 +75,10 @@ class Channel:
         self.pending: dict[Subscriber, Backlog] = {}
         self.epoch: str | None = None
         self.offset = 0
+        # The highest offset of this epoch that Redis is known to hold: the last history
+        # read's top, then every live message, duplicates included. Below ``offset`` only
+        # while Redis lacks offsets this hub dispatched (a failover; see finish_sync).
+        self.seen = 0
         # Not None while the channel waits for a history read: live messages wait here.
         self.syncing: list[Message] | None = []
         self._ready_waiters: list[asyncio.Future[None]] = []
@@ -130,6 +135,10 @@ class Channel:
         if message.epoch != self.epoch:
             self._resync(message.epoch, message.offset - 1)
         elif message.offset <= self.offset:
+            if message.offset > self.seen:  # published again after a failover
+                self.seen = message.offset
+                if self._waiters:
+                    self._wake(message.offset)
             return False  # already dispatched (from history, after a reconnect)
         elif message.offset != self.offset + 1:
             self.syncing = [message]
@@ -138,7 +147,7 @@ class Channel:
         return False
 
     def _dispatch(self, message: Message) -> None:
-        self.offset = message.offset
+        self.offset = self.seen = message.offset
         targets = self._targets
         if targets is None:
             targets = self._targets = tuple(m.deliver for m in self.members)
@@ -151,7 +160,7 @@ class Channel:
             self._wake(message.offset)
 
     def _resync(self, epoch: str, offset: int) -> None:
-        self.epoch, self.offset = epoch, offset
+        self.epoch, self.offset, self.seen = epoch, offset, offset
         for member in list(self.members):
             member.resync(self.name, epoch, offset)
         mark = Resync(epoch, offset)
@@ -170,16 +179,18 @@ class Channel:
         self.syncing = None
         if self.epoch is None:
             self.epoch, self.offset = snapshot.epoch, snapshot.top
+            self.seen = snapshot.top
         elif snapshot.epoch == self.epoch and snapshot.top < self.offset:
             # Redis lacks offsets we dispatched (it failed over to a replica, or restarted
             # from a snapshot). The listener either publishes those same events again at
             # the same offsets (its outbox still holds them; they are dropped here as
             # duplicates) or, where Redis fell behind its watermark, starts a new epoch,
             # which reaches us live and resyncs. Telling clients now would be a false alarm.
-            pass
+            self.seen = snapshot.top
         elif snapshot.epoch != self.epoch or not snapshot.continues(self.offset):
             self._resync(snapshot.epoch, snapshot.top)
         else:
+            self.seen = max(self.seen, self.offset)  # Redis holds what we dispatched again
             for message in snapshot.messages(self.name, self.offset):
                 self._dispatch(message)
         again = False
@@ -192,9 +203,16 @@ class Channel:
                     fut.set_result(None)
         return again
 
+    @property
+    def redis_behind(self) -> bool:
+        """Redis lacks offsets this hub dispatched (until the leader publishes them again)."""
+        return self.seen < self.offset
+
     async def wait_offset(self, offset: int) -> None:
-        """Wait until the hub dispatched ``offset`` (a client resumed ahead of us)."""
-        if self.offset >= offset:
+        """Wait until Redis is known to hold ``offset``: the hub dispatched it, or (after a
+        failover) saw it published again. A client resumed ahead of us, or a resume needs
+        history that Redis is about to have again."""
+        if self.seen >= offset:
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append((offset, fut))

@@ -109,6 +109,13 @@ class Hub:
                         async with asyncio.timeout(AHEAD_WAIT):
                             await channel.wait_offset(since)
                 if since < channel.offset:
+                    if channel.redis_behind:
+                        # Redis lacks offsets we dispatched (it failed over): the leader is
+                        # about to publish them again. Read history once it did, or the
+                        # resume would be told recovered:false for nothing.
+                        with contextlib.suppress(TimeoutError):
+                            async with asyncio.timeout(self.options.subscribe_timeout):
+                                await channel.wait_offset(channel.offset)
                     # Bounded by the client's socket timeout (no cancellation mid-command).
                     snapshot = await self.history.snapshot(name, since, epoch)
         except (TimeoutError, OSError, aioredis.RedisError) as exc:

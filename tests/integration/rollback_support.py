@@ -49,6 +49,8 @@ class Watcher:
     log: list[tuple[Any, ...]] = field(default_factory=list)  # ("sub", ...) | ("msg", ...)
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     connects: int = 0
+    churn: float | None = None  # seconds on each connection before resuming on another
+    errors: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def ns(self) -> list[int]:
@@ -72,16 +74,26 @@ class Watcher:
 
     async def _follow(self, url: str) -> None:
         tok = token(self.sub, channels=[self.channel])
+        loop = asyncio.get_running_loop()
         async with self.session.ws_connect(url, protocols=("pgcast.v1", f"bearer.{tok}")) as ws:
             request: dict[str, Any] = {"type": "subscribe", "channel": self.channel}
             if self.epoch is not None:
                 request.update(since=str(self.offset), epoch=self.epoch)
             await ws.send_str(orjson.dumps(request).decode())
+            until = None if self.churn is None else loop.time() + self.churn
             while not self.stop.is_set():
-                msg = await ws.receive()
+                try:
+                    wait = None if until is None else max(0.0, until - loop.time())
+                    msg = await ws.receive(timeout=wait)
+                except TimeoutError:
+                    return  # churn: leave, and resume on the next gateway
                 if msg.type is not aiohttp.WSMsgType.TEXT:
                     return
-                self._frame(orjson.loads(msg.data))
+                frame = orjson.loads(msg.data)
+                if frame["type"] == "error":
+                    self.errors.append(frame)  # e.g. unavailable: resume again shortly
+                    return
+                self._frame(frame)
 
     def _frame(self, frame: dict[str, Any]) -> None:
         if frame["type"] == "subscribed":

@@ -158,3 +158,26 @@ def test_redis_behind_what_was_dispatched_holds_the_position_without_a_false_ala
     channel.on_live(_msg(1, epoch="F"))
     assert member.resyncs == [("F", 0)]
     assert member.got[-1] == 1
+
+
+async def test_a_resume_into_offsets_redis_lacks_waits_until_they_are_published_again() -> None:
+    """While Redis lacks offsets 4-5 (a failover), a resume needing them waits; the
+    leader's republish of 4-5 (dropped as duplicates) releases it, then history has them."""
+    channel, member = _live()
+    for offset in (1, 2, 3, 4, 5):
+        channel.on_live(_msg(offset))
+    channel.begin_sync()
+    channel.finish_sync(Snapshot("E", 3))
+    assert channel.redis_behind
+    waiting = asyncio.ensure_future(channel.wait_offset(channel.offset))
+    await asyncio.sleep(0)
+    channel.on_live(_msg(4))
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    channel.on_live(_msg(5))
+    await asyncio.wait_for(waiting, 1)
+    assert not channel.redis_behind
+    assert member.got == [1, 2, 3, 4, 5]
+    channel.begin_sync()  # a later reconnect finds Redis whole again
+    channel.finish_sync(Snapshot("E", 5, ((4, b"{}"), (5, b"{}"))))
+    assert not channel.redis_behind
