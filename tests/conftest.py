@@ -3,9 +3,9 @@
 Shared servers come from tests/servers.py (env vars, else testcontainers, else
 private local instances). Tests that kill or freeze a server use ``private_pg`` /
 ``private_redis`` instead, which are never shared; Redis topology tests use
-``redis_node`` / ``sentinel_group`` (tests/redis_topology.py). The logs of the
-processes tests start (tests/processes.py) live in one directory per session,
-removed when it ends.
+``redis_node`` / ``sentinel_group`` (tests/redis_topology.py) and ``redis_cluster``
+(tests/redis_cluster.py). The logs of the processes tests start (tests/processes.py)
+live in one directory per session, removed when it ends.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import redis.asyncio as aioredis
 from hypothesis import settings
 
 from tests.processes import log_directory
+from tests.redis_cluster import RedisCluster
 from tests.redis_topology import RedisNode, SentinelGroup
 from tests.servers import PgInstance, RedisInstance, SharedServers, start_shared_servers
 
@@ -188,3 +189,18 @@ def sentinel_group() -> Iterator[Callable[..., SentinelGroup]]:
     yield make
     for group in reversed(made):
         group.destroy()
+
+
+@pytest.fixture
+def redis_cluster() -> Iterator[Callable[..., RedisCluster]]:
+    """Factory of started Redis Clusters (3 masters, a replica each) to kill and reshard."""
+    made: list[RedisCluster] = []
+
+    def make(masters: int = 3, replicas_per_master: int = 1) -> RedisCluster:
+        cluster = RedisCluster(masters, replicas_per_master)
+        made.append(cluster)  # before start: a cluster that fails to form is still cleaned up
+        return cluster.start()
+
+    yield make
+    for cluster in reversed(made):
+        cluster.destroy()
