@@ -24,6 +24,7 @@ from gateway.message import Message
 from gateway.metrics import Metrics
 from gateway.pubsub import PubSubLink, open_link
 from gateway.resume import Plan, Snapshot, plan_subscribe
+from pgcast import redis_connect
 from pgcast.backoff import Backoff
 from pgcast.cancellation import raise_if_cancelled
 from pgcast.keys import heartbeat_channel
@@ -323,4 +324,4 @@ class Hub:
                 await self.redis.publish(self._hb_key, b"1")
             except (OSError, TimeoutError, ConnectionError, aioredis.RedisError) as exc:
                 raise_if_cancelled()
-                log.debug("heartbeat publish failed: %s", exc)
+                log.debug("heartbeat publish failed: %s", redis_connect.reason(exc))

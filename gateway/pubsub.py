@@ -235,7 +235,9 @@ async def open_link(
     except BaseException as exc:
         await _discard(pubsub, client)
         if isinstance(exc, aioredis.RedisError):
-            raise LinkClosedError(f"redis pub/sub connect failed: {exc}") from exc
+            raise LinkClosedError(
+                f"redis pub/sub connect failed: {redis_connect.reason(exc)}"
+            ) from exc
         raise
     link = PubSubLink(client, pubsub, on_message, begin, end)
     link.start()

@@ -21,6 +21,7 @@ from listener.metrics import ListenerMetrics
 from listener.outbox import NOTHING_PUBLISHED, Outbox, OutboxRow, Published
 from listener.publisher import Event, Mark, PublishResult, ReplicasBehindError
 from listener.wakeup import WakeCycle
+from pgcast import redis_connect
 from pgcast.backoff import Backoff
 from pgcast.cancellation import raise_if_cancelled
 from pgcast.channels import channel_error
@@ -120,9 +121,11 @@ class RetryingPublisher:
                 if replicas
                 else "Redis publish failed"
             )
-            log.warning("%s, retrying until it works: %s", what, exc or repr(exc))
+            log.warning("%s, retrying until it works: %s", what, redis_connect.reason(exc))
         else:
-            log.debug("Redis still failing (%s); next try in %.2fs", exc, delay)
+            log.debug(
+                "Redis still failing (%s); next try in %.2fs", redis_connect.reason(exc), delay
+            )
         self.failing = True
         await asyncio.sleep(delay)
 

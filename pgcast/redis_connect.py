@@ -25,7 +25,7 @@ from pgcast.cancellation import raise_if_cancelled
 from pgcast.redis_url import RedisTarget
 from pgcast.settings import ConfigError
 
-__all__ = ["RedisClient", "client", "verify"]
+__all__ = ["RedisClient", "client", "reason", "verify"]
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +96,13 @@ def client(
     )
 
 
-def _reason(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
+def reason(exc: BaseException) -> str:
+    """``exc`` in one short line: redis-py's MasterNotFoundError carries the repr of every
+    Sentinel connection (kilobytes a line); the first part says it all."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, MasterNotFoundError):
+        text = text.split(" : ", 1)[0]
+    return text[:300]
 
 
 async def _known_master(target: RedisTarget, wait: float) -> bool | None:
@@ -116,7 +121,7 @@ async def _known_master(target: RedisTarget, wait: float) -> bool | None:
             masters = await probe.sentinel_masters()  # type: ignore[no-untyped-call, unused-ignore]
         except AuthenticationError as exc:
             raise ConfigError(
-                f"Sentinel {host}:{port} refused the connection: {_reason(exc)}"
+                f"Sentinel {host}:{port} refused the connection: {reason(exc)}"
             ) from None
         except Exception as exc:  # unreachable, or not a Sentinel: ask the next one
             raise_if_cancelled()
@@ -147,10 +152,10 @@ async def verify(
             await redis.ping()
             return True
         except (AuthenticationError, ResponseError) as exc:
-            raise ConfigError(f"{where} refused the connection: {_reason(exc)}") from None
+            raise ConfigError(f"{where} refused the connection: {reason(exc)}") from None
         except Exception as exc:  # unreachable, timed out, loading, failing over: retry
             raise_if_cancelled()
-            reason = _reason(exc)
+            why = reason(exc)
             if target.kind == "sentinel" and isinstance(exc, MasterNotFoundError):
                 known = await _known_master(target, retry_every * 5)
                 if known is False:
@@ -158,12 +163,12 @@ async def verify(
                         f"no Sentinel of {target.describe()} knows a master named {target.master!r}"
                     ) from None
                 if known is None:
-                    reason = "no Sentinel answers"
+                    why = "no Sentinel answers"
                 else:
-                    reason = "the Sentinels report no healthy primary"
+                    why = "the Sentinels report no healthy primary"
             if time.monotonic() >= deadline:
                 if not must_answer:
-                    log.warning("cannot reach %s yet: %s", where, reason)
+                    log.warning("cannot reach %s yet: %s", where, why)
                     return False
-                raise ConfigError(f"cannot reach {where}: {reason}") from None
+                raise ConfigError(f"cannot reach {where}: {why}") from None
         await asyncio.sleep(retry_every)

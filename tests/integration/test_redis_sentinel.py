@@ -31,6 +31,7 @@ from tests.integration.rollback_support import (
     until,
     watching,
 )
+from tests.integration.test_gateway_failover import status
 from tests.redis_topology import SentinelGroup
 from tests.servers import RedisInstance, free_port
 
@@ -298,3 +299,27 @@ async def test_a_sentinel_client_follows_the_primary(
         assert group.primary().port != killed.port
     finally:
         await client.aclose()
+
+
+async def test_without_sentinels_or_primary_the_gateway_retries_and_is_honestly_unready(
+    database_url: str, sentinel_group: Callable[..., SentinelGroup]
+) -> None:
+    """While running: with every Sentinel gone the gateway's link to the primary still works
+    (ready, truthfully); once the primary dies too, /readyz turns 503 within the heartbeat
+    bound and the gateway keeps retrying with backoff instead of exiting."""
+    group = sentinel_group()
+    async with stack(database_url, group.url) as running:
+        readyz = f"http://127.0.0.1:{running.ports[0]}/readyz"
+        gateway = running.gateways[0]
+        primary = group.primary()
+        # The heartbeat's pooled connection is open after a first round (a new connection
+        # needs a Sentinel to name the primary; an open one does not).
+        await asyncio.sleep(1.0)
+        await asyncio.to_thread(group.kill_sentinels)
+        await asyncio.sleep(2.0)  # more than the heartbeat timeout (1.5 s)
+        assert status(readyz) == 200, gateway.log()[-3000:]
+        primary.kill9()
+        await until(lambda: status(readyz) == 503, "/readyz red", 10)
+        await until(lambda: gateway.log().count("retry in") >= 3, "retries with backoff", 15)
+        assert gateway.proc is not None
+        assert gateway.proc.poll() is None  # still running, still trying
