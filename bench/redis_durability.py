@@ -7,8 +7,8 @@ empty) for ``baseline`` (the code before the per-channel watermark, commit aea1c
 ``watermark`` (today's code, one Redis) and ``watermark+wait1`` (a primary + one replica,
 PGCAST_REDIS_MIN_REPLICAS=1), on one channel and on 2,000 channels; rounds interleaved,
 medians reported. Each run gets a fresh database (a clone of one migrated template) and
-a flushed Redis. Then: the primary's CPU per PUBLISH with 200 subscribers on it or on
-its replica.
+a flushed Redis. Then bench/replica_subscribe.py: the primary's CPU per PUBLISH with 200
+subscribers on it or on its replica.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import shutil
 import statistics
 import subprocess
@@ -34,6 +33,7 @@ import redis.asyncio as aioredis
 
 from bench.env import migrate
 from bench.pipeline import DURABLE, ListenerProcess, listener, poll_until, published_total
+from bench.replica_subscribe import bench_subscribe, subscribe_table
 from pgcast.keys import channel_keys
 from tests.servers import PgInstance, RedisInstance, free_port_below
 
@@ -249,85 +249,6 @@ async def bench_drain(
     return {"events": events, "rounds": rounds, "summary": summary, "runs": runs}
 
 
-def bulk(data: bytes) -> bytes:
-    return b"$%d\r\n%s\r\n" % (len(data), data)
-
-
-def cpu_seconds(server: RedisInstance) -> float:
-    """utime + stime of the server's process from /proc (fields 14 and 15 of its stat)."""
-    if server.proc is None:
-        raise RuntimeError(f"redis-server on port {server.port} is not running")
-    fields = Path(f"/proc/{server.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-async def _subscriber(port: int, channel: bytes) -> tuple[asyncio.StreamReader, Any]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(b"SUBSCRIBE " + channel + b"\r\n")
-    await reader.readexactly(len(b"*3\r\n" + bulk(b"subscribe") + bulk(channel) + b":1\r\n"))
-    return reader, writer
-
-
-async def _receive(reader: asyncio.StreamReader, size: int) -> None:
-    left = size
-    while left > 0:
-        chunk = await reader.read(min(left, 1 << 16))
-        if not chunk:
-            raise ConnectionError("a subscriber's connection closed")
-        left -= len(chunk)
-
-
-async def subscribe_once(run: Rig, where: str, subscribers: int, messages: int) -> dict[str, Any]:
-    """``subscribers`` raw connections on ``where``; ``messages`` PUBLISHes on the primary."""
-    channel, payload = b"pgcast:{bench}:live", b"1:0123456789abcdef:" + b"x" * 100
-    frame = b"*3\r\n" + bulk(b"message") + bulk(channel) + bulk(payload)
-    target = run.primary if where == "primary" else run.replica
-    conns = [await _subscriber(target.port, channel) for _ in range(subscribers)]
-    client = aioredis.Redis.from_url(run.primary.url)
-    try:
-        before = cpu_seconds(run.primary), cpu_seconds(run.replica)
-        started = time.perf_counter()
-        receiving = [asyncio.create_task(_receive(r, len(frame) * messages)) for r, _ in conns]
-        for at in range(0, messages, 100):
-            pipe = client.pipeline(transaction=False)
-            for _ in range(min(100, messages - at)):
-                pipe.publish(channel, payload)
-            await pipe.execute()
-        async with asyncio.timeout(300):
-            await asyncio.gather(*receiving)
-        elapsed = time.perf_counter() - started
-        after = cpu_seconds(run.primary), cpu_seconds(run.replica)
-    finally:
-        await client.aclose()
-        for _, writer in conns:
-            writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
-    return {
-        "subscribed_on": where,
-        "primary_cpu_us_per_msg": round((after[0] - before[0]) * 1e6 / messages, 1),
-        "replica_cpu_us_per_msg": round((after[1] - before[1]) * 1e6 / messages, 1),
-        "seconds": round(elapsed, 3),
-    }
-
-
-async def bench_subscribe(run: Rig, subscribers: int, messages: int, rounds: int) -> dict[str, Any]:
-    runs = []
-    for r in range(rounds):
-        for where in ("primary", "replica") if r % 2 == 0 else ("replica", "primary"):
-            result = await subscribe_once(run, where, subscribers, messages)
-            log(f"subscribe round {r + 1}/{rounds}: {result}")
-            runs.append(result)
-    summary = {
-        where: {
-            key: statistics.median(x[key] for x in runs if x["subscribed_on"] == where)
-            for key in ("primary_cpu_us_per_msg", "replica_cpu_us_per_msg")
-        }
-        for where in ("primary", "replica")
-    }
-    return {"subscribers": subscribers, "messages": messages, "summary": summary, "runs": runs}
-
-
 def table(report: dict[str, Any]) -> str:
     lines = [
         "| variant | shape | events/s (median) | ratio to baseline | runs |",
@@ -338,17 +259,7 @@ def table(report: dict[str, Any]) -> str:
             runs = ", ".join(str(v) for v in row["runs"])
             lines.append(f"| {name} | {shape} | {row['events_per_s']} | {row['ratio']} | {runs} |")
     if "subscribe" in report:
-        sub = report["subscribe"]
-        lines += [
-            "",
-            f"{sub['subscribers']} subscribers, {sub['messages']} PUBLISHes on the primary:",
-            "| subscribed on | primary CPU us/msg | replica CPU us/msg |",
-            "|---|---|---|",
-        ]
-        for where, row in sub["summary"].items():
-            lines.append(
-                f"| {where} | {row['primary_cpu_us_per_msg']} | {row['replica_cpu_us_per_msg']} |"
-            )
+        lines += ["", *subscribe_table(report["subscribe"])]
     return "\n".join(lines)
 
 
@@ -363,7 +274,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             if not args.skip_subscribe:
                 messages = 2_000 if args.quick else 10_000
                 report["subscribe"] = await bench_subscribe(
-                    run, args.subscribers, messages, args.rounds
+                    run.primary, run.replica, args.subscribers, messages, args.rounds, log
                 )
     return report
 

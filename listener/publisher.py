@@ -115,19 +115,6 @@ def parse_result(reply: Sequence[Any], count: int) -> RunReply:
     return RunReply(results, Mark(epoch, reply[1]), _text(reply[3]) or "")
 
 
-def _first_runs(batch: list[list[Event]], channels: Collection[str]) -> list[bool]:
-    """Per run: whether it is the first run of one of ``channels`` in the batch."""
-    if not channels:
-        return [False] * len(batch)
-    seen: set[str] = set()
-    flags = []
-    for run in batch:
-        channel = run[0].channel
-        flags.append(channel in channels and channel not in seen)
-        seen.add(channel)
-    return flags
-
-
 def runs(events: Sequence[Event]) -> list[list[int]]:
     """Indexes of ``events`` grouped by channel, at most RUN_MAX per run: in order within
     a channel (offsets follow it); across channels there is no order to keep."""
@@ -221,8 +208,7 @@ class Publisher:
             return []
         indexes = runs(events)
         batch = [[events[i] for i in run] for run in indexes]
-        expected = self._expected(batch, watermarks or {})
-        forced = _first_runs(batch, renew)
+        expected, forced = self._expected(batch, watermarks or {}, renew)
         try:
             replies = await self._run(leader_epoch, batch, expected, forced)
         except NoScriptError:
@@ -243,20 +229,21 @@ class Publisher:
         return [result for result in results if result is not None]
 
     def _expected(
-        self, batch: list[list[Event]], watermarks: Mapping[str, Mark]
-    ) -> list[Mark | None]:
-        """The watermark each run is checked against: per channel, only its first run
-        (later runs of a channel continue from the first, in the same script order)."""
+        self, batch: list[list[Event]], watermarks: Mapping[str, Mark], renew: Collection[str]
+    ) -> tuple[list[Mark | None], list[bool]]:
+        """Per run, the watermark it is checked against and whether it renews its channel's
+        epoch: only a channel's first run (later runs of a channel continue from the first,
+        in the same script order)."""
         seen: set[str] = set()
         expected: list[Mark | None] = []
+        forced: list[bool] = []
         for run in batch:
             channel = run[0].channel
-            if channel in seen:
-                expected.append(None)
-                continue
+            first = channel not in seen
             seen.add(channel)
-            expected.append(self.known.get(channel) or watermarks.get(channel))
-        return expected
+            expected.append(self.known.get(channel) or watermarks.get(channel) if first else None)
+            forced.append(first and channel in renew)
+        return expected, forced
 
     def _replicated(self, acked: Any) -> None:
         """WAIT's reply: stall (raise) or degrade (count) when too few replicas have it."""

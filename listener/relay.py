@@ -210,6 +210,16 @@ class Drainer:
             await self.outbox.record_redis_identity(current)
         self.redis_identity = current
 
+    def _to_renew(self, events: list[Event]) -> set[str]:
+        """Channels of the rows that were waiting when this leader found another Redis."""
+        if not self.renew_upto:
+            return set()  # the common case: nothing to look at
+        if events and (events[0].outbox_id or 0) > self.renew_upto:
+            self.renew_upto = 0  # ordered by id: every row waiting then is published
+            return set()
+        upto = self.renew_upto
+        return {e.channel for e in events if e.outbox_id is not None and e.outbox_id <= upto}
+
     async def _follow_redis(self) -> None:
         """Before a retry: record which Redis this leader publishes to now (a failover), so
         that a successor can tell (this leader itself retries its batch as it was)."""
@@ -278,9 +288,7 @@ class Drainer:
                 "holding a batch of %d rows for %.2fs before publishing", len(rows), self.hold_batch
             )
             await asyncio.sleep(self.hold_batch)
-        renew = {
-            e.channel for e in events if e.outbox_id is not None and e.outbox_id <= self.renew_upto
-        }
+        renew = self._to_renew(events)
         results = await self.publisher.publish(events, watermarks, renew) if events else []
         statuses = Counter(result.status for result in results)
         for status, count in statuses.items():

@@ -9,9 +9,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 import aiohttp
 import jwt
@@ -167,6 +171,25 @@ class SseReader:
                 assert frame["type"] == "message", frame
                 out.append(frame)
         return out
+
+
+ROOT = Path(__file__).resolve().parents[1]
+# The README's production command: gunicorn on the app factory with aiohttp's uvloop worker.
+GUNICORN_APP = ("gateway.app:gunicorn_app", "-k", "aiohttp.worker.GunicornUVLoopWebWorker")
+
+
+async def start_gunicorn(
+    *args: str, env: Mapping[str, str], out: IO[bytes]
+) -> asyncio.subprocess.Process:
+    """gunicorn (the venv's) with ``args``, its output (text logs) to ``out``."""
+    return await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "gunicorn"),
+        *args,
+        env={**os.environ, "PGCAST_LOG_FORMAT": "text", **env},
+        cwd=ROOT,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def gateway_env(redis_url: str, port: int, **env: str) -> dict[str, str]:

@@ -98,7 +98,7 @@ class Service:
                     return
             except OSError as exc:
                 last = exc
-            time.sleep(0.05)
+            time.sleep(0.05)  # poll interval of a wait bounded by `timeout`
         raise TimeoutError(f"{url} did not answer {status} (last: {last}):\n{self.log()[-3000:]}")
 
     def log(self) -> str:

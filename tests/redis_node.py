@@ -43,7 +43,7 @@ def wait_until(check: Callable[[], T | None], timeout: float, what: str) -> T:
         if time.monotonic() >= deadline:
             detail = f" (last error: {last_error!r})" if last_error is not None else ""
             raise TimeoutError(f"not within {timeout}s: {what}{detail}")
-        time.sleep(0.05)
+        time.sleep(0.05)  # poll interval of a wait bounded by `timeout`
 
 
 def control_client(address: Address, timeout: float = 2.0) -> redis.Redis:

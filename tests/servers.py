@@ -57,7 +57,7 @@ def wait_port(port: int, timeout: float = 20.0, host: str = "127.0.0.1") -> None
     while time.monotonic() < deadline:
         with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
             return
-        time.sleep(0.05)
+        time.sleep(0.05)  # poll interval of a wait bounded by `timeout`
     raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s")
 
 
@@ -199,7 +199,7 @@ class PgInstance:
                     os.kill(pid, 0)
                 except ProcessLookupError:
                     break
-                time.sleep(0.05)
+                time.sleep(0.05)  # poll until the process is gone (bounded: 10 s)
         # Orphaned backends exit on their own once the postmaster is gone; wait for the port.
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -207,7 +207,7 @@ class PgInstance:
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
             except OSError:
                 break
-            time.sleep(0.05)
+            time.sleep(0.05)  # poll until the port is closed (bounded: 10 s)
         with contextlib.suppress(FileNotFoundError):
             (self.datadir / "postmaster.pid").unlink()
 

@@ -70,7 +70,7 @@ class Watcher:
             with contextlib.suppress(aiohttp.ClientError, OSError, asyncio.TimeoutError):
                 await self._follow(url)
             if not self.stop.is_set():
-                await asyncio.sleep(0.1)
+                await asyncio.sleep(0.1)  # a client's pause before it reconnects
 
     async def _follow(self, url: str) -> None:
         tok = token(self.sub, channels=[self.channel])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -17,6 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from gateway.app import create_app
 from gateway.services import SERVICES
 from tests.gateway_support import (
+    GUNICORN_APP,
     Client,
     Events,
     SseReader,
@@ -26,6 +26,7 @@ from tests.gateway_support import (
     raw_ws,
     server_frames,
     settings,
+    start_gunicorn,
     token,
     wait_until,
 )
@@ -34,7 +35,6 @@ from tests.servers import free_port
 
 MakeClient = Callable[..., Awaitable[TestClient]]
 ROOT = Path(__file__).resolve().parents[2]
-VENV_BIN = ROOT / ".venv" / "bin"
 CLIENT_JS_SHIPPED = (ROOT / "gateway" / "static" / "client.js").is_file()
 
 
@@ -114,21 +114,11 @@ async def test_gunicorn_production_command_serves_and_drains(
     port = free_port()
     log = tmp_path / "gunicorn.log"
     out = log.open("wb")
-    env = {**os.environ, **gateway_env(redis_url, port), "PGCAST_LOG_FORMAT": "text"}
-    proc = await asyncio.create_subprocess_exec(
-        str(VENV_BIN / "gunicorn"),
-        "gateway.app:gunicorn_app",
-        "-k",
-        "aiohttp.worker.GunicornUVLoopWebWorker",
-        "-w",
-        "2",
-        "-b",
-        f"127.0.0.1:{port}",
-        "--graceful-timeout",
-        "10",
-        env=env,
-        stdout=out,
-        stderr=subprocess.STDOUT,
+    proc = await start_gunicorn(
+        *GUNICORN_APP,
+        *("-w", "2", "-b", f"127.0.0.1:{port}", "--graceful-timeout", "10"),
+        env=gateway_env(redis_url, port),
+        out=out,
     )
     try:
         # Both workers up (a SIGTERM that lands while gunicorn forks a worker is lost to it).

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -14,12 +13,11 @@ import pytest
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.gateway_support import gateway_env, token, wait_until
+from tests.gateway_support import GUNICORN_APP, gateway_env, start_gunicorn, token, wait_until
 from tests.integration.test_gateway_failover import status
 from tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-VENV_BIN = ROOT / ".venv" / "bin"
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
@@ -60,22 +58,13 @@ async def gunicorn(redis_url: str, tmp_path: Path) -> AsyncIterator[tuple[int, P
     metrics_dir = tmp_path / "metrics"  # created (and emptied) by the config's on_starting
     log = tmp_path / "gunicorn.log"
     env = {
-        **os.environ,
         **gateway_env(redis_url, port),
-        "PGCAST_LOG_FORMAT": "text",
         "WEB_CONCURRENCY": "2",
         "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
     }
     with log.open("wb") as out:
-        proc = await asyncio.create_subprocess_exec(
-            str(VENV_BIN / "gunicorn"),
-            "--config",
-            str(ROOT / "deploy" / "gunicorn_conf.py"),
-            "gateway.app:gunicorn_app",
-            env=env,
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
+        proc = await start_gunicorn(
+            "--config", str(ROOT / "deploy" / "gunicorn_conf.py"), GUNICORN_APP[0], env=env, out=out
         )
         try:
             await wait_until(

@@ -56,7 +56,7 @@ class Writer:
             )
             ahead = started + self.n / RATE - time.monotonic()
             if ahead > 0:
-                await asyncio.sleep(ahead)
+                await asyncio.sleep(ahead)  # pacing: RATE events per second
 
 
 async def _round(
@@ -74,6 +74,7 @@ async def _round(
     recovery = time.monotonic() - at
     if not stalls:
         await asyncio.to_thread(group.restart_as_replica, killed)
+    # The rounds: 10 s of load each, the kill inside.
     await asyncio.sleep(max(0.0, began + ROUND - time.monotonic()))
     return recovery
 

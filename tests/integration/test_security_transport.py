@@ -9,7 +9,6 @@ at start with one line that never shows the password.
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -20,7 +19,7 @@ import asyncpg
 import orjson
 import pytest
 
-from tests.gateway_support import gateway_env
+from tests.gateway_support import GUNICORN_APP, gateway_env, start_gunicorn
 from tests.servers import PgInstance, RedisInstance, free_port
 from tests.soak.certs import TlsFiles, make_tls_files
 from tests.soak.harness import Gateway, Listener, mint
@@ -175,21 +174,11 @@ async def test_gunicorn_with_a_wrong_redis_password_halts_instead_of_respawning(
     redis = private_redis("--requirepass", REDIS_PASSWORD)
     wrong = "not-the-password-Gq7"
     port = free_port()
-    env = {
-        **os.environ,
-        **gateway_env(f"redis://:{wrong}@127.0.0.1:{redis.port}/0", port),
-        "PGCAST_LOG_FORMAT": "text",
-    }
+    env = gateway_env(f"redis://:{wrong}@127.0.0.1:{redis.port}/0", port)
     log = tmp_path / "gunicorn.log"
     with log.open("wb") as out:
-        proc = await asyncio.create_subprocess_exec(
-            str(Path(sys.executable).parent / "gunicorn"),
-            "gateway.app:gunicorn_app",
-            *("-k", "aiohttp.worker.GunicornUVLoopWebWorker", "-w", "2"),
-            *("-b", f"127.0.0.1:{port}"),
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
+        proc = await start_gunicorn(
+            *GUNICORN_APP, "-w", "2", "-b", f"127.0.0.1:{port}", env=env, out=out
         )
         try:
             code = await asyncio.wait_for(proc.wait(), 30)

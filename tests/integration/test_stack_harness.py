@@ -107,7 +107,7 @@ class RunningStack:
                 raise AssertionError(f"the runner exited {self.proc.returncode}:\n{self.output()}")
             if time.monotonic() > deadline:
                 raise AssertionError(f"stack not up after {timeout}s:\n{self.output()[-4000:]}")
-            time.sleep(0.1)
+            time.sleep(0.1)  # poll interval of a wait bounded by `timeout`
 
     def ca_context(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=str(self.run_dir / "tls" / "ca.pem"))

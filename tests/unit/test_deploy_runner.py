@@ -175,6 +175,7 @@ def test_port_in_use_and_running_pid(tmp_path: Path) -> None:
         sock.listen()
         assert port_in_use("127.0.0.1", sock.getsockname()[1])
     state = tmp_path / "stack.json"
+    # A live process for the state file to name (killed below; 30 s only bounds a leak).
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
         state.write_text(json.dumps({"runner_pid": child.pid}))

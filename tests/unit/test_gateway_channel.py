@@ -170,9 +170,9 @@ async def test_a_resume_into_offsets_redis_lacks_waits_until_they_are_published_
     channel.finish_sync(Snapshot("E", 3))
     assert channel.redis_behind
     waiting = asyncio.ensure_future(channel.wait_offset(channel.offset))
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # let the waiter register
     channel.on_live(_msg(4))
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # one loop turn: a wake-up would have run by now
     assert not waiting.done()
     channel.on_live(_msg(5))
     await asyncio.wait_for(waiting, 1)

@@ -51,7 +51,7 @@ def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
     while not condition():
         if time.monotonic() > deadline:
             raise TimeoutError("condition not met in time")
-        time.sleep(0.01)
+        time.sleep(0.01)  # poll interval of a wait bounded by `timeout`
 
 
 def stays(condition: Callable[[], bool], period: float = SILENCE) -> None:
@@ -59,7 +59,7 @@ def stays(condition: Callable[[], bool], period: float = SILENCE) -> None:
     deadline = time.monotonic() + period
     while time.monotonic() < deadline:
         assert condition()
-        time.sleep(0.01)
+        time.sleep(0.01)  # sampling interval over the watched period
 
 
 def recv_exactly(sock: socket.socket, size: int) -> bytes:
