@@ -1,5 +1,5 @@
 // Just enough of React's hook semantics to test a custom hook: one component instance,
-// hooks by call order, effects run after render when their dependencies change, cleanups
+// hooks by call order (useState, useRef, useCallback, useEffect), effects run after render when their dependencies change, cleanups
 // before re-running and on unmount, context from `render(..., { context })`.
 let current = null;
 
@@ -32,6 +32,15 @@ export function useState(initial) {
     cell.value = value;
     instance.renders += 1;
   }];
+}
+
+export function useCallback(fn, deps) {
+  const cell = slot(() => ({ deps: undefined, fn }));
+  if (!cell.deps || deps.some((dep, i) => !Object.is(dep, cell.deps[i]))) {
+    cell.fn = fn;
+    cell.deps = deps;
+  }
+  return cell.fn;
 }
 
 export function useEffect(effect, deps) {

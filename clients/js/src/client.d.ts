@@ -4,6 +4,9 @@
 //   import { PgcastClient } from 'pgcast-client';   // or 'https://rt.example.com/client.js'
 //   const pg = new PgcastClient({ token: () => fetch('/api/pgcast-token').then((r) => r.text()) });
 //   pg.subscribe<ArticleEvent>('articles', (event) => refresh(event.id));
+//   pg.track('doc:7', { name: 'Ada' });                       // presence, re-tracked on reconnect
+//   pg.subscribe('doc:7', { onPresence: (members) => show(members), onBroadcast: (d, { from }) => ... });
+//   await pg.publish('doc:7', { typing: true });               // needs the token's `publish` claim
 
 /** A token, or a function giving one (called on every (re)connect and before expiry). */
 export type TokenSource = string | (() => string | Promise<string>);
@@ -52,9 +55,53 @@ export interface MessageInfo {
 }
 
 export interface PgcastError extends Error {
-  /** The gateway's error code: forbidden, bad_request, too_many_subscriptions, ... */
+  /**
+   * The gateway's error code (forbidden, bad_request, too_many_subscriptions, too_large,
+   * rate_limited, presence_full, ...) or, for presence()/publish()/track(), the client's own:
+   * timeout, disconnected (a publish whose connection died unanswered), closed, cancelled
+   * (a track() overtaken by untrack()), unsupported (over SSE).
+   */
   code?: string;
   frame?: unknown;
+}
+
+/** One connection's presence in a channel (a user with two tabs is two members). */
+export interface Member<M = Record<string, unknown>> {
+  /** The user (the token's `sub`). */
+  sub: string;
+  /** The connection: the member's identity in the set. */
+  conn: string;
+  meta: M;
+}
+
+export interface PresenceInfo {
+  channel: string;
+  /** true: from a snapshot replacing the set (after subscribing, after a reconnect, or a resync). */
+  sync: boolean;
+}
+
+export interface JoinInfo extends PresenceInfo {
+  /** The connection was already a member: its meta changed. */
+  update: boolean;
+}
+
+export interface BroadcastInfo {
+  channel: string;
+  /** The sender's `sub`. */
+  from: string;
+}
+
+export interface UnsubscribedInfo {
+  channel: string;
+  /** Why the server ended the subscription ('revoked': permission withdrawn). */
+  reason: string;
+}
+
+export interface ClosedInfo {
+  /** 4003: the application disconnected this user; 4001: token refused, no token callback. */
+  code: number;
+  /** For 4003, the application's reason text (pgcast.disconnect(sub, reason)). */
+  reason: string;
 }
 
 export interface SubscriptionHandlers<T = unknown> {
@@ -65,6 +112,18 @@ export interface SubscriptionHandlers<T = unknown> {
   onRecoveryFailed?: (info: SubscribedInfo) => void;
   /** The gateway refused the subscription; it is dropped (subscribe again to retry). */
   onError?: (error: PgcastError) => void;
+  /** A client message another connection sent with publish() (never replayed). */
+  onBroadcast?: (data: unknown, info: BroadcastInfo) => void;
+  /** The server ended the subscription for good (e.g. revoked); it is not resubscribed. */
+  onUnsubscribed?: (info: UnsubscribedInfo) => void;
+  /** Receive the channel's presence (implied by any of the three handlers below). */
+  presence?: boolean;
+  /** The whole member set, after every change (a snapshot or a join/leave). */
+  onPresence?: (members: Member[], info: PresenceInfo) => void;
+  /** A member joined (or, `info.update`, changed its meta); also for each new one in a snapshot. */
+  onJoin?: (member: Member, info: JoinInfo) => void;
+  /** A member left; also for each one a snapshot no longer has. */
+  onLeave?: (member: Member, info: PresenceInfo) => void;
 }
 
 export interface ClientOptions {
@@ -80,6 +139,10 @@ export interface ClientOptions {
   autoConnect?: boolean;
   onStateChange?: (change: StateChange) => void;
   onRecoveryFailed?: (info: SubscribedInfo) => void;
+  /** The server ended the client for good (4003, or 4001 without a token callback). */
+  onClosed?: (info: ClosedInfo) => void;
+  /** ms a presence()/publish()/untrack() waits for its answer, time queued included (10 s). */
+  requestTimeout?: number;
   /** ms; full-jitter exponential backoff between failed attempts. */
   backoffBase?: number;
   backoffCap?: number;
@@ -103,9 +166,13 @@ export interface ClientOptions {
 
 export declare class Subscription<T = unknown> {
   readonly channel: string;
-  /** pending | subscribing | active | failed | closed */
+  /** pending | subscribing | active | failed | closed | revoked */
   readonly state: string;
   readonly position: ChannelPosition;
+  /** Whether the subscription receives presence. */
+  readonly presence: boolean;
+  /** The current member set (presence subscriptions). */
+  readonly members: Member[];
   unsubscribe(): void;
 }
 
@@ -118,14 +185,30 @@ export declare class PgcastClient {
   on(type: 'state', listener: (change: StateChange) => void): () => void;
   on(type: 'recoveryFailed', listener: (info: SubscribedInfo) => void): () => void;
   on(type: 'error', listener: (error: PgcastError) => void): () => void;
+  on(type: 'closed', listener: (info: ClosedInfo) => void): () => void;
+  on(type: 'unsubscribed', listener: (info: UnsubscribedInfo) => void): () => void;
   /** Subscribe; survives reconnects; `position` resumes from a persisted position. */
   subscribe<T = unknown>(
     channel: string,
     handlers: SubscriptionHandlers<T> | ((data: T, info: MessageInfo) => void),
     position?: Partial<ChannelPosition>,
   ): Subscription<T>;
+  /**
+   * Join (or update) this connection's presence in `channel`; remembered and sent again on
+   * every new connection until untrack(). Resolves when the gateway confirmed.
+   */
+  track(channel: string, meta?: Record<string, unknown>): Promise<void>;
+  /** Leave `channel`'s presence; no longer tracked on reconnects. */
+  untrack(channel: string): Promise<void>;
+  /** The members of `channel`'s presence now. */
+  presence(channel: string): Promise<Member[]>;
+  /**
+   * Send an ephemeral client message to every other connection subscribed to `channel`
+   * (`onBroadcast`); needs the token's `publish` claim. Resolves once accepted.
+   */
+  publish(channel: string, data: unknown): Promise<void>;
   connect(): void;
-  /** No more reconnects; subscriptions are kept for a later connect(). */
+  /** No more reconnects; subscriptions (and tracks) are kept for a later connect(). */
   close(): void;
   /** Skip the current backoff wait. */
   reconnectNow(): void;
@@ -171,7 +254,7 @@ export interface ReconnectPlan {
 
 /** What to do after a connection ended (the client's reconnect policy, exported for tests). */
 export declare function reconnectPlan(
-  outcome: { code: number; planned?: boolean },
+  outcome: { code: number; planned?: boolean; reason?: string },
   context: {
     attempt: number;
     canRefetchToken: boolean;

@@ -7,7 +7,12 @@
  * from its last offset and epoch, the app hears `onRecoveryFailed` when history could not
  * cover a gap (refetch then), a token callback is called again on every reconnect and
  * before expiry (sent as a `refresh` frame), and SSE takes over where WebSocket is blocked.
- * Protocol: see the README's "protocol" section (frames, close codes 4001/4008/1009/1012).
+ * Presence and client messages ride the WebSocket: `track()` is remembered and sent again on
+ * every new connection, a subscription with `presence` keeps its member set (a snapshot
+ * replaces it; join/leave frames update it), `publish()` sends an ephemeral message that
+ * other subscribers get as `onBroadcast`. Close code 4003 (the application disconnected
+ * this user) and a revoked subscription end things for good: no automatic retry.
+ * Protocol: see the README's "protocol" section (frames, close codes 4001/4003/4008/1009/1012).
  */
 
 const DEFAULTS = Object.freeze({
@@ -21,6 +26,7 @@ const DEFAULTS = Object.freeze({
   pongTimeout: 10000,
   refreshMargin: 30000, // ms before `exp` at which a token callback is asked again
   wsFailuresBeforeSse: 2, // WebSocket attempts that never opened before SSE is tried
+  requestTimeout: 10000, // ms a presence()/publish()/untrack() waits for its answer (queued included)
 });
 
 /** Close codes of the contract, with what this client does about each. */
@@ -28,6 +34,7 @@ export const CLOSE_CODES = Object.freeze({
   1009: { name: 'message_too_big', advice: 'reconnect with backoff' },
   1012: { name: 'service_restart', advice: 'reconnect promptly with jitter, resume' },
   4001: { name: 'unauthorized', advice: 'fetch a new token, reconnect, resume' },
+  4003: { name: 'disconnected', advice: 'the application disconnected this user: stop, tell the app' },
   4008: { name: 'slow_consumer', advice: 'reconnect, resume' },
 });
 
@@ -112,6 +119,8 @@ export function reconnectPlan(outcome, { attempt, canRefetchToken, options, rand
   if (code === 4001 && !canRefetchToken) {
     return { stop: true, delay: 0, reason: 'token rejected and no token callback to get another' };
   }
+  // The application ended this user's connections (pgcast.disconnect): its reason, no retry.
+  if (code === 4003) return { stop: true, delay: 0, reason: outcome.reason ?? '' };
   if (code === 1012) return { stop: false, delay: random() * options.restartJitter };
   if ((code === 4008 || code === 4001) && attempt === 0) {
     return { stop: false, delay: random() * options.backoffBase };
@@ -141,20 +150,39 @@ function defaultBase() {
   return here.slice(0, here.lastIndexOf('/') + 1);
 }
 
-/** One channel subscription; survives reconnects until `unsubscribe()`. */
+/** A presence member's identity: one entry per connection (a user with two tabs is two). */
+function memberKey(member) {
+  return String(member?.conn);
+}
+
+function sameMember(a, b) {
+  return a.sub === b.sub && JSON.stringify(a.meta ?? {}) === JSON.stringify(b.meta ?? {});
+}
+
+/**
+ * One channel subscription; survives reconnects until `unsubscribe()`, or until the server
+ * revokes it (`{type:'unsubscribed', reason:'revoked'}`: ended for good, `onUnsubscribed`).
+ */
 export class Subscription {
   constructor(client, channel, handlers, position) {
     this.client = client;
     this.channel = channel;
     this.handlers = handlers;
     this.pos = position;
-    this.state = 'pending'; // pending | subscribing | active | failed | closed
+    this.state = 'pending'; // pending | subscribing | active | failed | closed | revoked
+    this.presence = Boolean(handlers.presence ?? (handlers.onPresence || handlers.onJoin || handlers.onLeave));
+    this._members = new Map(); // conn -> {sub, conn, meta}
     this._resumed = false;
   }
 
   /** `{ epoch, offset }`: persist it to resume after a page reload (`subscribe(c, h, pos)`). */
   get position() {
     return { epoch: this.pos.epoch, offset: this.pos.offset };
+  }
+
+  /** The channel's presence members (subscriptions with `presence`), one per connection. */
+  get members() {
+    return [...this._members.values()];
   }
 
   unsubscribe() {
@@ -165,7 +193,9 @@ export class Subscription {
     const fields = this.pos.resumeFields();
     this._resumed = 'since' in fields;
     this.state = 'subscribing';
-    return { type: 'subscribe', id, channel: this.channel, ...fields };
+    const request = { type: 'subscribe', id, channel: this.channel, ...fields };
+    if (this.presence) request.presence = true;
+    return request;
   }
 
   _subscribed(frame, unsolicited) {
@@ -191,6 +221,54 @@ export class Subscription {
     this._call('onMessage', frame.data, { channel: this.channel, offset: frame.offset, epoch: this.pos.epoch });
   }
 
+  _broadcast(frame) {
+    if (this.state !== 'active') return;
+    this._call('onBroadcast', frame.data, { channel: this.channel, from: frame.from });
+  }
+
+  /**
+   * A presence snapshot replaces the member set (after subscribing, after a reconnect, or
+   * unsolicited when the gateway resynchronised): the differences from what was held go
+   * out as onLeave/onJoin, then onPresence with the whole set.
+   */
+  _snapshot(frame) {
+    if (!this.presence || this.state === 'closed' || this.state === 'revoked') return;
+    const next = new Map((frame.members ?? []).map((m) => [memberKey(m), m]));
+    const info = { channel: this.channel, sync: true };
+    for (const [key, old] of this._members) if (!next.has(key)) this._call('onLeave', old, info);
+    for (const [key, member] of next) {
+      const old = this._members.get(key);
+      if (!old || !sameMember(old, member)) this._call('onJoin', member, { ...info, update: Boolean(old) });
+    }
+    this._members = next;
+    this._call('onPresence', this.members, info);
+  }
+
+  /** `join` (a conn already present: its meta changed) or `leave`. */
+  _member(frame) {
+    if (!this.presence || this.state === 'closed' || this.state === 'revoked' || !frame.member) return;
+    const key = memberKey(frame.member);
+    const info = { channel: this.channel, sync: false };
+    if (frame.type === 'join') {
+      const update = this._members.has(key);
+      this._members.set(key, frame.member);
+      this._call('onJoin', frame.member, { ...info, update });
+    } else {
+      const old = this._members.get(key);
+      if (!old) return; // not in the set (already gone, or the snapshot was newer)
+      this._members.delete(key);
+      this._call('onLeave', old, info);
+    }
+    this._call('onPresence', this.members, info);
+  }
+
+  _revoked(reason) {
+    this.state = 'revoked';
+    const info = { channel: this.channel, reason };
+    this._call('onUnsubscribed', info);
+    this.client._emit('unsubscribed', info);
+  }
+
   _call(name, ...args) {
     const fn = this.handlers[name];
     if (typeof fn !== 'function') return;
@@ -199,6 +277,47 @@ export class Subscription {
     } catch (err) {
       this.client._emit('error', err);
     }
+  }
+}
+
+/**
+ * Rejections of presence(), publish(), track() carry the gateway's code (forbidden,
+ * too_large, rate_limited, presence_full, bad_request) or one of the client's own:
+ * `timeout`, `disconnected` (a publish whose connection died unanswered), `closed`,
+ * `cancelled` (a track() overtaken by untrack()), `unsupported` (over SSE).
+ */
+function requestError(code, message, frame) {
+  return Object.assign(new Error(message ?? code), { code, frame });
+}
+
+/** A presence(), publish() or untrack() awaiting its answer; `lost`: what a dead connection does. */
+class PendingRequest {
+  constructor(frame, lost, resolve, reject) {
+    this.frame = frame;
+    this.lost = lost; // 'retry' (send again) | 'reject' | 'resolve' (moot on a new connection)
+    this.resolve = resolve;
+    this.reject = reject;
+    this.id = null;
+    this.timer = null;
+    this.done = false;
+  }
+}
+
+/** This client's presence in one channel: sent again on every new connection until untrack(). */
+class Tracked {
+  constructor(channel) {
+    this.channel = channel;
+    this.meta = {};
+    this.state = 'pending'; // pending | sent | tracked
+    this.id = null;
+    this.waiters = [];
+  }
+
+  settle(error) {
+    const waiters = this.waiters;
+    this.waiters = [];
+    for (const waiter of waiters) (error ? waiter.reject(error) : waiter.resolve());
+    return waiters.length;
   }
 }
 
@@ -222,8 +341,10 @@ export class PgcastClient {
     this._EventSource = options.EventSource ?? globalThis.EventSource;
     this._random = options.random ?? Math.random;
     this._subs = new Map();
+    this._tracked = new Map(); // channel -> Tracked
+    this._outbox = []; // PendingRequests not sent yet
     this._listeners = new Map();
-    this._pending = new Map(); // request id -> subscription or 'refresh'
+    this._pending = new Map(); // request id -> Subscription, Tracked, PendingRequest or 'refresh'
     this._nextId = 1;
     this._attempt = 0;
     this._wsFailures = 0;
@@ -235,17 +356,27 @@ export class PgcastClient {
     this._stopped = true;
     if (options.onStateChange) this.on('state', options.onStateChange);
     if (options.onRecoveryFailed) this.on('recoveryFailed', options.onRecoveryFailed);
+    if (options.onClosed) this.on('closed', options.onClosed);
     if (options.autoConnect !== false) this.connect();
   }
 
-  /** Listen to 'state' ({state, previous, code, reason, delay}), 'error', 'recoveryFailed'. */
+  /**
+   * Listen to 'state' ({state, previous, code, reason, delay}), 'error', 'recoveryFailed',
+   * 'closed' ({code, reason}: the server ended the client for good: 4003, the application
+   * disconnected this user, or 4001 with no token callback) and 'unsubscribed'
+   * ({channel, reason}: the server revoked a subscription).
+   */
   on(type, fn) {
     if (!this._listeners.has(type)) this._listeners.set(type, new Set());
     this._listeners.get(type).add(fn);
     return () => this._listeners.get(type).delete(fn);
   }
 
-  /** Subscribe; `handlers` is `onMessage(data, info)` or `{ onMessage, onSubscribed, onRecoveryFailed, onError }`. */
+  /**
+   * Subscribe; `handlers` is `onMessage(data, info)` or `{ onMessage, onSubscribed,
+   * onRecoveryFailed, onError, onBroadcast, onUnsubscribed, presence, onPresence, onJoin,
+   * onLeave }` (any presence handler implies `presence: true`).
+   */
   subscribe(channel, handlers, position = {}) {
     if (this._subs.has(channel)) throw new Error(`already subscribed to ${channel}`);
     const h = typeof handlers === 'function' ? { onMessage: handlers } : { ...handlers };
@@ -253,6 +384,47 @@ export class PgcastClient {
     this._subs.set(channel, sub);
     if (this._conn) this._conn.changed();
     return sub;
+  }
+
+  /**
+   * Join `channel`'s presence with `meta` (JSON; again: update it). Remembered: every new
+   * connection tracks it again until `untrack()`. Resolves once the gateway confirmed.
+   */
+  track(channel, meta = {}) {
+    let entry = this._tracked.get(channel);
+    if (!entry) {
+      entry = new Tracked(channel);
+      this._tracked.set(channel, entry);
+    }
+    entry.meta = meta;
+    entry.state = 'pending';
+    const done = new Promise((resolve, reject) => entry.waiters.push({ resolve, reject }));
+    if (this._conn) this._conn.changed();
+    return done;
+  }
+
+  /** Leave `channel`'s presence (and stop tracking it on reconnects). */
+  untrack(channel) {
+    const entry = this._tracked.get(channel);
+    if (!entry) return Promise.resolve();
+    this._tracked.delete(channel);
+    entry.settle(requestError('cancelled', `untrack(${channel}) before the gateway confirmed the track`));
+    if (entry.state === 'pending' || !this._conn) return Promise.resolve(); // nothing on the gateway
+    return this._ask({ type: 'untrack', channel }, 'resolve');
+  }
+
+  /** The members of `channel`'s presence now: a promise of `[{sub, conn, meta}, ...]`. */
+  presence(channel) {
+    return this._ask({ type: 'presence', channel }, 'retry');
+  }
+
+  /**
+   * Send `data` (any JSON) to every other connection subscribed to `channel`, as a
+   * `broadcast` (ephemeral: no offset, never replayed). Needs the token's `publish` claim.
+   * Resolves once the gateway accepted it; queued while connecting (up to requestTimeout).
+   */
+  publish(channel, data) {
+    return this._ask({ type: 'publish', channel, data }, 'reject');
   }
 
   /** Start (or restart after `close()`) connecting; called by the constructor unless autoConnect:false. */
@@ -267,7 +439,9 @@ export class PgcastClient {
   /** Close for good: no reconnect; subscriptions are kept and resume on a later `connect()`. */
   close() {
     this._stopped = true;
+    this._abandonRequests('closed', 'the client was closed');
     if (this._conn) this._conn.abort(1000, 'client closed');
+    this._connectionLost(); // a later connect() subscribes and tracks everything again
     this._wakeUp();
     this._setState('closed', {});
   }
@@ -350,7 +524,9 @@ export class PgcastClient {
       this._attempt += 1;
       if (plan.stop) {
         this._stopped = true;
+        this._abandonRequests('closed', `the gateway ended the connection for good (${outcome.code}): ${plan.reason}`);
         this._setState('closed', { code: outcome.code, reason: plan.reason });
+        this._emit('closed', { code: outcome.code, reason: plan.reason });
         break;
       }
       this._setState('disconnected', { code: outcome.code, reason: outcome.reason, delay: Math.round(plan.delay) });
@@ -360,8 +536,7 @@ export class PgcastClient {
 
   _afterConnection(outcome) {
     if (outcome.lived >= this.options.healthyAfter) this._attempt = 0;
-    for (const sub of this._subs.values()) if (sub.state !== 'failed') sub.state = 'pending';
-    this._pending.clear();
+    this._connectionLost();
     if (this.options.transport !== 'auto' || outcome.planned) return;
     if (this._useSse) {
       // SSE failed too before ever working: the gateway is down, not WebSocket blocked.
@@ -376,6 +551,24 @@ export class PgcastClient {
     else this._wsFailures += 1;
     if (!this._wsEverOpened && this._wsFailures >= this.options.wsFailuresBeforeSse && this._EventSource) {
       this._useSse = true; // WebSocket never got through (proxy, firewall): try SSE
+    }
+  }
+
+  /** A connection ended (or close()): the next one subscribes, tracks and asks again. */
+  _connectionLost() {
+    for (const sub of this._subs.values()) if (sub.state !== 'failed') sub.state = 'pending';
+    for (const entry of this._tracked.values()) entry.state = 'pending'; // a new connection has no presence
+    const unanswered = [...this._pending.values()].filter((r) => r instanceof PendingRequest);
+    this._pending.clear();
+    for (const request of [...unanswered, ...this._outbox]) {
+      if (request.lost === 'retry') {
+        if (request.id !== null) this._outbox.unshift(request);
+        request.id = null;
+      } else if (request.lost === 'resolve') {
+        this._settle(request, null, undefined); // an untrack: the dead connection's presence is gone
+      } else if (request.id !== null) {
+        this._settle(request, requestError('disconnected', `the connection closed before ${request.frame.type} was answered`));
+      }
     }
   }
 
@@ -403,15 +596,47 @@ export class PgcastClient {
       case 'error':
         this._onError(frame, conn);
         return;
-      default: // pong, refreshed, unsubscribed, and types added later: liveness was noted
+      case 'broadcast':
+        if (sub) sub._broadcast(frame);
+        return;
+      case 'presence': // an answer to presence(), or a snapshot for a subscription
+        if (!this._answer(frame, frame.members ?? []) && sub) sub._snapshot(frame);
+        return;
+      case 'join':
+      case 'leave':
+        if (sub) sub._member(frame);
+        return;
+      case 'tracked':
+        this._onTracked(frame);
+        return;
+      case 'unsubscribed':
+        if (frame.reason !== undefined && sub && (sub.state === 'active' || sub.state === 'subscribing')) {
+          this._subs.delete(sub.channel); // revoked: ended for good, never resubscribed
+          sub._revoked(frame.reason);
+        }
+        if (frame.id !== undefined) this._pending.delete(frame.id);
+        return;
+      case 'published':
+      case 'untracked':
+        this._answer(frame, undefined);
+        return;
+      default: // pong, refreshed, and types added later: liveness was noted
         if (frame.id !== undefined) this._pending.delete(frame.id); // answered: forget it
     }
   }
 
   _onError(frame, conn) {
     const request = this._pending.get(frame.id);
+    if (request instanceof PendingRequest) {
+      this._settle(request, requestError(frame.code, frame.message, frame));
+      return;
+    }
     this._pending.delete(frame.id);
     const error = Object.assign(new Error(frame.message ?? frame.code), { code: frame.code, frame });
+    if (request instanceof Tracked) {
+      this._trackFailed(request, error, conn);
+      return;
+    }
     if (request instanceof Subscription && request.state !== 'closed') {
       if (frame.code === 'rate_limited') {
         request.state = 'pending';
@@ -424,6 +649,69 @@ export class PgcastClient {
       return;
     }
     this._emit('error', error);
+  }
+
+  _onTracked(frame) {
+    const entry = this._pending.get(frame.id);
+    this._pending.delete(frame.id);
+    if (!(entry instanceof Tracked) || entry.id !== frame.id || this._tracked.get(entry.channel) !== entry) return;
+    if (entry.state === 'sent') entry.state = 'tracked';
+    entry.settle(null);
+  }
+
+  _trackFailed(entry, error, conn) {
+    if (entry.id !== error.frame.id || this._tracked.get(entry.channel) !== entry) return; // superseded
+    if (error.code === 'rate_limited') {
+      entry.state = 'pending';
+      setTimeout(() => conn.changed(), this.options.backoffBase);
+      return;
+    }
+    this._tracked.delete(entry.channel); // refused: not tracked again on reconnect
+    if (entry.settle(error) === 0) this._emit('error', error); // a re-track nobody awaits
+  }
+
+  /** Queue a request the app awaits; sent at once when a WebSocket is open, else on the next. */
+  _ask(frame, lost) {
+    return new Promise((resolve, reject) => {
+      const request = new PendingRequest(frame, lost, resolve, reject);
+      const ms = this.options.requestTimeout;
+      request.timer = setTimeout(() => this._settle(request, requestError('timeout', `no answer to ${frame.type} within ${ms} ms`)), ms);
+      this._outbox.push(request);
+      if (this._conn) this._conn.changed();
+    });
+  }
+
+  /** Settle the request that `frame` answers (by id); false when it answers none. */
+  _answer(frame, value) {
+    const request = frame.id === undefined ? undefined : this._pending.get(frame.id);
+    if (!(request instanceof PendingRequest)) return false;
+    this._settle(request, null, value);
+    return true;
+  }
+
+  _settle(request, error, value) {
+    clearTimeout(request.timer);
+    const queued = this._outbox.indexOf(request);
+    if (queued >= 0) this._outbox.splice(queued, 1);
+    if (request.id !== null && this._pending.get(request.id) === request) this._pending.delete(request.id);
+    if (request.done) return;
+    request.done = true;
+    if (error) request.reject(error);
+    else request.resolve(value);
+  }
+
+  /** No connection will answer: reject what waits (tracks stay remembered for connect()). */
+  _abandonRequests(code, message) {
+    const requests = [...this._outbox, ...[...this._pending.values()].filter((r) => r instanceof PendingRequest)];
+    for (const request of requests) this._settle(request, requestError(code, message));
+    for (const entry of this._tracked.values()) entry.settle(requestError(code, message));
+  }
+
+  /** Over SSE nothing can be sent: presence, publish and track wait for a WebSocket in vain. */
+  _refuseRequests() {
+    const error = () => requestError('unsupported', 'presence and client messages need a WebSocket connection');
+    for (const request of [...this._outbox]) this._settle(request, error());
+    for (const entry of this._tracked.values()) entry.settle(error()); // tracked again over WebSocket
   }
 
   _id(request) {
@@ -470,7 +758,18 @@ export class PgcastClient {
       const send = (obj) => ws.readyState === 1 && ws.send(JSON.stringify(obj));
       const syncSubs = () => {
         if (this._conn !== conn || ws.readyState !== 1) return; // sent on the next connection
+        // Tracks first: a presence snapshot that follows a subscribe then includes this client.
+        for (const entry of this._tracked.values()) {
+          if (entry.state !== 'pending') continue;
+          entry.state = 'sent';
+          entry.id = this._id(entry);
+          send({ type: 'track', id: entry.id, channel: entry.channel, meta: entry.meta });
+        }
         for (const sub of this._subs.values()) if (sub.state === 'pending') send(sub._request(this._id(sub)));
+        for (const request of this._outbox.splice(0)) {
+          request.id = this._id(request);
+          send({ ...request.frame, id: request.id });
+        }
       };
       const finish = (code, reason) => {
         if (this._conn !== conn) return;
@@ -546,6 +845,7 @@ export class PgcastClient {
       const reopen = (reason) => finish(0, reason, true);
       const conn = {
         changed: () => {
+          this._refuseRequests();
           for (const sub of this._subs.values()) if (sub.state === 'pending') return reopen('subscriptions changed');
           return undefined;
         },
@@ -553,6 +853,7 @@ export class PgcastClient {
         abort: finish,
       };
       this._conn = conn;
+      this._refuseRequests();
       const subs = [...this._subs.values()].filter((sub) => sub.state === 'pending');
       if (subs.length === 0) return; // nothing to stream yet: conn.changed() reopens
       const params = new URLSearchParams();
