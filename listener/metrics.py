@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from listener.control import OPS
+
 ROLES = ("leader", "standby")
 
 
@@ -36,6 +38,12 @@ class ListenerMetrics:
             "pgcast_listener_events",
             "Outbox events by result: published, duplicate, fenced, invalid",
             ["result"],
+            registry=r,
+        )
+        self.controls = Counter(
+            "pgcast_listener_controls",
+            "Server-side controls published to the gateways, by op: disconnect, unsubscribe",
+            ["op"],
             registry=r,
         )
         self.relayed = Counter(
@@ -99,6 +107,8 @@ class ListenerMetrics:
         )
         for name in ("published", "duplicate", "fenced", "invalid"):
             self.events.labels(name)
+        for op in OPS:
+            self.controls.labels(op)
         for name in ("published", "malformed", "dropped", "fenced"):
             self.relayed.labels(name)
         for server in ("postgres", "redis", "replicas"):

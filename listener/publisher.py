@@ -6,9 +6,11 @@ acknowledge it; the script is loaded on NOSCRIPT and the batch retried once.
 Each run carries its channel's watermark (the last epoch and top offset Redis
 acknowledged, :class:`Mark`): the script starts a new epoch where Redis went back
 behind it. The publisher remembers the marks of its own publishes (Redis' state
-after them) for the rest of its leadership. Knows redis, not asyncpg. Connection
-errors propagate: the caller keeps its outbox rows and retries, and the script's
-de-duplication makes the retry harmless.
+after them) for the rest of its leadership. A control (an event of channel
+CONTROL_MARKER, listener/control.py) is one ``control.lua`` call placed in the batch
+by outbox id: after every event before it, before every event after it. Knows redis,
+not asyncpg. Connection errors propagate: the caller keeps its outbox rows and
+retries, and the scripts' de-duplication makes the retry harmless.
 """
 
 from __future__ import annotations
@@ -22,12 +24,21 @@ from typing import Any, Literal, NamedTuple
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, ResponseError
 
-from pgcast.keys import FENCE_KEY, channel_json, channel_keys
+from pgcast.keys import (
+    CONTROL_LIVE,
+    CONTROL_MARKER,
+    CONTROL_STREAM,
+    CONTROL_STREAM_MAXLEN,
+    FENCE_KEY,
+    channel_json,
+    channel_keys,
+)
 
 PublishStatus = Literal["published", "duplicate", "fenced"]
 ReplicaPolicy = Literal["stall", "degrade"]
 
 PUBLISH_SCRIPT = resources.files("listener").joinpath("publish.lua").read_text()
+CONTROL_SCRIPT = resources.files("listener").joinpath("control.lua").read_text()
 
 # Raise the fence to ARGV[1] unless a newer leader already raised it past: 1 = ours.
 CLAIM_SCRIPT = """
@@ -44,6 +55,8 @@ RUN_MAX = 100
 KNOWN_MAX = 100_000
 PUBLISH_SHA = hashlib.sha1(PUBLISH_SCRIPT.encode()).hexdigest()  # noqa: S324 - Redis' script id
 CLAIM_SHA = hashlib.sha1(CLAIM_SCRIPT.encode()).hexdigest()  # noqa: S324 - Redis' script id
+CONTROL_SHA = hashlib.sha1(CONTROL_SCRIPT.encode()).hexdigest()  # noqa: S324 - Redis' script id
+_CONTROL_STATUS: dict[str, PublishStatus] = {"p": "published", "d": "duplicate", "fenced": "fenced"}
 
 
 # NamedTuples, not frozen dataclasses: one of each is built per event, and a frozen
@@ -115,17 +128,48 @@ def parse_result(reply: Sequence[Any], count: int) -> RunReply:
     return RunReply(results, Mark(epoch, reply[1]), _text(reply[3]) or "")
 
 
-def runs(events: Sequence[Event]) -> list[list[int]]:
-    """Indexes of ``events`` grouped by channel, at most RUN_MAX per run: in order within
-    a channel (offsets follow it); across channels there is no order to keep."""
-    by_channel: dict[str, list[int]] = {}
-    for index, event in enumerate(events):
-        by_channel.setdefault(event.channel, []).append(index)
+def parse_control_result(reply: Any) -> RunReply:
+    """``control.lua``'s reply: 'p', 'd' or 'fenced'."""
+    status = _CONTROL_STATUS.get(_text(reply) or "")
+    if status is None:
+        raise ValueError(f"unexpected control script reply: {reply!r}")
+    return RunReply([PublishResult(status, None, None)], None, "")
+
+
+def _chunked(by_channel: dict[str, list[int]]) -> list[list[int]]:
     return [
         indexes[start : start + RUN_MAX]
         for indexes in by_channel.values()
         for start in range(0, len(indexes), RUN_MAX)
     ]
+
+
+def runs(events: Sequence[Event]) -> list[list[int]]:
+    """Indexes of ``events`` grouped by channel, at most RUN_MAX per run: in order within
+    a channel (offsets follow it); across channels there is no order to keep, except
+    around a control (see _runs_around_controls)."""
+    by_channel: dict[str, list[int]] = {}
+    for index, event in enumerate(events):
+        by_channel.setdefault(event.channel, []).append(index)
+    if CONTROL_MARKER in by_channel:  # one look-up per batch: events pay nothing for controls
+        return _runs_around_controls(events)
+    return _chunked(by_channel)
+
+
+def _runs_around_controls(events: Sequence[Event]) -> list[list[int]]:
+    """Each control a run of its own, in its place: the events before it, grouped by
+    channel, run before it, and those after it after it (a gateway must deliver the
+    events of a transaction that come before its control first)."""
+    result: list[list[int]] = []
+    by_channel: dict[str, list[int]] = {}
+    for index, event in enumerate(events):
+        if event.channel == CONTROL_MARKER:
+            result += _chunked(by_channel)
+            result.append([index])
+            by_channel = {}
+        else:
+            by_channel.setdefault(event.channel, []).append(index)
+    return result + _chunked(by_channel)
 
 
 class Publisher:
@@ -219,7 +263,10 @@ class Publisher:
         if self.min_replicas:
             self._replicated(replies.pop())
         parsed = [
-            parse_result(reply, len(run)) for reply, run in zip(replies, indexes, strict=True)
+            parse_control_result(reply)
+            if run[0].channel == CONTROL_MARKER
+            else parse_result(reply, len(run))
+            for reply, run in zip(replies, batch, strict=True)
         ]
         self._remember(batch, parsed, expected, forced)
         results: list[PublishResult | None] = [None] * len(events)
@@ -239,6 +286,10 @@ class Publisher:
         forced: list[bool] = []
         for run in batch:
             channel = run[0].channel
+            if channel == CONTROL_MARKER:  # no watermark, no epoch
+                expected.append(None)
+                forced.append(False)
+                continue
             first = channel not in seen
             seen.add(channel)
             expected.append(self.known.get(channel) or watermarks.get(channel) if first else None)
@@ -265,7 +316,7 @@ class Publisher:
             self.known.clear()
         for run, reply, mark, force in zip(batch, parsed, expected, forced, strict=True):
             if reply.mark is None:
-                continue  # fenced
+                continue  # fenced, or a control
             channel = run[0].channel
             self.known[channel] = reply.mark
             if reply.behind and self.on_behind is not None:
@@ -280,8 +331,17 @@ class Publisher:
     ) -> list[Any]:
         keep = max(self.history_size, sum(len(run) for run in batch), 1000)
         pipe = self.redis.pipeline(transaction=False)
+        controls = any(run[0].channel == CONTROL_MARKER for run in batch)
+        if controls:
+            # Both scripts loaded first: a NOSCRIPT of one call would retry the batch after
+            # the others ran, and a control could then reach Redis before an event before it.
+            pipe.script_load(PUBLISH_SCRIPT)  # type: ignore[no-untyped-call, unused-ignore]
+            pipe.script_load(CONTROL_SCRIPT)  # type: ignore[no-untyped-call, unused-ignore]
         for run, mark, force in zip(batch, expected, forced, strict=True):
             channel = run[0].channel
+            if channel == CONTROL_MARKER:
+                self._control(pipe, leader_epoch, run[0])
+                continue
             keys = channel_keys(channel)
             args: list[str | int | bytes] = [
                 keys.meta,
@@ -308,4 +368,20 @@ class Publisher:
             # The same round trip: WAIT answers once the replicas have every write above.
             pipe.execute_command("WAIT", self.min_replicas, int(self.replica_timeout * 1000))
         replies: list[Any] = await pipe.execute()
-        return replies
+        return replies[2:] if controls else replies
+
+    @staticmethod
+    def _control(pipe: Any, leader_epoch: int, control: Event) -> None:
+        if control.outbox_id is None:
+            raise ValueError("a control is published with its outbox id")
+        pipe.evalsha(
+            CONTROL_SHA,
+            2,
+            FENCE_KEY,
+            CONTROL_STREAM,
+            leader_epoch,
+            control.outbox_id,
+            control.data_json,
+            CONTROL_STREAM_MAXLEN,
+            CONTROL_LIVE,
+        )

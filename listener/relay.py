@@ -5,7 +5,9 @@ after an acquisition), then whenever its WakeCycle says (a NOTIFY, a poll): read
 batch, publish it (retrying while Redis is down, rows kept), delete it (with the
 next read, or at once before a long wait). Rows
 whose channel name is invalid are logged, counted and deleted so they cannot
-wedge the drain. A fenced publish means a newer leader exists: raise Fenced.
+wedge the drain; so are control rows (channel CONTROL_MARKER, listener/control.py)
+that no gateway could apply, the others are published in their place in the batch.
+A fenced publish means a newer leader exists: raise Fenced.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ import asyncio
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
-from typing import Protocol, TypeVar
+from typing import NamedTuple, Protocol, TypeVar
 
+from listener.control import InvalidControl, parse_control
 from listener.leader import LeadershipEnded
 from listener.metrics import ListenerMetrics
 from listener.outbox import NOTHING_PUBLISHED, Outbox, OutboxRow, Published
@@ -25,10 +28,21 @@ from pgcast import redis_connect
 from pgcast.backoff import Backoff
 from pgcast.cancellation import raise_if_cancelled
 from pgcast.channels import channel_error
+from pgcast.keys import CONTROL_MARKER
 
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
+
+
+class _Batch(NamedTuple):
+    """Outbox rows as published: events (controls among them, in their place), each
+    control's index in events and op, the channels seen and their watermarks."""
+
+    events: list[Event]
+    controls: list[tuple[int, str]]
+    channels: dict[str, str | None]  # channel -> why it is invalid, None when valid
+    watermarks: dict[str, Mark]
 
 
 class Fenced(LeadershipEnded):
@@ -262,45 +276,71 @@ class Drainer:
             await self.outbox.prune_watermarks()
 
     async def _publish_batch(self, rows: list[OutboxRow]) -> None:
-        events = []
-        checked: dict[str, str | None] = {}  # a batch holds few distinct channels
-        watermarks: dict[str, Mark] = {}
-        for row in rows:
-            if row.channel in checked:
-                reason = checked[row.channel]
-            else:
-                reason = checked[row.channel] = channel_error(row.channel)
-                if row.mark_epoch is not None and row.mark_top is not None:
-                    watermarks[row.channel] = Mark(row.mark_epoch, row.mark_top)
-            if reason is None:
-                events.append(Event(row.channel, row.data.encode(), row.id))
-            else:
-                self.metrics.events.labels("invalid").inc()
-                log.warning(
-                    "dropping outbox row %d: invalid channel %r: %s",
-                    row.id,
-                    row.channel[:300],
-                    reason,
-                )
+        batch = self._events(rows)
         if self.hold_batch > 0:
             # Test hook (PGCAST_DEBUG_HOLD_BATCH): a batch read but not yet published.
             log.info(
                 "holding a batch of %d rows for %.2fs before publishing", len(rows), self.hold_batch
             )
             await asyncio.sleep(self.hold_batch)
+        events = batch.events
         renew = self._to_renew(events)
-        results = await self.publisher.publish(events, watermarks, renew) if events else []
-        statuses = Counter(result.status for result in results)
-        for status, count in statuses.items():
-            self.metrics.events.labels(status).inc(count)
-        if statuses["fenced"]:
-            log.error(
-                "publish refused: fenced (a newer leader holds epoch > %d)", self.publisher.epoch
-            )
-            raise Fenced(f"epoch {self.publisher.epoch} was fenced by a newer leader")
+        results = await self.publisher.publish(events, batch.watermarks, renew) if events else []
+        self._count(batch, results)
         marks = {}
-        for channel in checked:
+        for channel in batch.channels:
             mark = self.publisher.mark(channel)
             if mark is not None:
                 marks[channel] = (mark.epoch, mark.top)
         self.published = Published([row.id for row in rows], marks)
+
+    def _events(self, rows: list[OutboxRow]) -> _Batch:
+        """The rows to publish, in id order; invalid ones are logged, counted and left out."""
+        batch = _Batch([], [], {}, {})
+        checked = batch.channels  # a batch holds few distinct channels
+        for row in rows:
+            if row.channel in checked:
+                reason = checked[row.channel]
+            else:
+                reason = checked[row.channel] = channel_error(row.channel)
+                if row.mark_epoch is not None and row.mark_top is not None:
+                    batch.watermarks[row.channel] = Mark(row.mark_epoch, row.mark_top)
+            if reason is None:
+                batch.events.append(Event(row.channel, row.data.encode(), row.id))
+            elif row.channel == CONTROL_MARKER:
+                self._add_control(row, batch)
+            else:
+                self._invalid(row.id, f"invalid channel {row.channel[:300]!r}: {reason}")
+        return batch
+
+    def _count(self, batch: _Batch, results: list[PublishResult]) -> None:
+        """Count the results (controls by op, not as events); raise Fenced when fenced."""
+        statuses = Counter(result.status for result in results)
+        fenced = statuses["fenced"]
+        for index, op in batch.controls:
+            status = results[index].status
+            statuses[status] -= 1
+            if status == "published":
+                self.metrics.controls.labels(op).inc()
+                log.debug("published control %s, outbox id %d", op, batch.events[index].outbox_id)
+        for status, count in statuses.items():
+            if count:
+                self.metrics.events.labels(status).inc(count)
+        if fenced:
+            log.error(
+                "publish refused: fenced (a newer leader holds epoch > %d)", self.publisher.epoch
+            )
+            raise Fenced(f"epoch {self.publisher.epoch} was fenced by a newer leader")
+
+    def _add_control(self, row: OutboxRow, batch: _Batch) -> None:
+        try:
+            control = parse_control(row.data)
+        except InvalidControl as exc:
+            self._invalid(row.id, f"invalid control: {exc}")
+            return
+        batch.controls.append((len(batch.events), control.op))
+        batch.events.append(Event(CONTROL_MARKER, control.json, row.id))
+
+    def _invalid(self, outbox_id: int, why: str) -> None:
+        self.metrics.events.labels("invalid").inc()
+        log.warning("dropping outbox row %d: %s", outbox_id, why)
