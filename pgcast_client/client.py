@@ -4,6 +4,9 @@
 ``run()`` owns the socket: it reconnects with full-jitter backoff (promptly, with
 jitter, after 1012), asks the token factory again on each connect and before expiry
 (a ``refresh`` frame), and resubscribes every channel from its last offset and epoch.
+Presence tracks are remembered and sent again on every connection; ``presence()``,
+``publish()`` and ``untrack()`` are requests answered by id (:mod:`pgcast_client.requests`).
+Close code 4003 (the application disconnected this user) stops the client for good.
 """
 
 from __future__ import annotations
@@ -21,12 +24,15 @@ import orjson
 from pgcast.backoff import Backoff
 from pgcast_client.codes import Outcome, reconnect_plan
 from pgcast_client.position import Position
+from pgcast_client.presence import Broadcast, BroadcastHandler, Member, PresenceHandler
+from pgcast_client.requests import Lost, Request, RequestError, Requests, Track
 from pgcast_client.subscription import (
     Gap,
     GapHandler,
     Message,
     Subscription,
     SubscriptionError,
+    SubscriptionRevoked,
 )
 from pgcast_client.tokens import TokenFactory, TokenSource, refresh_delay
 
@@ -35,6 +41,15 @@ log = logging.getLogger(__name__)
 
 class Unauthorized(Exception):
     """The gateway refused the token and there is no token_factory to get another."""
+
+
+class Disconnected(Exception):
+    """The application disconnected this user (close code 4003, ``pgcast.disconnect``):
+    the client stops and never reconnects by itself. ``reason`` is the application's text."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"disconnected by the application: {reason or '(no reason)'}")
+        self.reason = reason
 
 
 class Client:
@@ -54,6 +69,7 @@ class Client:
         heartbeat: float = 20.0,
         connect_timeout: float = 10.0,
         queue_size: int = 1000,
+        request_timeout: float = 10.0,
         session: aiohttp.ClientSession | None = None,
     ) -> None:
         self.url = url
@@ -68,7 +84,9 @@ class Client:
         self._session = session
         self._own_session = session is None
         self._subs: dict[str, Subscription] = {}
-        self._pending: dict[int, Subscription | str] = {}
+        self._pending: dict[int, Subscription | Track | Request | str] = {}
+        self._requests = Requests()
+        self._request_timeout = request_timeout
         self._unsubs: list[str] = []
         self._dirty = asyncio.Event()
         self._throttled = False
@@ -78,6 +96,8 @@ class Client:
         self.connected = asyncio.Event()
         self.connections = 0  # connections opened so far
         self.refreshes = 0  # refresh frames sent so far
+        # Why the client stopped for good (Unauthorized, Disconnected), None while it runs.
+        self.error: BaseException | None = None
 
     # -- public API ------------------------------------------------------------------
 
@@ -116,13 +136,24 @@ class Client:
         since: str | None = None,
         epoch: str | None = None,
         on_gap: GapHandler | None = None,
+        on_presence: PresenceHandler | None = None,
+        on_broadcast: BroadcastHandler | None = None,
         queue_size: int | None = None,
     ) -> Subscription:
-        """Subscribe to ``name`` (resuming after ``since`` in ``epoch`` when given)."""
+        """Subscribe to ``name`` (resuming after ``since`` in ``epoch`` when given).
+
+        ``on_presence`` subscribes with presence: it gets a ``PresenceSnapshot`` (the
+        whole set, replacing what was held: after subscribing and after each reconnect),
+        then ``Join``/``Leave``; ``sub.members`` is the current set. ``on_broadcast`` gets
+        the client messages other connections publish. Both may be sync or async; the
+        reader awaits them, so keep them short.
+        """
         if name in self._subs:
             raise ValueError(f"already subscribed to {name!r}")
         position = Position(epoch, since)
         sub = Subscription(self, name, position, queue_size or self._queue_size, on_gap)
+        sub.on_presence = on_presence
+        sub.on_broadcast = on_broadcast
         self._subs[name] = sub
         self._dirty.set()
         return sub
@@ -135,6 +166,55 @@ class Client:
             self._unsubs.append(sub.channel)
             self._dirty.set()
         sub.end()
+
+    async def track(self, channel: str, meta: dict[str, Any] | None = None) -> None:
+        """Join (or update) this client's presence in ``channel`` with ``meta``; remembered
+        and tracked again on every new connection until :meth:`untrack`. Returns once the
+        gateway confirmed; raises :class:`RequestError` (forbidden, presence_full, ...)."""
+        waiter = self._requests.track(channel, dict(meta or {}))
+        self._dirty.set()
+        await self._wait(waiter, "track")
+
+    async def untrack(self, channel: str) -> None:
+        """Leave ``channel``'s presence; no longer tracked on reconnects."""
+        entry = self._requests.tracked.pop(channel, None)
+        if entry is None:
+            return
+        entry.settle(
+            RequestError("cancelled", f"untrack({channel}) before the track was confirmed")
+        )
+        if entry.state == "pending" or not self.connected.is_set():
+            return  # nothing on the gateway
+        await self._ask({"type": "untrack", "channel": channel}, "resolve")
+
+    async def presence(self, channel: str) -> list[Member]:
+        """The members of ``channel``'s presence now (asked again after a lost connection)."""
+        members = await self._ask({"type": "presence", "channel": channel}, "retry")
+        return [Member.from_frame(m) for m in members or ()]
+
+    async def publish(self, channel: str, data: Any) -> None:
+        """Send ``data`` (JSON) to every other connection subscribed to ``channel`` (their
+        ``on_broadcast``); needs the token's ``publish`` claim. Ephemeral: at most once,
+        never replayed; ``RequestError('disconnected')`` if the connection died unanswered."""
+        await self._ask({"type": "publish", "channel": channel, "data": data}, "reject")
+
+    async def _ask(self, frame: dict[str, Any], lost: Lost) -> Any:
+        if self.error is not None:
+            raise self.error
+        request = Request(frame, lost)
+        self._requests.outbox.append(request)
+        self._dirty.set()
+        return await self._wait(request.future, str(frame["type"]))
+
+    async def _wait(self, future: asyncio.Future[Any], what: str) -> Any:
+        try:
+            async with asyncio.timeout(self._request_timeout):
+                return await asyncio.shield(future)
+        except TimeoutError:
+            future.cancel()
+            raise RequestError(
+                "timeout", f"no answer to {what} in {self._request_timeout}s"
+            ) from None
 
     # -- the connection loop ---------------------------------------------------------
 
@@ -156,7 +236,10 @@ class Client:
                     restart_jitter=self._restart_jitter,
                 )
                 if plan.stop:
-                    self._fail_all(Unauthorized(plan.reason))
+                    if outcome.code == 4003:
+                        self._fail_all(Disconnected(plan.reason))
+                    else:
+                        self._fail_all(Unauthorized(plan.reason))
                     return
                 self._set_state("disconnected")
                 log.info(
@@ -172,9 +255,15 @@ class Client:
 
     def _fail_all(self, error: BaseException) -> None:
         log.error("pgcast client stopped: %s", error)
+        self.error = error
         for sub in list(self._subs.values()):
             sub.end(error)
         self._subs.clear()
+        self._requests.abandon(error, self._unanswered())
+        self._pending.clear()
+
+    def _unanswered(self) -> list[Request]:
+        return [r for r in self._pending.values() if isinstance(r, Request)]
 
     def _set_state(self, state: str) -> None:
         self.state = state
@@ -206,6 +295,7 @@ class Client:
         self.connections += 1
         for sub in self._subs.values():
             sub.state = "pending"
+        self._requests.connection_lost(self._unanswered())
         self._pending.clear()
         self._unsubs.clear()
         self._dirty.set()
@@ -216,20 +306,26 @@ class Client:
             async with asyncio.TaskGroup() as group:
                 writer = group.create_task(self._write_loop(ws))
                 refresher = group.create_task(self._refresh_loop(ws, token))
-                await self._read_loop(ws)
+                close_reason = await self._read_loop(ws)
                 writer.cancel()
                 refresher.cancel()
         finally:
             self.connected.clear()
         exc = ws.exception()
-        reason = "" if exc is None else f"{type(exc).__name__}: {exc}"
+        reason = close_reason if exc is None else f"{type(exc).__name__}: {exc}"
         return Outcome(True, ws.close_code or 0, reason, time.monotonic() - opened)
 
-    async def _read_loop(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        """The hot path: parse each frame once, de-duplicate by offset, hand it over."""
+    async def _read_loop(self, ws: aiohttp.ClientWebSocketResponse) -> str:
+        """The hot path: parse each frame once, de-duplicate by offset, hand it over.
+        Returns the close frame's reason (4003 carries the application's)."""
         subs = self._subs
         loads = orjson.loads
-        async for msg in ws:
+        while True:
+            msg = await ws.receive()
+            if msg.type is aiohttp.WSMsgType.CLOSE:
+                return str(msg.extra or "")
+            if msg.type in _ENDED:
+                return ""
             if msg.type is not aiohttp.WSMsgType.TEXT:
                 continue
             frame = loads(msg.data)
@@ -243,7 +339,54 @@ class Client:
                 await self._on_subscribed(frame)
             elif kind == "error":
                 self._on_error(frame)
-            # pong, unsubscribed, and frame types added later need nothing here
+            else:
+                await self._on_other(kind, frame)
+
+    async def _on_other(self, kind: str | None, frame: dict[str, Any]) -> None:
+        """Presence, client messages, request answers, revocations; pong and frame types
+        added later need nothing."""
+        sub = self._subs.get(frame.get("channel", ""))
+        if kind == "broadcast":
+            if sub is not None and sub.state == "active":
+                sender = str(frame.get("from", ""))
+                await sub.broadcast(Broadcast(sub.channel, sender, frame.get("data")))
+        elif kind == "presence":
+            if not self._answer(frame, frame.get("members") or []) and sub is not None:
+                await sub.presence_frame(frame)
+        elif kind in ("join", "leave"):
+            if sub is not None:
+                await sub.presence_frame(frame)
+        elif kind == "tracked":
+            self._on_tracked(frame)
+        elif kind in ("published", "untracked"):
+            self._answer(frame, None)
+        elif kind == "unsubscribed":
+            self._on_unsubscribed(frame, sub)
+
+    def _on_tracked(self, frame: dict[str, Any]) -> None:
+        entry = self._pending.pop(frame.get("id", -1), None)
+        current = isinstance(entry, Track) and self._requests.tracked.get(entry.channel) is entry
+        if isinstance(entry, Track) and current and entry.id == frame.get("id"):
+            entry.state = "tracked"
+            entry.settle()
+
+    def _on_unsubscribed(self, frame: dict[str, Any], sub: Subscription | None) -> None:
+        self._pending.pop(frame.get("id", -1), None)
+        reason = frame.get("reason")
+        if reason is None or sub is None or sub.state not in ("subscribing", "active"):
+            return  # the answer to our own unsubscribe
+        del self._subs[sub.channel]  # revoked: ended for good, never resubscribed
+        log.warning("pgcast subscription to %s ended by the server: %s", sub.channel, reason)
+        sub.end(SubscriptionRevoked(sub.channel, str(reason)))
+
+    def _answer(self, frame: dict[str, Any], value: Any) -> bool:
+        """Settle the request ``frame`` answers (by id); False when it answers none."""
+        request = self._pending.get(frame.get("id", -1))
+        if not isinstance(request, Request):
+            return False
+        del self._pending[frame["id"]]
+        request.settle(value)
+        return True
 
     async def _on_subscribed(self, frame: dict[str, Any]) -> None:
         sub = self._subs.get(frame.get("channel", ""))
@@ -268,6 +411,12 @@ class Client:
     def _on_error(self, frame: dict[str, Any]) -> None:
         request = self._pending.pop(frame.get("id", -1), None)
         code, text = str(frame.get("code")), str(frame.get("message", ""))
+        if isinstance(request, Request):
+            request.settle(error=RequestError(code, text))
+            return
+        if isinstance(request, Track):
+            self._track_refused(request, frame, code, text)
+            return
         if isinstance(request, Subscription) and request.state != "closed":
             if code == "rate_limited":
                 request.state = "pending"
@@ -280,13 +429,25 @@ class Client:
             return
         log.warning("pgcast gateway error %s on %s: %s", code, request or "a request", text)
 
-    def _request_id(self, request: Subscription | str) -> int:
+    def _track_refused(self, entry: Track, frame: dict[str, Any], code: str, text: str) -> None:
+        if entry.id != frame.get("id") or self._requests.tracked.get(entry.channel) is not entry:
+            return  # superseded by a newer track or an untrack
+        if code == "rate_limited":
+            entry.state = "pending"
+            self._throttled = True
+            self._dirty.set()
+            return
+        del self._requests.tracked[entry.channel]  # refused: not tracked again on reconnect
+        if entry.settle(RequestError(code, text)) == 0:
+            log.warning("pgcast track of %s refused: %s %s", entry.channel, code, text)
+
+    def _request_id(self, request: Subscription | Track | Request | str) -> int:
         self._next_id += 1
         self._pending[self._next_id] = request
         return self._next_id
 
     async def _write_loop(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        """Send what changed: unsubscribes first, then subscribes of pending channels."""
+        """Send what changed: unsubscribes, then tracks and requests, then pending subscribes."""
         with contextlib.suppress(ConnectionError, aiohttp.ClientError):
             while True:
                 await self._dirty.wait()
@@ -297,6 +458,9 @@ class Client:
                 unsubs, self._unsubs = self._unsubs, []
                 for channel in unsubs:
                     await ws.send_str(_dumps({"type": "unsubscribe", "channel": channel}))
+                # Tracks go first: a presence snapshot after a subscribe then includes us.
+                for frame in self._requests.frames(self._request_id):
+                    await ws.send_str(_dumps(frame))
                 for sub in list(self._subs.values()):
                     if sub.state == "pending":
                         await ws.send_str(_dumps(sub.request(self._request_id(sub))))
@@ -319,6 +483,9 @@ class Client:
                 await ws.send_str(_dumps(frame))
                 self.refreshes += 1
                 current = fresh
+
+
+_ENDED = (aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR)
 
 
 def _dumps(frame: dict[str, Any]) -> str:

@@ -1,8 +1,9 @@
 """The gateway's close codes, the advice beside each, and the reconnect decision.
 
 One table, as in the contract: 4001 token invalid or expired (fetch a new one),
-4008 slow consumer (reconnect and resume), 1009 frame too large, 1012 gateway
-shutting down (reconnect promptly, with jitter, elsewhere). Pure: no I/O.
+4003 the application disconnected this user (stop: no reconnect), 4008 slow
+consumer (reconnect and resume), 1009 frame too large, 1012 gateway shutting down
+(reconnect promptly, with jitter, elsewhere). Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ class CloseCode(enum.IntEnum):
     MESSAGE_TOO_BIG = 1009
     SERVICE_RESTART = 1012
     UNAUTHORIZED = 4001
+    DISCONNECTED = 4003
     SLOW_CONSUMER = 4008
 
     @property
@@ -33,6 +35,7 @@ _ADVICE = {
     CloseCode.MESSAGE_TOO_BIG: "a frame was too large: reconnect with backoff",
     CloseCode.SERVICE_RESTART: "gateway draining: reconnect promptly with jitter, resume",
     CloseCode.UNAUTHORIZED: "token invalid or expired: fetch a new one, reconnect, resume",
+    CloseCode.DISCONNECTED: "the application disconnected this user (pgcast.disconnect): stop",
     CloseCode.SLOW_CONSUMER: "fell behind: reconnect and resume from the last offset",
 }
 
@@ -68,6 +71,8 @@ def reconnect_plan(
     uniform = (rand or random).uniform
     if outcome.code == CloseCode.UNAUTHORIZED and not refreshable:
         return Plan(True, 0.0, "token rejected and no token_factory to get another")
+    if outcome.code == CloseCode.DISCONNECTED:
+        return Plan(True, 0.0, outcome.reason)  # the application's reason; never retried
     if outcome.code == CloseCode.SERVICE_RESTART:
         return Plan(False, uniform(0.0, restart_jitter))
     if outcome.code in (CloseCode.UNAUTHORIZED, CloseCode.SLOW_CONSUMER) and backoff.attempt == 0:

@@ -5,6 +5,9 @@ application falls behind, the reader waits, the socket stops being read, and the
 gateway eventually closes with 4008, after which the client resumes from the last
 offset: memory stays bounded and nothing is lost. A lost continuity
 (``recovered:false``) reaches the application in stream order through ``on_gap``.
+Presence and client messages are not in the stream: the reader hands them to
+``on_presence`` / ``on_broadcast`` as they arrive. A subscription the server revokes
+ends its iteration with :class:`SubscriptionRevoked`.
 """
 
 from __future__ import annotations
@@ -17,6 +20,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pgcast_client.position import Position
+from pgcast_client.presence import (
+    Broadcast,
+    BroadcastHandler,
+    Member,
+    PresenceHandler,
+    apply,
+)
 
 if TYPE_CHECKING:
     from pgcast_client.client import Client
@@ -62,6 +72,15 @@ class SubscriptionError(Exception):
         self.code = code
 
 
+class SubscriptionRevoked(SubscriptionError):
+    """The server ended the subscription (``pgcast.unsubscribe``: permission revoked);
+    it is not resubscribed. ``reason`` is the server's (``revoked``)."""
+
+    def __init__(self, channel: str, reason: str) -> None:
+        super().__init__("revoked", f"the server ended the subscription to {channel}: {reason}")
+        self.reason = reason
+
+
 class Subscription:
     """``async for msg in sub``; ``async with`` (or ``await sub.close()``) unsubscribes."""
 
@@ -79,6 +98,9 @@ class Subscription:
         self.state = "pending"  # pending | subscribing | active | closed
         self.resumed = False
         self._on_gap = on_gap
+        self.on_presence: PresenceHandler | None = None
+        self.on_broadcast: BroadcastHandler | None = None
+        self.members: dict[str, Member] = {}  # conn -> Member, with on_presence
         self._queue: asyncio.Queue[Message | Gap | _End] = asyncio.Queue(queue_size)
         self._ended: _End | None = None
         self._ready = asyncio.Event()
@@ -88,7 +110,10 @@ class Subscription:
         fields = self.position.resume_fields()
         self.resumed = bool(fields)
         self.state = "subscribing"
-        return {"type": "subscribe", "id": request_id, "channel": self.channel, **fields}
+        frame: dict[str, Any] = {"type": "subscribe", "id": request_id, "channel": self.channel}
+        if self.on_presence is not None:
+            frame["presence"] = True
+        return {**frame, **fields}
 
     def mark_ready(self) -> None:
         self._ready.set()
@@ -106,6 +131,18 @@ class Subscription:
         """Called by the client's reader; waits while the application is behind."""
         if self._ended is None:
             await self._queue.put(item)
+
+    async def presence_frame(self, frame: dict[str, Any]) -> None:
+        """A snapshot (replaces ``members``), join or leave: update, then tell on_presence."""
+        if self.on_presence is None or self._ended is not None:
+            return
+        event = apply(self.members, frame)
+        if event is not None:
+            await _call(self.on_presence, event)
+
+    async def broadcast(self, message: Broadcast) -> None:
+        if self.on_broadcast is not None and self._ended is None:
+            await _call(self.on_broadcast, message)
 
     def end(self, error: BaseException | None = None) -> None:
         """Stop the iteration after what is queued (raising ``error``, if any)."""
@@ -152,3 +189,13 @@ class Subscription:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+async def _call(handler: Callable[[Any], Awaitable[None] | None], event: Any) -> None:
+    """Run an application callback on the reader; its failure is logged, not fatal."""
+    try:
+        result = handler(event)
+        if inspect.isawaitable(result):
+            await result
+    except Exception:  # the application's bug must not kill the connection
+        log.exception("pgcast %s handler failed", type(event).__name__)
