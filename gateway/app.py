@@ -27,9 +27,12 @@ from redis.backoff import ExponentialBackoff
 from gateway import probes
 from gateway.auth import Verifier
 from gateway.config import GatewaySettings
+from gateway.control import ControlFeed
 from gateway.history import History
 from gateway.hub import Hub, HubOptions
 from gateway.metrics import Metrics, multiprocess_dir
+from gateway.presence import Presence
+from gateway.presence_store import PresenceStore
 from gateway.services import SERVICES, Services
 from gateway.sessions import Sessions
 from gateway.sse import sse_handler
@@ -97,6 +100,7 @@ def _services_context(
             pool_size=REDIS_POOL_SIZE,
             pool_wait=settings.subscribe_timeout,
         )
+        sessions = Sessions(settings, metrics)
         hub = Hub(
             HubOptions(
                 redis_url=settings.redis_url,
@@ -109,11 +113,16 @@ def _services_context(
             redis,
             History(redis, settings.history_ttl),
             metrics,
+            ControlFeed(redis, sessions.apply),
         )
-        sessions = Sessions(settings, metrics)
-        services = app[SERVICES] = Services(settings, verifier, metrics, hub, sessions)
+        store = PresenceStore(redis, settings.presence_ttl, settings.presence_max_members)
+        presence = Presence(store, hub, metrics, settings.presence_ttl)
+        services = app[SERVICES] = Services(settings, verifier, metrics, hub, sessions, presence)
         metrics.ready_when(lambda: not probes.problems(services))
-        tasks = [asyncio.create_task(hub.run(), name="pgcast-hub")]
+        tasks = [
+            asyncio.create_task(hub.run(), name="pgcast-hub"),
+            asyncio.create_task(presence.run(), name="pgcast-presence"),
+        ]
         if metrics_dir is not None:
             tasks.append(asyncio.create_task(metrics.run(), name="pgcast-metrics-sync"))
         try:

@@ -41,6 +41,8 @@ class Claims:
     sub: str
     exp: float
     channels: tuple[str, ...] = ()
+    publish: tuple[str, ...] = ()  # where the user may send client messages
+    presence: tuple[str, ...] | None = None  # None: wherever the user may subscribe
 
     @property
     def own_channel(self) -> str:
@@ -51,6 +53,16 @@ class Claims:
         if channel == self.own_channel:
             return True
         return any(matches(pattern, channel) for pattern in self.channels)
+
+    def may_publish(self, channel: str) -> bool:
+        """Client messages need a name or pattern in the ``publish`` claim."""
+        return any(matches(pattern, channel) for pattern in self.publish)
+
+    def may_join_presence(self, channel: str) -> bool:
+        """The ``presence`` claim when given, else the subscribe grant."""
+        if self.presence is None:
+            return self.allows(channel)
+        return any(matches(pattern, channel) for pattern in self.presence)
 
 
 def claims_from(payload: dict[str, Any]) -> Claims:
@@ -63,14 +75,22 @@ def claims_from(payload: dict[str, Any]) -> Claims:
     exp = payload.get("exp")
     if isinstance(exp, bool) or not isinstance(exp, int | float):
         raise AuthError("bad_claims", "'exp' must be a number")
-    channels = payload.get("channels", [])
-    if not isinstance(channels, list):
-        raise AuthError("bad_claims", "'channels' must be a list of names or patterns")
-    for pattern in channels:
+    channels = _patterns(payload, "channels")
+    publish = _patterns(payload, "publish")
+    presence = _patterns(payload, "presence") if "presence" in payload else None
+    return Claims(sub, float(exp), channels, publish, presence)
+
+
+def _patterns(payload: dict[str, Any], claim: str) -> tuple[str, ...]:
+    """A claim that lists channel names or glob patterns (absent: none)."""
+    patterns = payload.get(claim, [])
+    if not isinstance(patterns, list):
+        raise AuthError("bad_claims", f"'{claim}' must be a list of names or patterns")
+    for pattern in patterns:
         problem = pattern_error(pattern)
         if problem is not None:
-            raise AuthError("bad_claims", f"'channels': {problem}")
-    return Claims(sub, float(exp), tuple(channels))
+            raise AuthError("bad_claims", f"'{claim}': {problem}")
+    return tuple(patterns)
 
 
 class Verifier:

@@ -19,11 +19,15 @@ from pgcast.keys import live_channel
 
 
 class Subscriber(Protocol):
-    """A session as the hub sees it; neither method may block or raise."""
+    """A session as the hub sees it; no method may block or raise."""
+
+    conn: str  # the connection's id: a client message is not sent back to its sender
 
     def deliver(self, message: Message) -> None: ...
 
     def resync(self, channel: str, epoch: str, offset: int) -> None: ...
+
+    def ephemeral(self, frame: bytes) -> None: ...
 
 
 class Backlog:
@@ -66,6 +70,7 @@ class Channel:
         "pending",
         "seen",
         "syncing",
+        "watchers",
     )
 
     def __init__(self, name: str, backlog_limit: int) -> None:
@@ -85,6 +90,9 @@ class Channel:
         self._backlog_limit = backlog_limit
         self._targets: tuple[Callable[[Message], None], ...] | None = None
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        # Members that receive presence join/leave; a list holds (seq, frame) announcements
+        # while the member's snapshot is being read. None until the first such member.
+        self.watchers: dict[Subscriber, list[tuple[int, bytes]] | None] | None = None
 
     def __repr__(self) -> str:
         return f"Channel({self.name!r}, epoch={self.epoch!r}, offset={self.offset})"
@@ -125,6 +133,44 @@ class Channel:
         self.pending.pop(member, None)
         if self.members.pop(member, 0) is None:
             self._targets = None
+        self.unwatch(member)
+
+    # -- ephemeral traffic (never in history) -------------------------------------------
+    def on_broadcast(self, sender: str, frame: bytes) -> None:
+        """A client message: to every live member but the connection that sent it."""
+        for member in self.members:
+            if member.conn != sender:
+                member.ephemeral(frame)
+
+    def on_presence(self, seq: int, frame: bytes) -> None:
+        """A join or leave: to watchers; held for those whose snapshot is on its way."""
+        if not self.watchers:
+            return
+        for member, held in self.watchers.items():
+            if held is None:
+                member.ephemeral(frame)
+            else:
+                held.append((seq, frame))
+
+    def watch(self, member: Subscriber) -> None:
+        """``member`` wants presence; announcements wait until :meth:`watching` from ``seq``."""
+        if self.watchers is None:
+            self.watchers = {}
+        self.watchers[member] = []
+
+    def watching(self, member: Subscriber, seq: int) -> None:
+        """``member`` got the snapshot at ``seq``: send what came after it, then go live."""
+        if self.watchers is None or member not in self.watchers:
+            return
+        held = self.watchers[member] or []
+        self.watchers[member] = None
+        for announced, frame in held:
+            if announced > seq:
+                member.ephemeral(frame)
+
+    def unwatch(self, member: Subscriber) -> None:
+        if self.watchers is not None:
+            self.watchers.pop(member, None)
 
     # -- the live path ------------------------------------------------------------------
     def on_live(self, message: Message) -> bool:

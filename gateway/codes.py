@@ -22,6 +22,7 @@ class CloseCode(IntEnum):
     SHUTTING_DOWN = 1012
     TRY_AGAIN_LATER = 1013
     TOKEN_INVALID = 4001
+    DISCONNECTED = 4003
     SLOW_CONSUMER = 4008
 
     @property
@@ -43,6 +44,8 @@ CLOSE_ADVICE: dict[CloseCode, str] = {
     CloseCode.SHUTTING_DOWN: "the gateway is draining; reconnect (elsewhere) now and resume",
     CloseCode.TRY_AGAIN_LATER: "Redis is unreachable right now; reconnect with backoff",
     CloseCode.TOKEN_INVALID: "token invalid or expired; get a new token, then reconnect",
+    CloseCode.DISCONNECTED: "the application closed this user's connections (pgcast.disconnect); "
+    "do not reconnect on your own, the reason says why",
     CloseCode.SLOW_CONSUMER: "you fell behind; reconnect and resume from your last offset",
 }
 
@@ -58,6 +61,8 @@ class ErrorCode(StrEnum):
     ALREADY_SUBSCRIBED = "already_subscribed"
     INVALID_TOKEN = "invalid_token"  # noqa: S105 - an error code, not a secret
     UNAVAILABLE = "unavailable"
+    TOO_LARGE = "too_large"
+    PRESENCE_FULL = "presence_full"
 
     @property
     def advice(self) -> str:
@@ -72,5 +77,7 @@ ERROR_ADVICE: dict[ErrorCode, str] = {
     ErrorCode.RATE_LIMITED: "slow down; the request was dropped",
     ErrorCode.ALREADY_SUBSCRIBED: "this connection already receives the channel",
     ErrorCode.INVALID_TOKEN: "the refresh token was refused; the current one still holds",
+    ErrorCode.TOO_LARGE: "the presence meta or message data is over its size limit",
+    ErrorCode.PRESENCE_FULL: "the channel's presence has its maximum of members; retry later",
     ErrorCode.UNAVAILABLE: "Redis is unreachable right now; retry the request with backoff",
 }

@@ -57,6 +57,12 @@ class GatewaySettings:
     subscribe_timeout: float = 5.0
     history_ttl: int = 86400
     sse_keepalive: float = 15.0
+    presence_ttl: float = 10.0
+    presence_max_members: int = 1000
+    presence_meta_bytes: int = 1024
+    client_message_bytes: int = 8192
+    client_publish_rate: float = 20.0
+    client_publish_burst: int = 40
     gateway_id: str = field(default_factory=lambda: default_gateway_id())
     log_level: str = "info"
     log_format: str = "json"
@@ -115,6 +121,12 @@ class GatewaySettings:
             subscribe_timeout=r.number("PGCAST_SUBSCRIBE_TIMEOUT", 5.0, minimum=0.1),
             history_ttl=r.integer("PGCAST_HISTORY_TTL", 86400, minimum=1),
             sse_keepalive=r.number("PGCAST_SSE_KEEPALIVE", 15.0, minimum=0.05),
+            presence_ttl=r.number("PGCAST_PRESENCE_TTL", 10.0, minimum=0.5, maximum=3600.0),
+            presence_max_members=r.integer("PGCAST_PRESENCE_MAX_MEMBERS", 1000, minimum=1),
+            presence_meta_bytes=r.integer("PGCAST_PRESENCE_META_BYTES", 1024, minimum=2),
+            client_message_bytes=r.integer("PGCAST_CLIENT_MESSAGE_BYTES", 8192, minimum=2),
+            client_publish_rate=r.number("PGCAST_CLIENT_PUBLISH_RATE", 20.0, minimum=0.1),
+            client_publish_burst=r.integer("PGCAST_CLIENT_PUBLISH_BURST", 40, minimum=1),
             gateway_id=r.text("PGCAST_GATEWAY_ID", default_gateway_id()),
             log_level=r.choice("PGCAST_LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
             log_format=r.choice("PGCAST_LOG_FORMAT", "json", ("json", "text")),

@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 
 from gateway.batch import WriteBatch
 from gateway.channel import Channel, Subscriber
+from gateway.control import ControlFeed
 from gateway.history import History
 from gateway.message import Message
 from gateway.metrics import Metrics
@@ -27,7 +28,15 @@ from gateway.resume import Plan, Snapshot, plan_subscribe
 from pgcast import redis_connect
 from pgcast.backoff import Backoff
 from pgcast.cancellation import raise_if_cancelled
-from pgcast.keys import heartbeat_channel
+from pgcast.keys import (
+    BROADCAST_KIND,
+    CONTROL_LIVE,
+    EPHEMERAL_MARK,
+    PRESENCE_KIND,
+    encode_broadcast,
+    heartbeat_channel,
+    live_channel,
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +70,14 @@ class Hub:
         redis: aioredis.Redis,  # type: ignore[type-arg, unused-ignore]
         history: History,
         metrics: Metrics,
+        control: ControlFeed,
     ) -> None:
         self.options = options
         self.redis = redis
         self.history = history
         self.metrics = metrics
+        self.control = control
+        self.links = 0  # pub/sub links opened so far: a new one lost what came in between
         self.channels: dict[str, Channel] = {}
         self._by_live: dict[bytes, Channel] = {}
         self._link: PubSubLink | None = None
@@ -73,6 +85,7 @@ class Hub:
         self._to_sync: dict[str, None] = {}
         self._sync_wanted = asyncio.Event()
         self._hb_key = heartbeat_channel(options.gateway_id).encode()
+        self._control_key = CONTROL_LIVE.encode()
         self.batch = WriteBatch()
         self._retired: set[asyncio.Task[None]] = set()
         self._connected_once = False
@@ -165,6 +178,25 @@ class Hub:
                 self._on_link.discard(channel.live_key)
                 self._link.unsubscribe([channel.live_key])
 
+    # -- presence watchers --------------------------------------------------------------
+    def watch(self, name: str, member: Subscriber) -> None:
+        """``member`` (subscribed to ``name``) wants presence; see :meth:`Channel.watch`."""
+        self.channels[name].watch(member)
+
+    def watching(self, name: str, member: Subscriber, seq: int) -> None:
+        channel = self.channels.get(name)
+        if channel is not None:
+            channel.watching(member, seq)
+
+    def unwatch(self, name: str, member: Subscriber) -> None:
+        channel = self.channels.get(name)
+        if channel is not None:
+            channel.unwatch(member)
+
+    def watched(self) -> list[str]:
+        """Channels with a presence watcher here (swept by this process)."""
+        return [c.name for c in self.channels.values() if c.watchers]
+
     def _channel(self, name: str) -> Channel:
         channel = self.channels.get(name)
         if channel is None:
@@ -178,11 +210,25 @@ class Hub:
         self._to_sync[channel.name] = None
         self._sync_wanted.set()
 
+    async def broadcast(self, name: str, sender: str, frame: bytes) -> None:
+        """Send a client message to every subscriber of ``name`` (every gateway's) but
+        ``sender``'s connection; HubUnavailableError when Redis does not take it."""
+        try:
+            # Bounded by the client's socket timeout (never cancelled mid-command).
+            await self.redis.publish(live_channel(name), encode_broadcast(sender, frame))
+        except (OSError, TimeoutError, ConnectionError, aioredis.RedisError) as exc:
+            raise HubUnavailableError(name) from exc
+
     # -- the live path ------------------------------------------------------------------
     def _on_message(self, live: bytes, payload: bytes) -> None:
         channel = self._by_live.get(live)
         if channel is None:
+            if live == self._control_key:
+                self.control.on_live(payload)
             return  # our heartbeat (its arrival was noted by the link), or a channel just left
+        if payload and payload[0] == EPHEMERAL_MARK:
+            self._on_ephemeral(channel, payload)
+            return
         try:
             message = Message.from_live(channel.name, payload)
         except ValueError:
@@ -196,6 +242,22 @@ class Hub:
             self._queue_sync(channel)
         elif channel.offset != before:
             hot.messages_out += len(channel.members)
+
+    def _on_ephemeral(self, channel: Channel, payload: bytes) -> None:
+        """A client message or a presence announcement (pgcast.keys): never in history."""
+        self.metrics.hot.ephemeral_in += 1
+        kind = payload[1] if len(payload) > 1 else 0
+        if kind == BROADCAST_KIND:
+            sender, _, frame = payload[2:].partition(b" ")
+            channel.on_broadcast(sender.decode(errors="replace"), frame)
+        elif kind == PRESENCE_KIND:
+            seq, _, frame = payload[2:].partition(b":")
+            if seq.isdigit():
+                channel.on_presence(int(seq), frame)
+                return
+        if kind != BROADCAST_KIND:
+            self.metrics.hot.bad_payloads += 1
+            log.warning("malformed ephemeral payload on %s dropped", channel.name)
 
     # -- the link's life ----------------------------------------------------------------
     async def run(self) -> None:
@@ -236,6 +298,7 @@ class Hub:
             finally:
                 self._link = None
                 await link.aclose()
+                self.control.begin_sync()
                 for channel in self.channels.values():
                     channel.begin_sync()
             await asyncio.sleep(backoff.next())
@@ -244,10 +307,13 @@ class Hub:
         """One connection's life: heartbeat channel, every channel re-synced, then live."""
         raise_if_cancelled()  # one redis-py swallowed while opening the link (the caller closes it)
         async with asyncio.timeout(self.options.connect_timeout):
-            await asyncio.gather(*link.subscribe([self._hb_key]))
+            await asyncio.gather(*link.subscribe([self._hb_key, self._control_key]))
+        # Bounded by the client's socket timeout (never cancelled mid-command).
+        await self.control.sync()
         link.last_activity = self._loop.time()
         self._on_link = set()
         self._link = link
+        self.links += 1
         if self._connected_once:
             self.metrics.redis_reconnects.inc()
             log.info("redis pub/sub reconnected; re-syncing %d channels", len(self.channels))

@@ -35,6 +35,7 @@ HOT_COUNTERS = {
     "messages_in": "Messages received from Redis pub/sub",
     "messages_out": "Messages written to clients (one per client per message)",
     "bad_payloads": "Malformed pub/sub payloads dropped",
+    "ephemeral_in": "Client messages and presence announcements received from Redis pub/sub",
 }
 
 
@@ -57,9 +58,10 @@ def multiprocess_dir() -> str | None:
 class HotStats:
     """Counters of the hot path: plain ints, read at scrape time."""
 
-    __slots__ = ("bad_payloads", "messages_in", "messages_out")
+    __slots__ = ("bad_payloads", "ephemeral_in", "messages_in", "messages_out")
 
     def __init__(self) -> None:
+        self.ephemeral_in = 0
         self.messages_in = 0
         self.messages_out = 0
         self.bad_payloads = 0
@@ -149,6 +151,15 @@ class Metrics:
         )
         self.request_errors = Counter(
             PREFIX + "request_errors", "Error frames sent, by code", ["code"], registry=r
+        )
+        self.client_messages = Counter(
+            PREFIX + "client_messages", "Client messages (publish) sent to Redis", registry=r
+        )
+        self.controls = Counter(
+            PREFIX + "controls",
+            "pgcast.disconnect / pgcast.unsubscribe controls received, by op",
+            ["op"],
+            registry=r,
         )
         # livemin: merged across workers, 1 only while every live worker is ready.
         self.ready = Gauge(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -40,6 +40,7 @@ class Subscribe:
     since: int | None = None
     epoch: str | None = None
     id: RequestId = None
+    presence: bool = False  # also receive the channel's presence (snapshot, join, leave)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +60,37 @@ class Ping:
     id: RequestId = None
 
 
-Request = Subscribe | Unsubscribe | Refresh | Ping
+@dataclass(frozen=True, slots=True)
+class Track:
+    """Join (or update) this connection's presence in ``channel`` with ``meta``."""
+
+    channel: str
+    meta: bytes  # the meta object, JSON-encoded (its size is what the limit bounds)
+    id: RequestId = None
+
+
+@dataclass(frozen=True, slots=True)
+class Untrack:
+    channel: str
+    id: RequestId = None
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceQuery:
+    channel: str
+    id: RequestId = None
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    """A client message: ``data`` JSON-encoded, fanned out to the channel's subscribers."""
+
+    channel: str
+    data: bytes
+    id: RequestId = None
+
+
+Request = Subscribe | Unsubscribe | Refresh | Ping | Track | Untrack | PresenceQuery | Publish
 
 
 def parse_request(raw: str | bytes) -> Request:
@@ -74,18 +105,41 @@ def parse_request(raw: str | bytes) -> Request:
     kind = obj.get("type")
     if not isinstance(kind, str):
         raise RequestError(ErrorCode.BAD_REQUEST, "missing string field 'type'", request_id)
-    if kind == "subscribe":
-        return _subscribe(obj, request_id)
-    if kind == "unsubscribe":
-        return Unsubscribe(_channel(obj, request_id), request_id)
-    if kind == "refresh":
-        token = obj.get("token")
-        if not isinstance(token, str) or not token:
-            raise RequestError(ErrorCode.BAD_REQUEST, "missing string field 'token'", request_id)
-        return Refresh(token, request_id)
-    if kind == "ping":
-        return Ping(request_id)
-    raise RequestError(ErrorCode.UNKNOWN_TYPE, f"unknown type {kind[:40]!r}", request_id)
+    parse = _PARSERS.get(kind)
+    if parse is None:
+        raise RequestError(ErrorCode.UNKNOWN_TYPE, f"unknown type {kind[:40]!r}", request_id)
+    return parse(obj, request_id)
+
+
+def _refresh(obj: dict[str, Any], request_id: RequestId) -> Refresh:
+    token = obj.get("token")
+    if not isinstance(token, str) or not token:
+        raise RequestError(ErrorCode.BAD_REQUEST, "missing string field 'token'", request_id)
+    return Refresh(token, request_id)
+
+
+def _track(obj: dict[str, Any], request_id: RequestId) -> Track:
+    meta = obj.get("meta", {})
+    if not isinstance(meta, dict):
+        raise RequestError(ErrorCode.BAD_REQUEST, "'meta' must be a JSON object", request_id)
+    return Track(_channel(obj, request_id), _encode(meta, "meta", request_id), request_id)
+
+
+def _publish(obj: dict[str, Any], request_id: RequestId) -> Publish:
+    channel = _channel(obj, request_id)
+    if "data" not in obj:
+        raise RequestError(ErrorCode.BAD_REQUEST, "missing field 'data'", request_id)
+    return Publish(channel, _encode(obj["data"], "data", request_id), request_id)
+
+
+def _encode(value: Any, field: str, request_id: RequestId) -> bytes:
+    """A client's JSON value encoded again (what we store and forward, never its raw text)."""
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError:  # orjson nests at most 254 levels deep
+        raise RequestError(
+            ErrorCode.BAD_REQUEST, f"'{field}' is nested too deeply", request_id
+        ) from None
 
 
 def _request_id(obj: dict[str, Any]) -> RequestId:
@@ -111,9 +165,12 @@ def _channel(obj: dict[str, Any], request_id: RequestId) -> str:
 
 def _subscribe(obj: dict[str, Any], request_id: RequestId) -> Subscribe:
     channel = _channel(obj, request_id)
+    presence = obj.get("presence", False)
+    if not isinstance(presence, bool):
+        raise RequestError(ErrorCode.BAD_REQUEST, "'presence' must be true or false", request_id)
     since_raw, epoch = obj.get("since"), obj.get("epoch")
     if since_raw is None and epoch is None:
-        return Subscribe(channel, id=request_id)
+        return Subscribe(channel, id=request_id, presence=presence)
     if since_raw is None or epoch is None:
         raise RequestError(
             ErrorCode.BAD_REQUEST, "'since' and 'epoch' go together (resume)", request_id
@@ -123,7 +180,19 @@ def _subscribe(obj: dict[str, Any], request_id: RequestId) -> Subscribe:
         raise RequestError(ErrorCode.BAD_REQUEST, "'since' is not an offset", request_id)
     if not isinstance(epoch, str) or len(epoch) > MAX_ID_LENGTH:
         raise RequestError(ErrorCode.BAD_REQUEST, "'epoch' must be a short string", request_id)
-    return Subscribe(channel, since, epoch, request_id)
+    return Subscribe(channel, since, epoch, request_id, presence)
+
+
+_PARSERS: dict[str, Callable[[dict[str, Any], RequestId], Request]] = {
+    "subscribe": _subscribe,
+    "unsubscribe": lambda obj, rid: Unsubscribe(_channel(obj, rid), rid),
+    "refresh": _refresh,
+    "ping": lambda obj, rid: Ping(rid),
+    "track": _track,
+    "untrack": lambda obj, rid: Untrack(_channel(obj, rid), rid),
+    "presence": lambda obj, rid: PresenceQuery(_channel(obj, rid), rid),
+    "publish": _publish,
+}
 
 
 def parse_offset(value: object) -> int | None:
@@ -166,6 +235,51 @@ def subscribed(
 
 def unsubscribed(channel: str, *, reason: str | None = None, request_id: RequestId = None) -> bytes:
     obj: dict[str, Any] = {"type": "unsubscribed", "channel": channel}
+    if reason is not None:
+        obj["reason"] = reason
+    return _frame(obj, request_id)
+
+
+def acknowledged(kind: str, channel: str, request_id: RequestId = None) -> bytes:
+    """``tracked``, ``untracked``, ``published``: the request was carried out."""
+    return _frame({"type": kind, "channel": channel}, request_id)
+
+
+def member(sub: str, conn: str, meta: bytes) -> bytes:
+    """A presence member as stored in Redis and sent to clients (``meta`` is JSON)."""
+    return (
+        b'{"sub":'
+        + orjson.dumps(sub)
+        + b',"conn":'
+        + orjson.dumps(conn)
+        + b',"meta":'
+        + meta
+        + b"}"
+    )
+
+
+def presence(channel: str, members: Sequence[bytes], request_id: RequestId = None) -> bytes:
+    """The ``presence`` frame: every member (already-encoded JSON objects) of ``channel``."""
+    head = b'{"type":"presence","channel":' + orjson.dumps(channel) + b',"members":['
+    tail = b"]" if request_id is None else b'],"id":' + orjson.dumps(request_id)
+    return head + b",".join(members) + tail + b"}"
+
+
+def broadcast(channel: str, sender: str, data: bytes) -> bytes:
+    """A client message as its channel's subscribers receive it (``data`` is JSON)."""
+    return (
+        b'{"type":"broadcast","channel":'
+        + orjson.dumps(channel)
+        + b',"from":'
+        + orjson.dumps(sender)
+        + b',"data":'
+        + data
+        + b"}"
+    )
+
+
+def untracked(channel: str, *, reason: str | None = None, request_id: RequestId = None) -> bytes:
+    obj: dict[str, Any] = {"type": "untracked", "channel": channel}
     if reason is not None:
         obj["reason"] = reason
     return _frame(obj, request_id)

@@ -14,6 +14,7 @@ from gateway.auth import Verifier
 from gateway.config import GatewaySettings
 from gateway.hub import Hub
 from gateway.metrics import Metrics
+from gateway.presence import Presence
 from gateway.sessions import Sessions
 
 
@@ -24,6 +25,7 @@ class Services:
     metrics: Metrics
     hub: Hub
     sessions: Sessions
+    presence: Presence
 
 
 SERVICES: web.AppKey[Services] = web.AppKey("pgcast_services", Services)

@@ -12,11 +12,11 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections import Counter
 from typing import TYPE_CHECKING
 
 from gateway.codes import CloseCode
 from gateway.config import GatewaySettings
+from gateway.control import Control, Disconnect
 from gateway.metrics import Metrics
 
 if TYPE_CHECKING:
@@ -32,7 +32,7 @@ class Sessions:
         self.settings = settings
         self.metrics = metrics
         self.live: set[Session] = set()
-        self.per_user: Counter[str] = Counter()
+        self.by_user: dict[str, set[Session]] = {}
         self.draining = False
         self._closing: set[asyncio.Task[None]] = set()
         self._drained = asyncio.Event()
@@ -52,24 +52,36 @@ class Sessions:
             self.metrics.limit_breaches.labels("connections").inc()
             return 503, "connections"
         limit = self.settings.max_user_connections
-        if user is not None and limit and self.per_user[user] >= limit:
+        if user is not None and limit and len(self.by_user.get(user, ())) >= limit:
             self.metrics.limit_breaches.labels("user_connections").inc()
             return 429, "user_connections"
         return None
 
     def add(self, session: Session) -> None:
         self.live.add(session)
-        self.per_user[session.user] += 1
+        self.by_user.setdefault(session.user, set()).add(session)
         self.metrics.connections_total.labels(session.transport.kind).inc()
 
     def remove(self, session: Session) -> None:
         if session in self.live:
             self.live.discard(session)
-            self.per_user[session.user] -= 1
-            if self.per_user[session.user] <= 0:
-                del self.per_user[session.user]
+            mine = self.by_user[session.user]
+            mine.discard(session)
+            if not mine:
+                del self.by_user[session.user]
         if self.draining and not self.live:
             self._drained.set()
+
+    # -- server-side control -----------------------------------------------------------
+    def apply(self, control: Control) -> None:
+        """pgcast.disconnect / pgcast.unsubscribe, for this process's connections of the user."""
+        kind = "disconnect" if isinstance(control, Disconnect) else "unsubscribe"
+        self.metrics.controls.labels(kind).inc()
+        for session in list(self.by_user.get(control.sub, ())):
+            if isinstance(control, Disconnect):
+                session.close(CloseCode.DISCONNECTED, control.reason or "disconnected")
+            else:
+                session.revoke(control.pattern)
 
     # -- closing ------------------------------------------------------------------------
     def schedule_close(self, session: Session, code: CloseCode, reason: str) -> None:

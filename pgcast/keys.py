@@ -14,9 +14,28 @@ keys share a Redis Cluster slot):
 All three keys expire together after the history TTL; an expired meta hash means
 a new epoch, which tells resuming clients ``recovered:false``.
 
+Ephemeral traffic (client messages, presence join/leave) rides the same ``live``
+pub/sub channel, never history: its payload starts with ``!`` (a history payload
+starts with its offset's first digit), then a kind byte:
+
+- ``!b<conn> <frame>``  a client message (``broadcast`` frame) sent by connection
+  ``<conn>``, which does not get it back;
+- ``!p<seq>:<frame>``   a presence ``join``/``leave`` frame, ``<seq>`` the channel's
+  presence sequence after that change (see :class:`PresenceKeys`).
+
+Presence of ``c`` (same hash tag): ``pgcast:{c}:pm`` hash conn -> member JSON
+``{"sub":..,"conn":..,"meta":{..}}``; ``pgcast:{c}:px`` sorted set conn -> expiry
+(Redis ms time; a member whose gateway stopped refreshing it is swept after that);
+``pgcast:{c}:ps`` the presence sequence, incremented by every join and leave.
+
 Global: ``pgcast:fence`` holds the newest leader epoch; the publish script refuses
 a publish from an older leader. ``pgcast:hb:<gateway-id>`` is a gateway's own
-heartbeat pub/sub channel.
+heartbeat pub/sub channel. Server-side control (``pgcast.disconnect``,
+``pgcast.unsubscribe``) travels the outbox as rows whose channel is
+:data:`CONTROL_MARKER` (never a valid channel name), and the leader appends each to
+the stream ``pgcast:control`` (entry id ``<outbox id>-0``, field ``f`` = the control
+JSON) and publishes ``<outbox id>:<json>`` on ``pgcast:control:live``; gateways
+read the stream after every (re)connect, so a control is applied once, in order.
 """
 
 from __future__ import annotations
@@ -28,6 +47,13 @@ import orjson
 FENCE_KEY = "pgcast:fence"
 HEARTBEAT_PREFIX = "pgcast:hb:"
 FRAME_FIELD = b"f"
+EPHEMERAL_MARK = ord("!")
+BROADCAST_KIND = ord("b")
+PRESENCE_KIND = ord("p")
+CONTROL_MARKER = "[control]"
+CONTROL_STREAM = "pgcast:control"
+CONTROL_LIVE = "pgcast:control:live"
+CONTROL_STREAM_MAXLEN = 10_000
 META_EPOCH = "e"
 META_TOP = "s"
 
@@ -121,3 +147,39 @@ def decode_live(payload: bytes) -> LiveMessage:
     """Inverse of :func:`encode_live`; raises ValueError on a malformed payload."""
     offset, epoch, frame = payload.split(b":", 2)
     return LiveMessage(int(offset), epoch.decode(), frame)
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceKeys:
+    """The Redis names of one channel's presence (same slot as its history)."""
+
+    members: str
+    expiry: str
+    seq: str
+    live: str
+
+
+def presence_keys(channel: str) -> PresenceKeys:
+    tag = "{" + channel + "}"
+    return PresenceKeys(
+        members=f"pgcast:{tag}:pm",
+        expiry=f"pgcast:{tag}:px",
+        seq=f"pgcast:{tag}:ps",
+        live=f"pgcast:{tag}:live",
+    )
+
+
+def encode_broadcast(conn: str, frame: bytes) -> bytes:
+    """Live payload of a client message sent by connection ``conn``."""
+    return b"!b" + conn.encode() + b" " + frame
+
+
+def encode_control(outbox_id: int, control_json: bytes) -> bytes:
+    """``pgcast:control:live`` payload: the outbox id up front, then the control JSON."""
+    return str(outbox_id).encode() + b":" + control_json
+
+
+def decode_control(payload: bytes) -> tuple[int, bytes]:
+    """Inverse of :func:`encode_control`; raises ValueError on a malformed payload."""
+    head, _, body = payload.partition(b":")
+    return int(head), body

@@ -30,7 +30,8 @@ async def test_request_errors_answer_and_the_connection_survives(
     bad = [
         ("{nope", "bad_request"),
         ('"just a string"', "bad_request"),
-        ('{"type":"publish","id":5}', "unknown_type"),
+        ('{"type":"publsh","id":5}', "unknown_type"),
+        ('{"type":"publish","id":5}', "bad_request"),
         ('{"type":"subscribe"}', "bad_request"),
         ('{"type":"subscribe","channel":"a*b"}', "bad_request"),
         ('{"type":"subscribe","channel":"user:42","since":"1"}', "bad_request"),

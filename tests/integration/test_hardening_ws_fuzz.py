@@ -203,7 +203,7 @@ async def test_hostile_frames_get_documented_answers_and_leak_nothing(
         await eventually(lambda: not services.sessions.live, 15, "every session gone")
         await eventually(lambda: not services.hub.channels, 10, "every channel released")
         await eventually(lambda: len(asyncio.all_tasks()) <= baseline, 10, "tasks back to baseline")
-        assert not services.sessions.per_user
+        assert not services.sessions.by_user
         assert (await http_get_async(f"http://127.0.0.1:{port}/readyz"))[0] == 200
         errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
         assert not errors, [r.getMessage() for r in errors]

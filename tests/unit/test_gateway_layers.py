@@ -13,7 +13,7 @@ PURE = [
     "auth", "batch", "channel", "codes", "config", "handshake", "limits",
     "message", "protocol", "resume", "session", "token_cli", "wire",
 ]  # fmt: skip
-REDIS_SIDE = ["history", "hub", "pubsub"]
+REDIS_SIDE = ["control", "history", "hub", "presence", "presence_store", "pubsub"]
 HTTP_SIDE = ["admission", "probes", "sse", "ws"]
 
 

@@ -10,10 +10,13 @@ import orjson
 
 from gateway.auth import Claims, Verifier
 from gateway.codes import CloseCode
+from gateway.control import ControlFeed, Disconnect, Revoke
 from gateway.history import History
 from gateway.hub import Hub, HubOptions
 from gateway.message import Message
 from gateway.metrics import Metrics
+from gateway.presence import Presence
+from gateway.presence_store import PresenceStore
 from gateway.services import Services
 from gateway.session import Session
 from gateway.sessions import Sessions
@@ -50,8 +53,18 @@ class FakeTransport:
 def services(**env: str) -> Services:
     s = settings("redis://127.0.0.1:1/0", **env)
     metrics = Metrics()
-    hub = Hub(HubOptions(s.redis_url, s.gateway_id), None, History(None, 60), metrics)  # type: ignore[arg-type]
-    return Services(s, Verifier(s), metrics, hub, Sessions(s, metrics))
+    sessions = Sessions(s, metrics)
+    control = ControlFeed(None, sessions.apply)  # type: ignore[arg-type]
+    hub = Hub(HubOptions(s.redis_url, s.gateway_id), None, History(None, 60), metrics, control)  # type: ignore[arg-type]
+    presence = Presence(PresenceStore(_NoRedis(), 10, 5), hub, metrics, 10)  # type: ignore[arg-type]
+    return Services(s, Verifier(s), metrics, hub, sessions, presence)
+
+
+class _NoRedis:
+    """Enough of a client for PresenceStore's constructor; any command would fail."""
+
+    def register_script(self, script: str) -> object:
+        return object()
 
 
 def session(svc: Services, **claims: Any) -> tuple[Session, FakeTransport]:
@@ -134,3 +147,57 @@ async def test_a_subscriber_that_overflows_while_pending_is_a_slow_consumer() ->
     assert plan.overflowed
     assert not plan.replay
     assert plan.recovered is False
+
+
+async def test_client_messages_and_presence_refused_before_any_redis_work() -> None:
+    """No claim, too large, over the publish rate: error frames, the connection stays."""
+    svc = services(
+        PGCAST_CLIENT_MESSAGE_BYTES="16",
+        PGCAST_PRESENCE_META_BYTES="16",
+        PGCAST_CLIENT_PUBLISH_RATE="0.1",
+        PGCAST_CLIENT_PUBLISH_BURST="1",
+    )
+    s, transport = session(svc, channels=("room:*",), publish=(), presence=("lobby",))
+    await s.handle('{"type":"publish","channel":"room:1","data":{},"id":1}')
+    await s.handle('{"type":"track","channel":"room:1","meta":{},"id":2}')
+    await s.handle('{"type":"presence","channel":"room:1","id":3}')
+    await s.handle('{"type":"subscribe","channel":"room:1","presence":true,"id":4}')
+    await s.handle('{"type":"track","channel":"lobby","meta":{"name":"x' + "y" * 20 + '"},"id":5}')
+    s2, transport2 = session(svc, publish=("room:*",))
+    await s2.handle('{"type":"publish","channel":"room:1","data":"' + "z" * 20 + '","id":6}')
+    assert s2.claims.may_publish("room:1")
+    assert not s2.claims.may_publish("room")
+    codes = [(f["id"], f["code"]) for f in transport.frames + transport2.frames]
+    assert codes == [
+        (1, "forbidden"),
+        (2, "forbidden"),
+        (3, "forbidden"),
+        (4, "forbidden"),
+        (5, "too_large"),
+        (6, "too_large"),
+    ]
+    assert svc.hub.channels == {}
+    assert not s.closing
+    assert not s2.closing
+
+
+async def test_controls_reach_only_the_named_users_sessions() -> None:
+    """Disconnect closes every session of the sub with 4003; a revoke refuses later
+    subscribes to the matching channels on that connection."""
+    svc = services()
+    a1, t1 = session(svc, sub="7", channels=("orders:*",))
+    a2, t2 = session(svc, sub="7")
+    b, tb = session(svc, sub="8")
+    for s in (a1, a2, b):
+        svc.sessions.add(s)
+    svc.sessions.apply(Revoke("7", "orders:*"))
+    await a1.handle('{"type":"subscribe","channel":"orders:1","id":1}')
+    assert t1.frames == [
+        {"type": "error", "code": "forbidden", "message": "orders:1 was revoked", "id": 1}
+    ]
+    svc.sessions.apply(Disconnect("7", "banned"))
+    await svc.sessions.wait_closed(within=1)
+    assert t1.closed == [4003]
+    assert t2.closed == [4003]
+    assert tb.closed == []
+    assert not b.closing

@@ -18,9 +18,12 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from gateway import metrics as gateway_metrics
+from gateway.control import ControlFeed
 from gateway.history import History
 from gateway.hub import Hub, HubOptions
 from gateway.metrics import Metrics
+from gateway.presence import Presence
+from gateway.presence_store import PresenceStore
 from gateway.sessions import Sessions
 from listener.metrics import ListenerMetrics
 from pgcast.settings import ConfigError
@@ -63,8 +66,12 @@ async def exported_series() -> dict[str, set[str]]:
     listener = ListenerMetrics()
     gateway = Metrics()
     redis = aioredis.Redis()  # never connected: the hub only registers its gauges here
-    Hub(HubOptions("redis://127.0.0.1:1", "test"), redis, History(redis, 60.0), gateway)
-    Sessions(settings("redis://127.0.0.1:1"), gateway)
+    sessions = Sessions(settings("redis://127.0.0.1:1"), gateway)
+    control = ControlFeed(redis, sessions.apply)
+    hub = Hub(
+        HubOptions("redis://127.0.0.1:1", "test"), redis, History(redis, 60.0), gateway, control
+    )
+    Presence(PresenceStore(redis, 10.0, 100), hub, gateway, 10.0)
     await redis.aclose()
     return {
         **_series(listener.registry, iter(vars(listener).values())),

@@ -1,0 +1,140 @@
+"""Server-side control from SQL (``pgcast.disconnect``, ``pgcast.unsubscribe``), applied
+once each and in order, across pub/sub link drops.
+
+The leader appends each control to the stream ``pgcast:control`` and publishes it on
+``pgcast:control:live`` (pgcast.keys). The hub subscribes the live channel on every
+link it opens, then calls :meth:`ControlFeed.sync`, which reads the stream after the
+last control applied; live controls that arrive meanwhile wait, so none is skipped
+or applied twice. Which sessions a control reaches is the registry's business.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+
+from pgcast.channels import pattern_error
+from pgcast.keys import CONTROL_STREAM, FRAME_FIELD, decode_control, offset_of_stream_id
+
+log = logging.getLogger(__name__)
+
+READ_BATCH = 1000
+MAX_REASON_BYTES = 120  # a WebSocket close reason must fit 123 bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnect:
+    """Close every connection of ``sub`` (4003, ``reason``)."""
+
+    sub: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Revoke:
+    """End ``sub``'s subscriptions (and presence) in channels matching ``pattern``."""
+
+    sub: str
+    pattern: str
+
+
+Control = Disconnect | Revoke
+
+
+def parse_control(raw: bytes) -> Control:
+    """A control's JSON as the listener wrote it; ValueError when it is not one."""
+    obj = orjson.loads(raw)
+    if not isinstance(obj, dict) or not isinstance(obj.get("sub"), str) or not obj["sub"]:
+        raise ValueError("a control needs a non-empty string 'sub'")
+    op, sub = obj.get("op"), obj["sub"]
+    if op == "disconnect":
+        reason = obj.get("reason") or ""
+        if not isinstance(reason, str):
+            raise ValueError("'reason' must be a string")
+        return Disconnect(sub, _clip(reason))
+    if op == "unsubscribe":
+        pattern = obj.get("pattern")
+        problem = pattern_error(pattern)
+        if problem is not None:
+            raise ValueError(problem)
+        return Revoke(sub, str(pattern))
+    raise ValueError(f"unknown control op {op!r}")
+
+
+def _clip(reason: str) -> str:
+    raw = reason.encode()[:MAX_REASON_BYTES]
+    return raw.decode(errors="ignore")
+
+
+class ControlFeed:
+    """The control stream's position on this gateway, and the live controls held while a
+    (re)connected link reads what it missed."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,  # type: ignore[type-arg, unused-ignore]
+        apply: Callable[[Control], None],
+    ) -> None:
+        self.redis = redis
+        self.apply = apply
+        self.last: int | None = None  # the last outbox id applied; None until first synced
+        self._held: list[bytes] | None = []
+        self.applied = 0
+        self.malformed = 0
+
+    def begin_sync(self) -> None:
+        """The link is lost: hold live controls until :meth:`sync` read the stream."""
+        if self._held is None:
+            self._held = []
+
+    def on_live(self, payload: bytes) -> None:
+        if self._held is not None:
+            self._held.append(payload)
+            return
+        try:
+            outbox_id, body = decode_control(payload)
+        except ValueError:
+            self._bad(payload)
+            return
+        self._take(outbox_id, body)
+
+    async def sync(self) -> None:
+        """Apply what the stream holds after :attr:`last`, then what was held (call after
+        subscribing the live channel). The first sync only positions: controls from
+        before this gateway ran concern no connection of it."""
+        if self.last is None:
+            newest: Any = await self.redis.xrevrange(CONTROL_STREAM, count=1)
+            self.last = offset_of_stream_id(newest[0][0]) if newest else 0
+        else:
+            while True:
+                entries: Any = await self.redis.xrange(
+                    CONTROL_STREAM, min=f"({self.last}-0", count=READ_BATCH
+                )
+                for entry_id, fields in entries:
+                    self._take(offset_of_stream_id(entry_id), bytes(fields.get(FRAME_FIELD, b"")))
+                if len(entries) < READ_BATCH:
+                    break
+        held, self._held = self._held or [], None
+        for payload in held:
+            self.on_live(payload)
+
+    def _take(self, outbox_id: int, body: bytes) -> None:
+        if self.last is not None and outbox_id <= self.last:
+            return  # already applied (read from the stream, then heard live)
+        self.last = outbox_id
+        try:
+            control = parse_control(body)
+        except ValueError as exc:
+            self._bad(body, str(exc))
+            return
+        self.applied += 1
+        self.apply(control)
+
+    def _bad(self, payload: bytes, why: str = "malformed") -> None:
+        self.malformed += 1
+        log.warning("control message dropped (%s): %r", why, payload[:200])
