@@ -19,7 +19,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from pgcast.channels import pattern_error
-from pgcast.keys import CONTROL_STREAM, FRAME_FIELD, decode_control, offset_of_stream_id
+from pgcast.keys import CONTROL_STREAM, FRAME_FIELD, StreamId, decode_control, parse_stream_id
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ class ControlFeed:
     ) -> None:
         self.redis = redis
         self.apply = apply
-        self.last: int | None = None  # the last outbox id applied; None until first synced
+        self.last: StreamId | None = None  # the last entry applied; None until first synced
         self._held: list[bytes] | None = []
         self.applied = 0
         self.malformed = 0
@@ -97,11 +97,11 @@ class ControlFeed:
             self._held.append(payload)
             return
         try:
-            outbox_id, body = decode_control(payload)
+            entry, body = decode_control(payload)
         except ValueError:
             self._bad(payload)
             return
-        self._take(outbox_id, body)
+        self._take(entry, body)
 
     async def sync(self) -> None:
         """Apply what the stream holds after :attr:`last`, then what was held (call after
@@ -109,24 +109,25 @@ class ControlFeed:
         before this gateway ran concern no connection of it."""
         if self.last is None:
             newest: Any = await self.redis.xrevrange(CONTROL_STREAM, count=1)
-            self.last = offset_of_stream_id(newest[0][0]) if newest else 0
+            self.last = parse_stream_id(newest[0][0]) if newest else (0, 0)
         else:
             while True:
+                ms, seq = self.last
                 entries: Any = await self.redis.xrange(
-                    CONTROL_STREAM, min=f"({self.last}-0", count=READ_BATCH
+                    CONTROL_STREAM, min=f"({ms}-{seq}", count=READ_BATCH
                 )
                 for entry_id, fields in entries:
-                    self._take(offset_of_stream_id(entry_id), bytes(fields.get(FRAME_FIELD, b"")))
+                    self._take(parse_stream_id(entry_id), bytes(fields.get(FRAME_FIELD, b"")))
                 if len(entries) < READ_BATCH:
                     break
         held, self._held = self._held or [], None
         for payload in held:
             self.on_live(payload)
 
-    def _take(self, outbox_id: int, body: bytes) -> None:
-        if self.last is not None and outbox_id <= self.last:
+    def _take(self, entry: StreamId, body: bytes) -> None:
+        if self.last is not None and entry <= self.last:
             return  # already applied (read from the stream, then heard live)
-        self.last = outbox_id
+        self.last = entry
         try:
             control = parse_control(body)
         except ValueError as exc:

@@ -32,10 +32,13 @@ Global: ``pgcast:fence`` holds the newest leader epoch; the publish script refus
 a publish from an older leader. ``pgcast:hb:<gateway-id>`` is a gateway's own
 heartbeat pub/sub channel. Server-side control (``pgcast.disconnect``,
 ``pgcast.unsubscribe``) travels the outbox as rows whose channel is
-:data:`CONTROL_MARKER` (never a valid channel name), and the leader appends each to
-the stream ``pgcast:control`` (entry id ``<outbox id>-0``, field ``f`` = the control
-JSON) and publishes ``<outbox id>:<json>`` on ``pgcast:control:live``; gateways
-read the stream after every (re)connect, so a control is applied once, in order.
+:data:`CONTROL_MARKER` (never a valid channel name); the leader appends each to the
+stream ``pgcast:control`` (an id Redis assigns, so in publish order whatever order the
+transactions committed in; field ``f`` = the control JSON), remembers its outbox id in
+the sorted set ``pgcast:control:ids`` (a retried batch is not appended twice) and
+publishes ``<stream id>:<json>`` on ``pgcast:control:live``. Gateways read the stream
+after every (re)connect from the last entry they applied, so each control is
+applied once, in order.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ PRESENCE_KIND = ord("p")
 CONTROL_MARKER = "[control]"
 CONTROL_STREAM = "pgcast:control"
 CONTROL_LIVE = "pgcast:control:live"
+CONTROL_IDS = "pgcast:control:ids"
 CONTROL_STREAM_MAXLEN = 10_000
 META_EPOCH = "e"
 META_TOP = "s"
@@ -174,12 +178,24 @@ def encode_broadcast(conn: str, frame: bytes) -> bytes:
     return b"!b" + conn.encode() + b" " + frame
 
 
-def encode_control(outbox_id: int, control_json: bytes) -> bytes:
-    """``pgcast:control:live`` payload: the outbox id up front, then the control JSON."""
-    return str(outbox_id).encode() + b":" + control_json
+StreamId = tuple[int, int]
 
 
-def decode_control(payload: bytes) -> tuple[int, bytes]:
+def parse_stream_id(raw: bytes | str) -> StreamId:
+    """A Redis stream entry id ``<ms>-<seq>`` as a comparable pair; ValueError if malformed."""
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    ms, sep, seq = text.partition("-")
+    if not sep or not ms.isdigit() or not seq.isdigit():
+        raise ValueError(f"not a stream id: {text[:40]!r}")
+    return int(ms), int(seq)
+
+
+def encode_control(stream_id: str, control_json: bytes) -> bytes:
+    """``pgcast:control:live`` payload: the stream entry id up front, then the control JSON."""
+    return stream_id.encode() + b":" + control_json
+
+
+def decode_control(payload: bytes) -> tuple[StreamId, bytes]:
     """Inverse of :func:`encode_control`; raises ValueError on a malformed payload."""
     head, _, body = payload.partition(b":")
-    return int(head), body
+    return parse_stream_id(head), body
