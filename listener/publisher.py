@@ -25,6 +25,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, ResponseError
 
 from pgcast.keys import (
+    CONTROL_IDS,
     CONTROL_LIVE,
     CONTROL_MARKER,
     CONTROL_STREAM,
@@ -376,9 +377,10 @@ class Publisher:
             raise ValueError("a control is published with its outbox id")
         pipe.evalsha(
             CONTROL_SHA,
-            2,
+            3,
             FENCE_KEY,
             CONTROL_STREAM,
+            CONTROL_IDS,
             leader_epoch,
             control.outbox_id,
             control.data_json,

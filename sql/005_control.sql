@@ -4,14 +4,11 @@
 -- Each call writes one outbox row whose channel is '[control]' (pgcast.keys.CONTROL_MARKER:
 -- never a channel name, '[' is forbidden in those) and whose data is the control,
 -- {"op":"disconnect","sub":..,"reason":..} or {"op":"unsubscribe","sub":..,"pattern":..}.
--- The leader appends it to the Redis stream pgcast:control under the entry id
--- '<outbox id>-0' and publishes it to the gateways, after the events its transaction
--- published before it and before those published after it. A rolled-back call sends nothing.
--- Control rows commit in id order: each call takes the transaction-scoped advisory lock
--- C = (1885824887, 2), held until its transaction ends, so a second transaction that calls
--- disconnect/unsubscribe waits for the first to end. Without it a row with a lower id could
--- commit after the leader had published a higher one, and the stream, ordered by outbox id,
--- could not take it any more. Events (pgcast.publish, the triggers) never take C.
+-- The leader appends it to the Redis stream pgcast:control (an entry id Redis assigns, so
+-- the stream is in publish order) and publishes it to the gateways, after the events its
+-- transaction published before it and before those published after it; controls of
+-- concurrent transactions go in commit order. No lock: a call never waits for another
+-- transaction. A rolled-back call sends nothing.
 -- Same conventions as pgcast.publish: no SECURITY DEFINER, so the caller needs INSERT on
 -- pgcast.outbox. Plain, idempotent SQL.
 
@@ -32,13 +29,12 @@ BEGIN
 END
 $$;
 
--- The control row, its wake-up, and the lock that keeps control rows in commit order.
+-- The control row and its wake-up.
 CREATE OR REPLACE FUNCTION pgcast.enqueue_control(control jsonb) RETURNS bigint
 LANGUAGE plpgsql AS $$
 DECLARE
     new_id bigint;
 BEGIN
-    PERFORM pg_advisory_xact_lock(1885824887, 2);
     INSERT INTO pgcast.outbox (channel, data)
     VALUES ('[control]', control)
     RETURNING id INTO new_id;

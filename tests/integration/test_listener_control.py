@@ -1,5 +1,5 @@
 """Server-side control on real Postgres and Redis: pgcast.disconnect / pgcast.unsubscribe
-reach the control stream and its live channel once, after commit, in transaction order."""
+reach the control stream and its live channel once, after commit, in commit order."""
 
 from __future__ import annotations
 
@@ -13,15 +13,17 @@ import redis.asyncio as aioredis
 
 from listener.publisher import Event, Publisher
 from pgcast.keys import (
+    CONTROL_IDS,
     CONTROL_LIVE,
     CONTROL_MARKER,
     CONTROL_STREAM,
     FRAME_FIELD,
+    StreamId,
     channel_keys,
     decode_control,
     decode_live,
     live_channel,
-    offset_of_stream_id,
+    parse_stream_id,
 )
 from tests.integration.listener_support import Listeners, wait_until
 
@@ -46,12 +48,22 @@ async def _messages(pubsub: aioredis.client.PubSub, count: int) -> list[tuple[st
     return received
 
 
-async def _stream(redis: aioredis.Redis) -> list[tuple[int, dict[str, object]]]:
-    """(outbox id, control) of every control stream entry, oldest first."""
+async def _stream(redis: aioredis.Redis) -> list[tuple[StreamId, dict[str, object]]]:
+    """(stream id, control) of every control stream entry, oldest first."""
     entries = await redis.xrange(CONTROL_STREAM)
-    for entry_id, _ in entries:
-        assert entry_id.endswith(b"-0")
-    return [(offset_of_stream_id(i), orjson.loads(f[FRAME_FIELD])) for i, f in entries]
+    return [(parse_stream_id(i), orjson.loads(f[FRAME_FIELD])) for i, f in entries]
+
+
+async def _control_ids(redis: aioredis.Redis) -> list[int]:
+    """The outbox ids in pgcast:control:ids, lowest first (score = member = the id)."""
+    pairs = await redis.zrange(CONTROL_IDS, 0, -1, withscores=True)
+    assert all(int(member) == score for member, score in pairs)
+    return [int(member) for member, _ in pairs]
+
+
+def _controls(entries: list[tuple[StreamId, bytes]]) -> list[tuple[StreamId, object]]:
+    """Live payloads decoded: (stream id, control)."""
+    return [(entry, orjson.loads(body)) for entry, body in entries]
 
 
 async def _outbox_empty(pg: asyncpg.Connection) -> None:
@@ -63,7 +75,7 @@ async def _outbox_empty(pg: asyncpg.Connection) -> None:
 async def test_committed_controls_reach_stream_and_live_channel_rolled_back_never(
     listeners: Listeners, pg: asyncpg.Connection, redis_client: aioredis.Redis
 ) -> None:
-    """Commit: a stream entry '<outbox id>-0' and a live '<id>:<json>' each. Rollback: nothing."""
+    """Commit: a stream entry and a live '<stream id>:<json>' each. Rollback: nothing."""
     listener = listeners.start()
     pubsub = redis_client.pubsub()
     await pubsub.subscribe(CONTROL_LIVE)
@@ -76,14 +88,17 @@ async def test_committed_controls_reach_stream_and_live_channel_rolled_back_neve
         await pg.execute("SELECT pgcast.disconnect('7', 'rolled back')")
         await tx.rollback()
         third = await pg.fetchval("SELECT pgcast.disconnect('8')")
-        live = [decode_control(payload) for _, payload in await _messages(pubsub, 3)]
+        live = _controls([decode_control(payload) for _, payload in await _messages(pubsub, 3)])
         expected = [
-            (first, {"op": "disconnect", "sub": "42", "reason": "account suspended"}),
-            (second, {"op": "unsubscribe", "sub": "42", "pattern": "orders:*"}),
-            (third, {"op": "disconnect", "sub": "8", "reason": ""}),
+            {"op": "disconnect", "sub": "42", "reason": "account suspended"},
+            {"op": "unsubscribe", "sub": "42", "pattern": "orders:*"},
+            {"op": "disconnect", "sub": "8", "reason": ""},
         ]
-        assert [(i, orjson.loads(body)) for i, body in live] == expected
-        assert await _stream(redis_client) == expected
+        assert [control for _, control in live] == expected
+        # the live payload names the entry Redis assigned it in the stream
+        assert await _stream(redis_client) == live
+        assert sorted(entry for entry, _ in live) == [entry for entry, _ in live]
+        assert await _control_ids(redis_client) == [first, second, third]
         await _outbox_empty(pg)
         assert await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.3) is None
     finally:
@@ -138,7 +153,10 @@ async def test_invalid_control_rows_are_counted_and_dropped_without_wedging_the_
     good = await pg.fetchval("SELECT pgcast.disconnect('1', 'ok')")
     await pg.execute("SELECT pgcast.publish('after', '1')")
     await _outbox_empty(pg)
-    assert [i for i, _ in await _stream(redis_client)] == [good]
+    assert [c for _, c in await _stream(redis_client)] == [
+        {"op": "disconnect", "sub": "1", "reason": "ok"}
+    ]
+    assert await _control_ids(redis_client) == [good]
     assert await redis_client.xlen(channel_keys("after").history) == 1
     assert listener.metric("pgcast_listener_events_total", 'result="invalid"') == 4
     assert listener.metric("pgcast_listener_controls_total", 'op="disconnect"') == 1
@@ -183,22 +201,43 @@ async def test_limits_are_inclusive_and_null_reason_is_empty(pg: asyncpg.Connect
     assert orjson.loads(rows[1]["data"]) == {"op": "disconnect", "sub": "1", "reason": ""}
 
 
-async def test_control_calls_of_concurrent_transactions_commit_in_id_order(
-    pg: asyncpg.Connection, database_url: str
+async def test_concurrent_control_calls_never_wait_and_a_late_commit_is_delivered_last(
+    listeners: Listeners, pg: asyncpg.Connection, redis_client: aioredis.Redis, database_url: str
 ) -> None:
-    """A second transaction's control waits for the first's end, so ids follow commit order."""
+    """Two open transactions call pgcast.disconnect without blocking each other; the one
+    holding the lower outbox id commits after the other was published, and still arrives
+    (stream and live), after it: controls go in commit order, not id order."""
+    listeners.start()
     other = await asyncpg.connect(database_url)
+    pubsub = redis_client.pubsub()
+    await pubsub.subscribe(CONTROL_LIVE)
+    late = pg.transaction()
     try:
-        async with pg.transaction():
-            first = await pg.fetchval("SELECT pgcast.disconnect('1')")
-            await other.execute("SET lock_timeout = '200ms'")
-            with pytest.raises(asyncpg.LockNotAvailableError):
-                await other.execute("SELECT pgcast.unsubscribe('2', 'a')")
-            await pg.execute("SELECT pgcast.publish('a', '1')")  # events never wait
-        second = await other.fetchval("SELECT pgcast.unsubscribe('2', 'a')")
-        assert second > first
+        await late.start()
+        low = await pg.fetchval("SELECT pgcast.disconnect('1', 'late')")
+        # Would fail with LockNotAvailableError (or time out) if the call waited for `late`.
+        await other.execute("SET lock_timeout = '1s'")
+        async with asyncio.timeout(5), other.transaction():
+            high = await other.fetchval("SELECT pgcast.disconnect('2', 'early')")
+        assert high > low
+        [(_, early_payload)] = await _messages(pubsub, 1)  # published while `late` is open
+        early_entry, early_body = decode_control(early_payload)
+        assert orjson.loads(early_body) == {"op": "disconnect", "sub": "2", "reason": "early"}
+        assert await _control_ids(redis_client) == [high]
+        await late.commit()
+        [(_, late_payload)] = await _messages(pubsub, 1)
+        late_entry, late_body = decode_control(late_payload)
+        assert orjson.loads(late_body) == {"op": "disconnect", "sub": "1", "reason": "late"}
+        assert late_entry > early_entry
+        await _outbox_empty(pg)
     finally:
+        await pubsub.aclose()
         await other.close()
+    assert await _stream(redis_client) == [
+        (early_entry, {"op": "disconnect", "sub": "2", "reason": "early"}),
+        (late_entry, {"op": "disconnect", "sub": "1", "reason": "late"}),
+    ]
+    assert await _control_ids(redis_client) == [low, high]
 
 
 async def test_retried_batch_adds_no_duplicate_and_keeps_order(
@@ -222,11 +261,17 @@ async def test_retried_batch_adds_no_duplicate_and_keeps_order(
         CONTROL_LIVE,
         live_channel("a"),
     ]
-    assert decode_control(received[1][1]) == (2, DISCONNECT)
-    assert await _stream(redis_client) == [(2, orjson.loads(DISCONNECT))]
-    # an older id than the stream's newest is a duplicate too (control rows commit in id order)
-    older = await Publisher(redis_client).publish(2, [Event(CONTROL_MARKER, DISCONNECT, 1)])
-    assert [r.status for r in older] == ["duplicate"]
+    entry, body = decode_control(received[1][1])
+    assert body == DISCONNECT
+    assert await _stream(redis_client) == [(entry, orjson.loads(DISCONNECT))]
+    assert await _control_ids(redis_client) == [2]
+    # a lower outbox id not yet published (its transaction committed later) is no duplicate
+    lower = await Publisher(redis_client).publish(2, [Event(CONTROL_MARKER, DISCONNECT, 1)])
+    assert [r.status for r in lower] == ["published"]
+    assert [r.status for r in await Publisher(redis_client).publish(2, batch)] == ["duplicate"] * 3
+    (first_entry, _), (second_entry, _) = await _stream(redis_client)
+    assert first_entry == entry < second_entry
+    assert await _control_ids(redis_client) == [1, 2]
 
 
 async def test_control_from_an_older_leader_is_fenced(redis_client: aioredis.Redis) -> None:
@@ -256,4 +301,5 @@ async def test_controls_after_script_flush_and_with_wait_for_replicas(
     results = await publisher.publish(1, batch)
     assert [(r.status, r.offset) for r in results] == [("published", None), ("published", 2)]
     assert acked == [0]  # no replica here: WAIT's answer, accepted under policy degrade
-    assert [i for i, _ in await _stream(redis_client)] == [2]
+    assert len(await _stream(redis_client)) == 1
+    assert await _control_ids(redis_client) == [2]
