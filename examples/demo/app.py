@@ -30,20 +30,33 @@ SETTINGS = web.AppKey("settings", DemoSettings)
 POOL = web.AppKey("pool", asyncpg.Pool)
 VISITOR_COOKIE = "demo_visitor"
 CHANNELS = ["articles", "orders"]
+# Client messages: the search page's "… is typing" on `articles`. Presence: who is viewing
+# the orders dashboard. Both are claims of the token (the gateway enforces them).
+PUBLISH = ["articles"]
+PRESENCE = ["orders"]
 MAX_LIMIT = 100
 
 
 def mint_token(settings: DemoSettings, visitor: str) -> tuple[str, int]:
-    """A connection token for ``visitor``, allowed on the demo's channels."""
+    """A connection token for ``visitor``, allowed on the demo's channels (subscribe), to
+    send client messages on ``articles`` and to join the presence of ``orders``."""
     now = int(time.time())
-    claims = {"sub": visitor, "iat": now, "exp": now + settings.token_ttl, "channels": CHANNELS}
+    claims = {
+        "sub": visitor,
+        "iat": now,
+        "exp": now + settings.token_ttl,
+        "channels": CHANNELS,
+        "publish": PUBLISH,
+        "presence": PRESENCE,
+    }
     return jwt.encode(claims, settings.jwt_secret, algorithm="HS256"), settings.token_ttl
 
 
 async def token(request: web.Request) -> web.Response:
     visitor = request.cookies.get(VISITOR_COOKIE) or secrets.token_hex(8)
     value, ttl = mint_token(request.app[SETTINGS], visitor)
-    response = web.json_response({"token": value, "expiresIn": ttl})
+    # `sub` lets the page tell its own presence entry from the others'.
+    response = web.json_response({"token": value, "expiresIn": ttl, "sub": visitor})
     response.set_cookie(VISITOR_COOKIE, visitor, httponly=True, samesite="Lax")
     response.headers["Cache-Control"] = "no-store"
     return response

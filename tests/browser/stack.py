@@ -25,10 +25,13 @@ from tests.servers import free_port
 SECRET = "client-tests-" + "s" * 40  # HS256 keys must be >= 32 bytes
 
 
-def mint(sub: str = "u1", channels: tuple[str, ...] = ("*",), ttl: float = 120.0) -> str:
+def mint(
+    sub: str = "u1", channels: tuple[str, ...] = ("*",), ttl: float = 120.0, **extra: object
+) -> str:
+    """A token for ``sub``; ``extra`` adds claims (``publish=[...]``, ``presence=[...]``)."""
     now = time.time()
     claims = {"sub": sub, "exp": math.ceil(now + ttl), "iat": int(now), "channels": list(channels)}
-    return jwt.encode(claims, SECRET, algorithm="HS256")
+    return jwt.encode({**claims, **extra}, SECRET, algorithm="HS256")
 
 
 @dataclass

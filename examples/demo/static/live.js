@@ -8,7 +8,13 @@ export async function startClient({ onRecoveryFailed }) {
   const status = document.getElementById('status');
   const client = new PgcastClient({
     url: config.gatewayUrl ?? location.origin, // no DEMO_GATEWAY_URL: the gateway is this origin
-    token: () => fetch('api/token', { method: 'POST' }).then((r) => r.json()).then((j) => j.token),
+    token: () =>
+      fetch('api/token', { method: 'POST' })
+        .then((r) => r.json())
+        .then((j) => {
+          window.pgcastSub = j.sub; // this visitor's user id, as other pages see it
+          return j.token;
+        }),
     onStateChange: ({ state, code, delay }) => {
       status.dataset.state = state;
       status.textContent = state === 'disconnected' ? `reconnecting in ${delay} ms (code ${code})` : state;
@@ -17,6 +23,10 @@ export async function startClient({ onRecoveryFailed }) {
     onRecoveryFailed,
   });
   client.on('error', (err) => console.warn('pgcast:', err));
+  // pgcast.disconnect(sub, reason) closes with 4003: the client stops; say why.
+  client.on('closed', ({ code, reason }) => {
+    status.textContent = code === 4003 ? `disconnected: ${reason || 'by the application'}` : `closed (${code})`;
+  });
   window.pgcastClient = client; // for the browser tests and for curious developers
   return client;
 }
@@ -41,4 +51,16 @@ export function serial() {
     tail = tail.then(job).catch((err) => console.warn('demo:', err));
     return tail;
   };
+}
+
+const NAMES = ['Ada', 'Grace', 'Linus', 'Barbara', 'Edsger', 'Margaret', 'Ken', 'Radia', 'Donald', 'Frances'];
+
+/** A display name for this browser (kept in localStorage): the presence meta of the demo. */
+export function displayName() {
+  let name = localStorage.getItem('demoName');
+  if (!name) {
+    name = NAMES[Math.floor(Math.random() * NAMES.length)];
+    localStorage.setItem('demoName', name);
+  }
+  return name;
 }

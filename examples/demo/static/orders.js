@@ -3,7 +3,12 @@
 // pgcast.notify_trigger('orders') sends {op, id, changed}; the page refetches the counts
 // (one GROUP BY over an index), coalescing bursts: at most one fetch in flight and one queued.
 // Refetching is idempotent, so the counts are exact however events are batched.
-import { startClient, logActivity, serial } from './live.js';
+//
+// Who is viewing: the page tracks its presence in `orders` (meta: a display name) and the
+// same subscription receives the channel's members; the list is redrawn on every change.
+import { displayName, startClient, logActivity, serial } from './live.js';
+
+const viewers = document.getElementById('viewers');
 
 const cards = document.getElementById('cards');
 const meta = document.getElementById('meta');
@@ -38,6 +43,20 @@ function refresh() {
   });
 }
 
+function renderViewers(members) {
+  viewers.replaceChildren(
+    ...members.map((member) => {
+      const li = document.createElement('li');
+      li.dataset.sub = member.sub;
+      li.dataset.conn = member.conn;
+      const you = member.sub === window.pgcastSub ? ' (you)' : '';
+      li.textContent = `${member.meta?.name ?? 'someone'} · ${member.sub}${you}`;
+      return li;
+    }),
+  );
+  document.getElementById('viewer-count').textContent = String(members.length);
+}
+
 refresh();
 const client = await startClient({ onRecoveryFailed: refresh });
 let subscribedOnce = false;
@@ -50,4 +69,7 @@ client.subscribe('orders', {
     if (!subscribedOnce) refresh();
     subscribedOnce = true;
   },
+  onPresence: renderViewers, // presence: a snapshot, then every join and leave
 });
+// Tracked again by the client after every reconnect; the gateway drops it when the page closes.
+client.track('orders', { name: displayName() }).catch((err) => console.warn('pgcast: track', err));

@@ -5,7 +5,14 @@
 // current query *now*, with the same SQL predicate as the search (one indexed lookup for
 // a batch of ids). Postgres stays the only judge of a match, so ranking, stemming and
 // stop words can never disagree between the first page and the live updates.
+//
+// "… is typing": typing in the search box publishes a client message on `articles` (at
+// most one a second; the token's `publish` claim allows it); the other pages subscribed to
+// `articles` get it as a broadcast naming the sender and show it for a few seconds.
 import { startClient, logActivity, serial } from './live.js';
+
+const TYPING_EVERY_MS = 1000;
+const TYPING_SHOWN_MS = 3000;
 
 const TEXT_COLUMNS = new Set(['title', 'body', 'search']);
 const DEBOUNCE_MS = 200;
@@ -102,8 +109,32 @@ function onArticleEvent(event, info) {
   }
 }
 
+const typing = document.getElementById('typing');
+let typingTimer = null;
+let lastTyping = 0;
+let client = null;
+
+function showTyping(from) {
+  typing.textContent = `${from} is typing…`;
+  typing.dataset.from = from;
+  typing.hidden = false;
+  clearTimeout(typingTimer);
+  typingTimer = setTimeout(() => {
+    typing.hidden = true;
+    delete typing.dataset.from;
+  }, TYPING_SHOWN_MS);
+}
+
+function announceTyping() {
+  if (!client || Date.now() - lastTyping < TYPING_EVERY_MS) return;
+  lastTyping = Date.now();
+  // Ephemeral: waits at most requestTimeout for a connection, and is never replayed later.
+  client.publish('articles', { typing: true }).catch((err) => console.warn('pgcast: publish', err.code));
+}
+
 let debounce = null;
 input.addEventListener('input', () => {
+  announceTyping();
   clearTimeout(debounce);
   debounce = setTimeout(() => {
     const next = input.value.trim();
@@ -115,10 +146,13 @@ input.addEventListener('input', () => {
 });
 
 runSearch();
-const client = await startClient({ onRecoveryFailed: () => runSearch() });
+client = await startClient({ onRecoveryFailed: () => runSearch() });
 let subscribedOnce = false;
 client.subscribe('articles', {
   onMessage: onArticleEvent,
+  onBroadcast: (data, { from }) => {
+    if (data?.typing) showTyping(from);
+  },
   onSubscribed: () => {
     // Rows changed between the first search and the subscription: search once more.
     if (!subscribedOnce) runSearch();
