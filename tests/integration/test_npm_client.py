@@ -35,7 +35,9 @@ EXPECTED_FILES = {
 # Runs in the consumer project: only the package name, as an app would import it.
 CONSUMER = """
 import * as pg from 'pgcast-client';
-import { PgcastContext, PgcastProvider, useChannel, useConnectionState } from 'pgcast-client/react';
+import {
+  PgcastContext, PgcastProvider, useBroadcast, useChannel, useConnectionState, usePresence,
+} from 'pgcast-client/react';
 import { render } from 'react';
 
 const client = new pg.PgcastClient({
@@ -61,7 +63,8 @@ console.log(JSON.stringify({
   expiry: pg.tokenExpiry(`h.${b64({ exp: 1234 })}.s`),
   offsets: [pg.compareOffsets('10', '9'), pg.compareOffsets('9', '10')],
   closeCodes: Object.keys(pg.CLOSE_CODES),
-  react: [typeof PgcastProvider, typeof useChannel, typeof useConnectionState],
+  react: [PgcastProvider, useChannel, useConnectionState, usePresence, useBroadcast]
+    .map((f) => typeof f),
   hooked,
   unhooked: !client._subs.has('orders'),
   firstRender: view.instance.slots.length > 0,
@@ -159,8 +162,8 @@ def test_packed_tarball_installs_offline_and_imports_by_name(
     }
     assert got["expiry"] == 1234000
     assert got["offsets"] == [1, -1]
-    assert set(got["closeCodes"]) == {"1009", "1012", "4001", "4008"}
-    assert got["react"] == ["function"] * 3
+    assert set(got["closeCodes"]) == {"1009", "1012", "4001", "4003", "4008"}
+    assert got["react"] == ["function"] * 5
     assert got["hooked"], "useChannel did not subscribe"
     assert got["unhooked"], "unmounting did not unsubscribe"
     assert got["firstRender"]
