@@ -56,15 +56,8 @@ def services(**env: str) -> Services:
     sessions = Sessions(s, metrics)
     control = ControlFeed(None, sessions.apply)  # type: ignore[arg-type]
     hub = Hub(HubOptions(s.redis_url, s.gateway_id), None, History(None, 60), metrics, control)  # type: ignore[arg-type]
-    presence = Presence(PresenceStore(_NoRedis(), 10, 5), hub, metrics, 10)  # type: ignore[arg-type]
+    presence = Presence(PresenceStore(None, 10, 5), hub, metrics, 10)  # type: ignore[arg-type]
     return Services(s, Verifier(s), metrics, hub, sessions, presence)
-
-
-class _NoRedis:
-    """Enough of a client for PresenceStore's constructor; any command would fail."""
-
-    def register_script(self, script: str) -> object:
-        return object()
 
 
 def session(svc: Services, **claims: Any) -> tuple[Session, FakeTransport]:
