@@ -10,15 +10,17 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import urlparse
 
 import aiohttp
 from aiohttp.test_utils import TestClient
 
 from gateway.app import create_app
 from gateway.services import SERVICES
-from tests.gateway_support import Client, Events, gateway_env, settings, token
+from tests.gateway_support import Client, Events, gateway_env, settings, token, wait_until
 from tests.processes import Service
 from tests.servers import free_port
+from tests.tcpproxy import TcpProxy
 
 MakeClient = Callable[..., Awaitable[TestClient[Any, Any]]]
 
@@ -253,3 +255,49 @@ async def test_a_killed_gateways_members_leave_everywhere_within_the_bound(redis
     finally:
         for gw in gateways:
             gw.stop()
+
+
+async def test_watchers_get_a_fresh_snapshot_after_the_link_was_replaced(
+    aiohttp_client: MakeClient, redis_url: str
+) -> None:
+    """Joins announced while a gateway's pub/sub link was down are lost to it: once the
+    link is back, its watchers get the members again, unasked."""
+    redis = urlparse(redis_url)
+    assert redis.hostname is not None
+    assert redis.port is not None
+    with TcpProxy(redis.hostname, redis.port) as proxy:
+        cut = await aiohttp_client(create_app(settings(proxy.url_for(redis_url))))
+        other = await aiohttp_client(create_app(settings(redis_url)))
+        hub = cut.app[SERVICES].hub
+        watcher = await connect(cut, "1", channels=["room"])
+        await watcher.subscribe("room", presence=True)
+        assert (await watcher.expect("presence"))["members"] == []
+        links = hub.links
+        proxy.blackhole()
+        await wait_until(lambda: not hub.ready, what="link dropped")
+        member = await connect(other, "2", channels=["room"])
+        await member.send(type="track", channel="room", meta={"while": "down"})
+        await member.expect("tracked")
+        proxy.heal()
+        await wait_until(lambda: hub.links > links, what="link re-established")
+        fresh = await next_of(watcher, "presence")
+        assert [m["sub"] for m in fresh["members"]] == ["2"]
+
+
+async def test_members_redis_lost_join_again_at_the_next_refresh(
+    aiohttp_client: MakeClient, redis_url: str
+) -> None:
+    """Redis loses the presence keys (FLUSHALL, a restart without persistence): each
+    gateway's next refresh puts its members back, announced as joins."""
+    gw, _ = await two_gateways(aiohttp_client, redis_url, PGCAST_PRESENCE_TTL="1.5")
+    watcher = await connect(gw, "1", channels=["room"])
+    await watcher.subscribe("room", presence=True)
+    await watcher.expect("presence")
+    member = await connect(gw, "2", channels=["room"])
+    await member.send(type="track", channel="room", meta={})
+    await member.expect("tracked")
+    assert (await watcher.expect("join"))["member"]["sub"] == "2"
+    await gw.app[SERVICES].hub.redis.flushall()
+    assert (await watcher.expect("join", wait=5))["member"]["sub"] == "2"
+    await member.send(type="presence", channel="room")
+    assert [m["sub"] for m in (await member.expect("presence"))["members"]] == ["2"]
