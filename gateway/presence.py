@@ -28,6 +28,9 @@ from pgcast.cancellation import raise_if_cancelled
 log = logging.getLogger(__name__)
 
 SWEEP_SECONDS = 1.0
+# Channels swept per tick, in turn: with more watched channels than this, a dead gateway's
+# members leave later (by a second per this many channels), but Redis' load stays bounded.
+SWEEP_BATCH = 1000
 FLUSH_WAIT = 1.0  # bound on sending the last leaves when the process stops
 REDIS_ERRORS = (OSError, TimeoutError, ConnectionError, aioredis.RedisError)
 
@@ -42,6 +45,7 @@ class Presence:
         self._gone: dict[str, list[str]] = {}
         self._wake = asyncio.Event()
         self._links_seen = 0
+        self._sweep_from = 0
         self.swept = 0
         metrics.gauge(
             "presence_members",
@@ -130,6 +134,10 @@ class Presence:
                 await self._refresh()  # Redis may have restarted and lost members
                 await self._resnapshot()
         watched = self.hub.watched()
+        if len(watched) > SWEEP_BATCH:
+            start = self._sweep_from % len(watched)
+            self._sweep_from = start + SWEEP_BATCH
+            watched = (watched + watched)[start : start + SWEEP_BATCH]
         if watched:
             self.swept += await self.store.sweep(watched)
 
