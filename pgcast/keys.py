@@ -1,5 +1,15 @@
 """The Redis layout: THE contract between the listener (writer) and the gateway (reader).
 
+A :class:`Layout` names every key. With one Redis (or Sentinel) each channel ``c`` has
+the hash tag ``{c}`` and live messages use classic pub/sub (``PUBLISH``/``SUBSCRIBE``).
+With Redis Cluster (``Layout(partitions=N)``) the tag ``{c}`` below is instead the tag
+of the channel's partition (``zlib.crc32(c) % N``; each partition's tag is chosen so
+the N partitions fall on evenly spaced slots, hence evenly on the masters), the keys
+read ``pgcast:{<partition tag>}:<c>:meta`` and so on, every partition has its own
+copy of the leader fence (``pgcast:{<tag>}:fence``, so a publish script touches one
+slot only), and pub/sub is sharded (``SPUBLISH``/``SSUBSCRIBE``): a message travels
+inside the shard that owns its channel. The single-Redis names are unchanged.
+
 Per pgcast channel ``c`` (every key carries the hash tag ``{c}``, so one channel's
 keys share a Redis Cluster slot):
 
@@ -43,7 +53,9 @@ applied once, in order.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import binascii
+import zlib
+from dataclasses import dataclass, field
 
 import orjson
 
@@ -199,3 +211,109 @@ def decode_control(payload: bytes) -> tuple[StreamId, bytes]:
     """Inverse of :func:`encode_control`; raises ValueError on a malformed payload."""
     head, _, body = payload.partition(b":")
     return parse_stream_id(head), body
+
+
+CLUSTER_SLOTS = 16384
+DEFAULT_PARTITIONS = 64
+
+
+def key_slot(key: str) -> int:
+    """The Redis Cluster slot of ``key`` (CRC16-XMODEM of its hash tag, as Redis computes)."""
+    raw = key.encode()
+    start = raw.find(b"{")
+    if start >= 0:
+        end = raw.find(b"}", start + 1)
+        if end > start + 1:
+            raw = raw[start + 1 : end]
+    return binascii.crc_hqx(raw, 0) % CLUSTER_SLOTS
+
+
+def partition_tags(partitions: int) -> tuple[str, ...]:
+    """One hash tag per partition, partition i's slot in the i-th of ``partitions`` equal
+    slot ranges: the partitions spread evenly over the masters, however slots are split."""
+    width = CLUSTER_SLOTS / partitions
+    tags = []
+    for index in range(partitions):
+        n = 0
+        while int(key_slot(f"{{p{index}.{n}}}") // width) != index:
+            n += 1
+        tags.append(f"p{index}.{n}")
+    return tuple(tags)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The key names of one deployment: ``partitions == 0`` one Redis or Sentinel;
+    otherwise Redis Cluster with that many partitions (listener and gateways must agree)."""
+
+    partitions: int = 0
+    _tags: tuple[str, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "_tags", partition_tags(self.partitions) if self.partitions else ()
+        )
+
+    @property
+    def sharded(self) -> bool:
+        """Redis Cluster: sharded pub/sub, partition hash tags."""
+        return self.partitions > 0
+
+    @property
+    def publish_command(self) -> str:
+        return "SPUBLISH" if self.sharded else "PUBLISH"
+
+    def partition(self, channel: str) -> int:
+        """``channel``'s partition (0 with one Redis)."""
+        return zlib.crc32(channel.encode()) % self.partitions if self.partitions else 0
+
+    def partition_tag(self, index: int) -> str:
+        return self._tags[index]
+
+    def _prefix(self, channel: str) -> str:
+        if not self.partitions:
+            return "pgcast:{" + channel + "}"
+        return "pgcast:{" + self._tags[self.partition(channel)] + "}:" + channel
+
+    def channel_keys(self, channel: str) -> ChannelKeys:
+        prefix = self._prefix(channel)
+        return ChannelKeys(
+            meta=prefix + ":meta",
+            history=prefix + ":hist",
+            ids=prefix + ":ids",
+            live=prefix + ":live",
+        )
+
+    def live_channel(self, channel: str) -> str:
+        """The (shard) pub/sub channel of ``channel``'s live messages."""
+        return self._prefix(channel) + ":live"
+
+    def presence_keys(self, channel: str) -> PresenceKeys:
+        prefix = self._prefix(channel)
+        return PresenceKeys(
+            members=prefix + ":pm", expiry=prefix + ":px", seq=prefix + ":ps", live=prefix + ":live"
+        )
+
+    def fence_key(self, channel: str) -> str:
+        """The leader fence a publish to ``channel`` checks (in its slot)."""
+        if not self.partitions:
+            return FENCE_KEY
+        return "pgcast:{" + self._tags[self.partition(channel)] + "}:fence"
+
+    def fence_keys(self) -> tuple[str, ...]:
+        """Every copy of the fence (a new leader raises them all)."""
+        if not self.partitions:
+            return (FENCE_KEY,)
+        return tuple("pgcast:{" + tag + "}:fence" for tag in self._tags)
+
+    def control_keys(self) -> tuple[str, str, str]:
+        """(stream, ids, live) of server-side control; one slot in a cluster."""
+        if not self.partitions:
+            return CONTROL_STREAM, CONTROL_IDS, CONTROL_LIVE
+        return "pgcast:{control}:stream", "pgcast:{control}:ids", "pgcast:{control}:live"
+
+    def heartbeat_channel(self, gateway_id: str, partition: int = 0) -> str:
+        """A gateway's heartbeat; in a cluster one per node, through a partition it owns."""
+        if not self.partitions:
+            return HEARTBEAT_PREFIX + gateway_id
+        return "pgcast:{" + self._tags[partition] + "}:hb:" + gateway_id
