@@ -12,7 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from pgcast.channels import channel_error
-from pgcast.redis_url import RedisTarget, parse_redis_url
+from pgcast.keys import DEFAULT_PARTITIONS, Layout
+from pgcast.redis_url import RedisTarget, layout_for, parse_redis_url, read_partitions
 from pgcast.settings import (
     DEFAULT_DATABASE_URL,
     DEFAULT_REDIS_URL,
@@ -38,6 +39,7 @@ class ListenerSettings:
     redis: RedisTarget = field(
         default_factory=lambda: parse_redis_url(DEFAULT_REDIS_URL), repr=False
     )
+    redis_partitions: int = DEFAULT_PARTITIONS
     redis_min_replicas: int = 0
     redis_replica_timeout: float = 1.0
     redis_replica_policy: str = "stall"
@@ -80,6 +82,10 @@ class ListenerSettings:
     def safe_redis_url(self) -> str:
         return self.redis.describe()
 
+    def layout(self) -> Layout:
+        """The Redis key layout: partitioned on a cluster, the classic names otherwise."""
+        return layout_for(self.redis, self.redis_partitions)
+
 
 def _relay_channels(env: EnvReader) -> tuple[str, ...]:
     channels = env.csv("PGCAST_RELAY_CHANNELS")
@@ -102,6 +108,7 @@ def load_settings(environ: Mapping[str, str]) -> ListenerSettings:
         database_url=env.url("DATABASE_URL", DEFAULT_DATABASE_URL, pg_schemes),
         redis_url=env.text("REDIS_URL", DEFAULT_REDIS_URL),
         redis=parse_redis_url(env.text("REDIS_URL", DEFAULT_REDIS_URL)),
+        redis_partitions=read_partitions(env),
         redis_min_replicas=env.integer("PGCAST_REDIS_MIN_REPLICAS", 0, maximum=100),
         redis_replica_timeout=env.number(
             "PGCAST_REDIS_REPLICA_TIMEOUT", 1.0, minimum=0.001, maximum=60.0

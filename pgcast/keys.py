@@ -301,10 +301,20 @@ class Layout:
         return "pgcast:{" + self._tags[self.partition(channel)] + "}:fence"
 
     def fence_keys(self) -> tuple[str, ...]:
-        """Every copy of the fence (a new leader raises them all)."""
+        """Every copy of the fence (a new leader raises them all): one per partition and one
+        in the control slot on a cluster."""
         if not self.partitions:
             return (FENCE_KEY,)
-        return tuple("pgcast:{" + tag + "}:fence" for tag in self._tags)
+        return (*("pgcast:{" + tag + "}:fence" for tag in self._tags), self.control_fence_key())
+
+    def control_fence_key(self) -> str:
+        """The fence copy a control checks (in the control keys' slot on a cluster)."""
+        return "pgcast:{control}:fence" if self.partitions else FENCE_KEY
+
+    def layout_key(self) -> str | None:
+        """Cluster only: the leader writes its partition count here at claim time, so a
+        gateway with another count can refuse to start."""
+        return "pgcast:{control}:layout" if self.partitions else None
 
     def control_keys(self) -> tuple[str, str, str]:
         """(stream, ids, live) of server-side control; one slot in a cluster."""

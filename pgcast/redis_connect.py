@@ -4,8 +4,11 @@
 primary a set of Sentinels names; a Sentinel client asks the Sentinels again on
 every new connection, and drops a connection to a demoted primary (READONLY), so
 it follows failovers by itself; the caller's retry loop only has to reconnect.
-Closing it closes its Sentinel connections too. :func:`verify` is the start-up
-check: a wrong password or a master no Sentinel knows is a ConfigError at once.
+Closing it closes its Sentinel connections too. For a Redis Cluster it returns a
+``redis.asyncio.cluster.RedisCluster`` (it follows MOVED/ASK and refreshes the slot
+map itself); :func:`cluster_masters` lists the masters and their slots, and
+:func:`node_client` connects to one of them. :func:`verify` is the start-up check: a
+wrong password, a master no Sentinel knows, a cluster not ``ok`` is a ConfigError.
 """
 
 from __future__ import annotations
@@ -13,19 +16,38 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
-from redis.exceptions import AuthenticationError, ResponseError
+from redis.exceptions import (
+    AskError,
+    AuthenticationError,
+    ClusterDownError,
+    ResponseError,
+    TryAgainError,
+)
 
 from pgcast.cancellation import raise_if_cancelled
 from pgcast.redis_url import RedisTarget
 from pgcast.settings import ConfigError
 
-__all__ = ["RedisClient", "client", "reason", "verify"]
+__all__ = [
+    "RedisClient",
+    "RedisCluster",
+    "Shard",
+    "client",
+    "cluster_identity",
+    "cluster_masters",
+    "node_client",
+    "reason",
+    "verify",
+]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +68,26 @@ class _SentinelRedis(aioredis.Redis):
             await manager.aclose()
 
 
+@dataclass(frozen=True, slots=True)
+class Shard:
+    """One master of a Redis Cluster: where it is, its node id, the slot ranges it serves
+    (inclusive ``(first, last)`` pairs), and its replicas' addresses."""
+
+    host: str
+    port: int
+    node_id: str
+    slots: tuple[tuple[int, int], ...]
+    replicas: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def name(self) -> str:
+        """``host:port``, as redis-py names a cluster node."""
+        return f"{self.host}:{self.port}"
+
+    def serves(self, slot: int) -> bool:
+        return any(first <= slot <= last for first, last in self.slots)
+
+
 def client(
     target: RedisTarget,
     *,
@@ -54,15 +96,22 @@ def client(
     pool_size: int | None = None,
     pool_wait: float | None = None,
     **options: Any,
-) -> aioredis.Redis:  # type: ignore[type-arg, unused-ignore]
+) -> Any:
     """A client of ``target``'s primary: socket timeouts ``timeout``; no retries unless
-    ``retry``; a blocking pool of ``pool_size`` whose callers wait up to ``pool_wait``."""
+    ``retry``; a blocking pool of ``pool_size`` whose callers wait up to ``pool_wait``.
+
+    A cluster target gives a ``RedisCluster`` (``pool_size`` connections per node; past
+    that a caller gets MaxConnectionsError instead of waiting: redis-py's cluster pool does
+    not block). It follows MOVED/ASK redirections whatever ``retry`` says; ``retry``
+    covers connection errors and CLUSTERDOWN (with a topology refresh before each try)."""
     kwargs: dict[str, Any] = {
         "socket_timeout": timeout,
         "socket_connect_timeout": timeout,
         "retry": retry or Retry(NoBackoff(), 0),
         **options,
     }
+    if target.kind == "cluster":
+        return _cluster_client(target, kwargs, pool_size)
     if target.kind == "single":
         if pool_size is None:
             return aioredis.Redis.from_url(target.url, **kwargs)
@@ -94,6 +143,85 @@ def client(
         **pool_options,
         **kwargs,
     )
+
+
+def _cluster_client(
+    target: RedisTarget, kwargs: dict[str, Any], pool_size: int | None
+) -> RedisCluster:
+    if pool_size is not None:
+        kwargs["max_connections"] = pool_size
+    return RedisCluster(
+        startup_nodes=[ClusterNode(host, port) for host, port in target.nodes],
+        username=target.username,
+        password=target.password,
+        **kwargs,
+    )
+
+
+def node_client(
+    target: RedisTarget, host: str, port: int, *, timeout: float, **options: Any
+) -> aioredis.Redis:  # type: ignore[type-arg, unused-ignore]
+    """A plain client of one node of the cluster ``target`` (its credentials; no
+    redirections followed): a sharded pub/sub link, a per-node probe."""
+    return aioredis.Redis(
+        host=host,
+        port=port,
+        username=target.username,
+        password=target.password,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        **{"retry": Retry(NoBackoff(), 0), **options},
+    )
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _shard(entry: Mapping[Any, Any]) -> Shard | None:
+    """A CLUSTER SHARDS entry as a Shard; None when no online master serves it."""
+    slots = tuple((int(first), int(last)) for first, last in entry.get("slots") or ())
+    master: dict[str, Any] | None = None
+    replicas: list[tuple[str, int]] = []
+    for raw in entry.get("nodes") or ():
+        node = {_text(key): value for key, value in raw.items()}
+        address = (_text(node.get("endpoint") or node.get("ip")), int(node["port"]))
+        if _text(node.get("health")) != "online":
+            continue
+        if _text(node.get("role")) == "master":
+            master = {"address": address, "id": _text(node.get("id"))}
+        else:
+            replicas.append(address)
+    if master is None or not slots:
+        return None
+    host, port = master["address"]
+    return Shard(host, port, master["id"], slots, tuple(sorted(replicas)))
+
+
+async def cluster_masters(redis: RedisCluster) -> list[Shard]:
+    """The cluster's masters serving slots, by address, as one node answers CLUSTER SHARDS
+    now (Redis 7.0+). A master in failure, or one serving no slot, is left out."""
+    reply = await redis.execute_command("CLUSTER SHARDS", target_nodes=RedisCluster.RANDOM)
+    shards = [shard for entry in reply if (shard := _shard(entry)) is not None]
+    return sorted(shards, key=lambda shard: (shard.host, shard.port))
+
+
+async def cluster_identity(redis: RedisCluster) -> str | None:
+    """Which Redis Cluster this is: every master's run id and replication id, sorted (a
+    restart or failover of any master changes it); None where INFO is not allowed."""
+    try:
+        infos = await redis.execute_command(
+            "INFO", "server", "replication", target_nodes=RedisCluster.PRIMARIES
+        )
+    except ResponseError:
+        return None
+    ids = []
+    for info in infos.values() if isinstance(infos, dict) else ():
+        run_id, replid = info.get("run_id"), info.get("master_replid")
+        if not (run_id and replid):
+            return None
+        ids.append(f"{run_id}/{replid}")
+    return ",".join(sorted(ids)) or None
 
 
 def reason(exc: BaseException) -> str:
@@ -135,6 +263,35 @@ async def _known_master(target: RedisTarget, wait: float) -> bool | None:
     return False if answered else None
 
 
+class ClusterNotReady(Exception):
+    """The cluster answers but is not ``cluster_state:ok`` (slots uncovered, failing over)."""
+
+
+# Errors a cluster answers while it fails over or moves slots: retried, not a refusal.
+_CLUSTER_TRANSIENT = (ClusterDownError, TryAgainError, AskError)
+
+
+async def _cluster_ok(redis: RedisCluster) -> None:
+    """Raise unless the cluster answers and a node says ``cluster_state:ok``."""
+    info = await redis.execute_command("CLUSTER INFO", target_nodes=RedisCluster.RANDOM)
+    state = info.get("cluster_state") if isinstance(info, dict) else None
+    if state != "ok":
+        raise ClusterNotReady(f"cluster_state is {state}")
+
+
+async def _why_unreachable(target: RedisTarget, exc: Exception, wait: float) -> str:
+    """Why ``target`` does not answer, in one line; ConfigError when no Sentinel knows the
+    master (retrying cannot fix that)."""
+    if target.kind != "sentinel" or not isinstance(exc, MasterNotFoundError):
+        return reason(exc)
+    known = await _known_master(target, wait)
+    if known is False:
+        raise ConfigError(
+            f"no Sentinel of {target.describe()} knows a master named {target.master!r}"
+        ) from None
+    return "no Sentinel answers" if known is None else "the Sentinels report no healthy primary"
+
+
 async def verify(
     target: RedisTarget,
     redis: Any,
@@ -143,32 +300,28 @@ async def verify(
     must_answer: bool = True,
     retry_every: float = 0.2,
 ) -> bool:
-    """PING ``redis`` until it answers (True); ConfigError on what retrying cannot fix (a
-    wrong password, a master no Sentinel knows) at once. Still unreachable at ``deadline``:
+    """PING ``redis`` until it answers (True; a cluster: until a node says
+    ``cluster_state:ok``); ConfigError on what retrying cannot fix (a wrong password, a
+    master no Sentinel knows) at once. Still unreachable at ``deadline``:
     ConfigError, or False when not ``must_answer``."""
     where = f"Redis at {target.describe()}"
     while True:
         try:
-            await redis.ping()
+            if target.kind == "cluster":
+                await _cluster_ok(redis)
+            else:
+                await redis.ping()
             return True
         except (AuthenticationError, ResponseError) as exc:
-            raise ConfigError(f"{where} refused the connection: {reason(exc)}") from None
+            if not isinstance(exc, _CLUSTER_TRANSIENT):
+                raise ConfigError(f"{where} refused the connection: {reason(exc)}") from None
+            why = reason(exc)
         except Exception as exc:  # unreachable, timed out, loading, failing over: retry
             raise_if_cancelled()
-            why = reason(exc)
-            if target.kind == "sentinel" and isinstance(exc, MasterNotFoundError):
-                known = await _known_master(target, retry_every * 5)
-                if known is False:
-                    raise ConfigError(
-                        f"no Sentinel of {target.describe()} knows a master named {target.master!r}"
-                    ) from None
-                if known is None:
-                    why = "no Sentinel answers"
-                else:
-                    why = "the Sentinels report no healthy primary"
-            if time.monotonic() >= deadline:
-                if not must_answer:
-                    log.warning("cannot reach %s yet: %s", where, why)
-                    return False
-                raise ConfigError(f"cannot reach {where}: {why}") from None
+            why = await _why_unreachable(target, exc, retry_every * 5)
+        if time.monotonic() >= deadline:
+            if not must_answer:
+                log.warning("cannot reach %s yet: %s", where, why)
+                return False
+            raise ConfigError(f"cannot reach {where}: {why}") from None
         await asyncio.sleep(retry_every)
