@@ -5,14 +5,12 @@
 -- pgcast.keys.message_frame(channel, offset, data_json) byte for byte.
 --
 -- KEYS[1] meta hash   KEYS[2] history stream   KEYS[3] ids zset   (one channel, one hash tag)
--- KEYS[4] the global fence key (pgcast:fence). Because that key is global, this script
---   runs on a single Redis (or a primary with replicas). On Redis Cluster the fence
---   key lives in another slot than the channel's keys; the script would then need a
---   per-slot fence copy (e.g. pgcast:{c}:fence, raised by claim per channel or by
---   every publish), and SPUBLISH instead of PUBLISH for sharded pub/sub.
+-- KEYS[4] the leader fence copy of the channel's slot: pgcast:fence with one Redis, the
+--   partition's pgcast:{<tag>}:fence on Redis Cluster (pgcast.keys.Layout.fence_key), so
+--   the script touches one slot (a key of another slot fails the call before any write)
 -- ARGV[1] leader epoch (integer)          ARGV[2] epoch token for a new history
 -- ARGV[3] channel as a JSON string        ARGV[4] history max length (approximate)
--- ARGV[5] TTL seconds                     ARGV[6] live pub/sub channel
+-- ARGV[5] TTL seconds                     ARGV[6] live (shard) pub/sub channel
 -- ARGV[7] how many recent outbox ids the ids zset keeps
 -- ARGV[8] the events' index: 'id:length,id:length,...', one entry per event, in order:
 --   its outbox id ('' = no de-duplication) and the byte length of its data
@@ -28,6 +26,8 @@
 -- ARGV[12] '1': start a new epoch unless this leader made the current one (a new leader
 --   that finds another Redis than its predecessor recorded, for the channels of the rows
 --   it found waiting: their last batch may be lost and would be numbered anew)
+-- ARGV[13] the publish command: 'PUBLISH' (one Redis) or 'SPUBLISH' (Redis Cluster: sharded
+--   pub/sub, the message stays inside the shard that owns the live channel's slot)
 -- Returns {epoch, last offset, statuses, behind}: statuses has one byte per event, 'p'
 -- (published; the published events' offsets run up to the last offset, consecutive)
 -- or 'd' (duplicate); behind is '' or 'epoch:top' of the state Redis had gone back to;
@@ -65,6 +65,7 @@ if created then
   offset = 0
 end
 
+local publish = ARGV[13] == 'SPUBLISH' and 'SPUBLISH' or 'PUBLISH'
 local head = '{"type":"message","channel":' .. ARGV[3] .. ',"offset":"'
 local live_prefix = ':' .. epoch .. ':'
 local statuses = {}
@@ -84,7 +85,7 @@ for outbox_id, length in string.gmatch(ARGV[8], '(%d*):(%d+)') do
       redis.call('ZADD', KEYS[3], outbox_id, outbox_id)
       deduplicated = true
     end
-    redis.call('PUBLISH', ARGV[6], offset_text .. live_prefix .. frame)
+    redis.call(publish, ARGV[6], offset_text .. live_prefix .. frame)
     statuses[#statuses + 1] = 'p'
   end
   pos = stop

@@ -11,10 +11,19 @@ CONTROL_MARKER, listener/control.py) is one ``control.lua`` call placed in the b
 by outbox id: after every event before it, before every event after it. Knows redis,
 not asyncpg. Connection errors propagate: the caller keeps its outbox rows and
 retries, and the scripts' de-duplication makes the retry harmless.
+
+On a Redis Cluster (``layout.sharded``) the names come from the :class:`Layout`: each
+run checks its partition's fence copy and ``SPUBLISH``es; the pipeline sends each run to
+the master of its partition's slot (in order per node, so per channel), and the nodes
+answer concurrently, so a batch with controls is sent in segments, one round trip per
+control: the events before it, the control, the events after it. ``WAIT`` is asked of
+every master that took a write. A new master (failover) lacks the scripts: NOSCRIPT loads
+them on every primary and the batch is sent again (what had run is de-duplicated).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -22,17 +31,15 @@ from importlib import resources
 from typing import Any, Literal, NamedTuple
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError, ResponseError
 
+from pgcast import redis_connect
 from pgcast.keys import (
-    CONTROL_IDS,
-    CONTROL_LIVE,
     CONTROL_MARKER,
-    CONTROL_STREAM,
     CONTROL_STREAM_MAXLEN,
-    FENCE_KEY,
+    Layout,
     channel_json,
-    channel_keys,
 )
 
 PublishStatus = Literal["published", "duplicate", "fenced"]
@@ -187,8 +194,9 @@ class Publisher:
     # "unused-ignore" keeps the ignore valid under either.
     def __init__(
         self,
-        redis: aioredis.Redis,  # type: ignore[type-arg, unused-ignore]
+        redis: aioredis.Redis | RedisCluster,  # type: ignore[type-arg, unused-ignore]
         *,
+        layout: Layout | None = None,
         history_size: int = 1000,
         history_ttl: int = 86400,
         min_replicas: int = 0,
@@ -197,7 +205,9 @@ class Publisher:
         on_behind: Callable[[str, str, Mark | None], None] | None = None,
         on_replicas: Callable[[int, bool, bool], None] | None = None,
     ) -> None:
-        self.redis = redis
+        self.redis: Any = redis
+        self.layout = layout or Layout()
+        self.sharded = self.layout.sharded
         self.history_size = history_size
         self.history_ttl = history_ttl
         self.min_replicas = min_replicas
@@ -212,25 +222,48 @@ class Publisher:
         return self.known.get(channel)
 
     async def claim_fence(self, leader_epoch: int) -> bool:
-        """Raise the fence to ``leader_epoch``; False when a newer leader already holds it."""
+        """Raise every fence copy to ``leader_epoch``; False when a newer leader already holds
+        one. On a cluster the scripts are loaded on every primary first, and the partition
+        count is written to the layout key for gateways to check."""
+        if self.sharded:
+            await self._load(PUBLISH_SCRIPT, CONTROL_SCRIPT, CLAIM_SCRIPT)
         try:
-            result = await self._evalsha(CLAIM_SHA, 1, FENCE_KEY, leader_epoch)
+            claimed = await self._claim(leader_epoch)
         except NoScriptError:
             await self._load(CLAIM_SCRIPT)
-            result = await self._evalsha(CLAIM_SHA, 1, FENCE_KEY, leader_epoch)
-        return bool(int(result))
+            claimed = await self._claim(leader_epoch)
+        layout_key = self.layout.layout_key()
+        if claimed and layout_key is not None:
+            await self.redis.set(layout_key, self.layout.partitions)
+        return claimed
 
-    async def _evalsha(self, sha: str, numkeys: int, *args: str | int) -> Any:
-        return await self.redis.evalsha(sha, numkeys, *args)  # type: ignore[no-untyped-call, unused-ignore]
+    async def _claim(self, leader_epoch: int) -> bool:
+        fences = self.layout.fence_keys()
+        if len(fences) == 1:
+            return bool(int(await self.redis.evalsha(CLAIM_SHA, 1, fences[0], leader_epoch)))
+        pipe = self.redis.pipeline(transaction=False)
+        for key in fences:
+            pipe.evalsha(CLAIM_SHA, 1, key, leader_epoch)
+        return all(int(result) for result in await pipe.execute())
 
-    async def _load(self, script: str) -> None:
-        await self.redis.script_load(script)  # type: ignore[no-untyped-call, unused-ignore]
+    async def _load(self, *scripts: str) -> None:
+        """SCRIPT LOAD, on every primary of a cluster (a promoted replica has none)."""
+        for script in scripts:
+            if self.sharded:
+                await self.redis.execute_command(
+                    "SCRIPT LOAD", script, target_nodes=RedisCluster.PRIMARIES
+                )
+            else:
+                await self.redis.script_load(script)
 
     async def identity(self) -> str | None:
         """Which Redis this is: its run id and replication id, both new after a restart or a
-        failover; None where INFO is not allowed (some managed Redis)."""
+        failover (a cluster: every master's, sorted); None where INFO is not allowed (some
+        managed Redis)."""
+        if self.sharded:
+            return await redis_connect.cluster_identity(self.redis)
         try:
-            info = await self.redis.execute_command("INFO", "server", "replication")  # type: ignore[no-untyped-call, unused-ignore]
+            info = await self.redis.execute_command("INFO", "server", "replication")
         except ResponseError:
             return None
         run_id, replid = info.get("run_id"), info.get("master_replid")
@@ -257,9 +290,10 @@ class Publisher:
         try:
             replies = await self._run(leader_epoch, batch, expected, forced)
         except NoScriptError:
-            # Redis restarted or SCRIPT FLUSH: load once, run the whole batch again (the
-            # script failed for every run, so nothing was published).
-            await self._load(PUBLISH_SCRIPT)
+            # Redis restarted or SCRIPT FLUSH: load once, run the whole batch again (one
+            # Redis: the script failed for every run, so nothing was published; a cluster:
+            # a new master lacked it, what other masters ran is de-duplicated).
+            await self._load(PUBLISH_SCRIPT, *((CONTROL_SCRIPT,) if self.sharded else ()))
             replies = await self._run(leader_epoch, batch, expected, forced)
         if self.min_replicas:
             self._replicated(replies.pop())
@@ -330,25 +364,87 @@ class Publisher:
         expected: list[Mark | None],
         forced: list[bool],
     ) -> list[Any]:
-        keep = max(self.history_size, sum(len(run) for run in batch), 1000)
+        if self.sharded:
+            return await self._run_sharded(leader_epoch, batch, expected, forced)
         pipe = self.redis.pipeline(transaction=False)
         controls = any(run[0].channel == CONTROL_MARKER for run in batch)
         if controls:
             # Both scripts loaded first: a NOSCRIPT of one call would retry the batch after
             # the others ran, and a control could then reach Redis before an event before it.
-            pipe.script_load(PUBLISH_SCRIPT)  # type: ignore[no-untyped-call, unused-ignore]
-            pipe.script_load(CONTROL_SCRIPT)  # type: ignore[no-untyped-call, unused-ignore]
+            pipe.script_load(PUBLISH_SCRIPT)
+            pipe.script_load(CONTROL_SCRIPT)
+        self._queue(pipe, leader_epoch, batch, expected, forced, keep=self._keep(batch))
+        if self.min_replicas:
+            # The same round trip: WAIT answers once the replicas have every write above.
+            pipe.execute_command("WAIT", self.min_replicas, int(self.replica_timeout * 1000))
+        replies: list[Any] = await pipe.execute()
+        return replies[2:] if controls else replies
+
+    async def _run_sharded(
+        self,
+        leader_epoch: int,
+        batch: list[list[Event]],
+        expected: list[Mark | None],
+        forced: list[bool],
+    ) -> list[Any]:
+        """The cluster's round trips: the masters run their parts concurrently, so each
+        control is a segment of its own, after the events before it have been answered."""
+        keep = self._keep(batch)
+        replies: list[Any] = []
+        for start, stop in _segments(batch):
+            pipe = self.redis.pipeline(transaction=False)
+            part = slice(start, stop)
+            self._queue(pipe, leader_epoch, batch[part], expected[part], forced[part], keep)
+            replies += await pipe.execute()
+        if self.min_replicas:
+            replies.append(await self._wait_sharded(batch))
+        return replies
+
+    async def _wait_sharded(self, batch: list[list[Event]]) -> int:
+        """WAIT on every master that took a write of ``batch`` (where the slot map says its
+        keys live now, after any MOVED it followed); the fewest acknowledgements count."""
+        keys = {
+            self.layout.control_fence_key()
+            if run[0].channel == CONTROL_MARKER
+            else self.layout.fence_key(run[0].channel)
+            for run in batch
+        }
+        nodes = {node.name: node for key in keys if (node := self.redis.get_node_from_key(key))}
+        timeout_ms = int(self.replica_timeout * 1000)
+        acked = await asyncio.gather(
+            *(
+                self.redis.execute_command("WAIT", self.min_replicas, timeout_ms, target_nodes=node)
+                for node in nodes.values()
+            )
+        )
+        return min(int(count) for count in acked)
+
+    def _keep(self, batch: list[list[Event]]) -> int:
+        return max(self.history_size, sum(len(run) for run in batch), 1000)
+
+    def _queue(
+        self,
+        pipe: Any,
+        leader_epoch: int,
+        batch: list[list[Event]],
+        expected: list[Mark | None],
+        forced: list[bool],
+        keep: int,
+    ) -> None:
+        """One EVALSHA per run (or control) of ``batch`` on ``pipe``, in order."""
+        layout = self.layout
+        command = layout.publish_command
         for run, mark, force in zip(batch, expected, forced, strict=True):
             channel = run[0].channel
             if channel == CONTROL_MARKER:
                 self._control(pipe, leader_epoch, run[0])
                 continue
-            keys = channel_keys(channel)
+            keys = layout.channel_keys(channel)
             args: list[str | int | bytes] = [
                 keys.meta,
                 keys.history,
                 keys.ids,
-                FENCE_KEY,
+                layout.fence_key(channel),
                 leader_epoch,
                 secrets.token_hex(8),  # the epoch, should this run start a new history
                 channel_json(channel),
@@ -363,27 +459,40 @@ class Publisher:
                 "" if mark is None else mark.epoch,
                 0 if mark is None else mark.top,
                 "1" if force else "",
+                command,
             ]
             pipe.evalsha(PUBLISH_SHA, 4, *args)
-        if self.min_replicas:
-            # The same round trip: WAIT answers once the replicas have every write above.
-            pipe.execute_command("WAIT", self.min_replicas, int(self.replica_timeout * 1000))
-        replies: list[Any] = await pipe.execute()
-        return replies[2:] if controls else replies
 
-    @staticmethod
-    def _control(pipe: Any, leader_epoch: int, control: Event) -> None:
+    def _control(self, pipe: Any, leader_epoch: int, control: Event) -> None:
         if control.outbox_id is None:
             raise ValueError("a control is published with its outbox id")
+        stream, ids, live = self.layout.control_keys()
         pipe.evalsha(
             CONTROL_SHA,
             3,
-            FENCE_KEY,
-            CONTROL_STREAM,
-            CONTROL_IDS,
+            self.layout.control_fence_key(),
+            stream,
+            ids,
             leader_epoch,
             control.outbox_id,
             control.data_json,
             CONTROL_STREAM_MAXLEN,
-            CONTROL_LIVE,
+            live,
+            self.layout.publish_command,
         )
+
+
+def _segments(batch: list[list[Event]]) -> list[tuple[int, int]]:
+    """``batch`` cut around its controls: (start, stop) of the events before the first
+    control, the control alone, the events up to the next, ... (no empty segment)."""
+    segments: list[tuple[int, int]] = []
+    start = 0
+    for index, run in enumerate(batch):
+        if run[0].channel == CONTROL_MARKER:
+            if index > start:
+                segments.append((start, index))
+            segments.append((index, index + 1))
+            start = index + 1
+    if start < len(batch):
+        segments.append((start, len(batch)))
+    return segments

@@ -32,8 +32,9 @@ FATAL_SQLSTATE_CLASSES = ("28", "3D")
 
 
 def redis_client(settings: ListenerSettings) -> Any:
-    """The Redis client (one address or a Sentinel-managed primary); its own retries are
-    off: the drain retries with backoff itself."""
+    """The Redis client (one address, a Sentinel-managed primary, or a Redis Cluster); its
+    own retries are off: the drain retries with backoff itself (a cluster client still
+    follows MOVED and ASK redirections)."""
     return redis_connect.client(settings.redis, timeout=settings.redis_timeout)
 
 
@@ -94,6 +95,7 @@ async def run(settings: ListenerSettings) -> None:
         await redis_connect.verify(settings.redis, client, deadline=deadline)
         publisher = Publisher(
             client,
+            layout=settings.layout(),
             history_size=settings.history_size,
             history_ttl=settings.history_ttl,
             min_replicas=settings.redis_min_replicas,
@@ -108,9 +110,10 @@ async def run(settings: ListenerSettings) -> None:
 
         async with probes.serve(metrics, settings.host, settings.port):
             log.info(
-                "listener started: %s, %s, mode %s, probes on %s:%d",
+                "listener started: %s, %s%s, mode %s, probes on %s:%d",
                 settings.safe_database_url,
                 settings.safe_redis_url,
+                f" ({settings.redis_partitions} partitions)" if settings.redis.cluster else "",
                 settings.notify_mode,
                 settings.host,
                 settings.port,
