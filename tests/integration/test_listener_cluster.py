@@ -16,9 +16,10 @@ from collections.abc import AsyncIterator, Callable
 
 import asyncpg
 import orjson
+import pytest
 import redis.asyncio as aioredis
 
-from listener.publisher import Event, Publisher
+from listener.publisher import Event, Publisher, ReplicasBehindError
 from pgcast import redis_connect
 from pgcast.keys import CONTROL_MARKER, Layout, key_slot, offset_of_stream_id
 from pgcast.redis_url import parse_redis_url
@@ -237,3 +238,19 @@ async def test_sigkill_of_a_master_under_load_loses_nothing_silently(
             assert ns == list(range(ns[0], sent + 1)), (channel, "new epoch", history)
     # Only the killed master's shard may have gone back: the others keep their epochs.
     assert set(renewed) <= on_victim, sorted(set(renewed) - on_victim)
+
+
+async def test_wait_asks_every_master_that_took_a_write(
+    redis_cluster: Callable[..., RedisCluster],
+) -> None:
+    """PGCAST_REDIS_MIN_REPLICAS on a cluster: WAIT on each master written; one replica
+    each acknowledges, two cannot (ReplicasBehindError, the rows are kept)."""
+    cluster = redis_cluster()
+    batch = [Event(f"w:{n}", b'{"n":1}', n + 1) for n in range(200)]
+    async with cluster_client(cluster) as client:
+        one = Publisher(client, layout=LAYOUT, min_replicas=1, replica_timeout=2.0)
+        assert await one.claim_fence(1)
+        assert {r.status for r in await one.publish(1, batch)} == {"published"}
+        two = Publisher(client, layout=LAYOUT, min_replicas=2, replica_timeout=0.1)
+        with pytest.raises(ReplicasBehindError):
+            await two.publish(1, [Event("w:x", b'{"n":1}', 1000)])
