@@ -4,8 +4,9 @@
 answering on the default port, or ``--private-servers``) a Postgres and a Redis the
 stack runs itself (:mod:`deploy.private_servers`); with ``--redis sentinel`` the stack
 runs its own Redis primary, replica and Sentinels and hands every process their
-``redis+sentinel://`` URL. A dev ``PGCAST_JWT_SECRET`` is
-generated once and kept in the run dir when no key is configured. Everything
+``redis+sentinel://`` URL, with ``--redis cluster`` its own 6-node Redis Cluster and
+its ``redis+cluster://`` URL. A dev ``PGCAST_JWT_SECRET`` is generated once and
+kept in the run dir when no key is configured. Everything
 lands in one frozen :class:`StackConfig`.
 """
 
@@ -19,13 +20,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deploy import private_servers, sentinel
+from deploy import cluster, private_servers, sentinel
 from deploy.private_servers import Choice
+from deploy.redis_conf import Server
 from pgcast.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL
 
 REPO = Path(__file__).resolve().parents[1]
 KEY_VARS = ("PGCAST_JWT_SECRET", "PGCAST_JWT_PUBLIC_KEY", "PGCAST_JWT_JWKS_URL")
-REDIS_MODES = ("single", "sentinel")
+REDIS_MODES = ("single", "sentinel", "cluster")
 SENTINELS = 3
 REDIS_SERVERS = 2  # a primary and one replica
 
@@ -50,10 +52,13 @@ class StackConfig:
     restart: bool = True
     nginx_binary: str = "nginx"
     # --redis sentinel: the stack's own Redis (primary first, then its replica) and
-    # Sentinels; both empty when Redis is REDIS_URL's (or the local one).
+    # Sentinels; --redis cluster: its cluster nodes (no Sentinels); both empty when
+    # Redis is REDIS_URL's (or the local one).
+    redis_mode: str = "single"
     redis_ports: tuple[int, ...] = ()
     sentinel_ports: tuple[int, ...] = ()
     redis_binary: str = "redis-server"
+    redis_cli: str = "redis-cli"  # --redis cluster: redis-cli --cluster create
     # The stack's own Postgres and Redis (deploy.private_servers): their ports, None when
     # the server is DATABASE_URL's / REDIS_URL's (or the local one).
     private_pg_port: int | None = None
@@ -101,11 +106,19 @@ class StackConfig:
 
     @property
     def runs_redis(self) -> bool:
-        """Whether the stack runs its own Redis (``--redis sentinel``)."""
+        """Whether the stack runs its own Redis (``--redis sentinel`` or ``cluster``)."""
         return bool(self.redis_ports)
 
-    def redis_servers(self) -> list[sentinel.Server]:
-        """The stack's own Redis servers and Sentinels (none unless ``--redis sentinel``)."""
+    @property
+    def runs_cluster(self) -> bool:
+        """Whether the stack runs its own Redis Cluster (``--redis cluster``)."""
+        return self.runs_redis and self.redis_mode == "cluster"
+
+    def redis_servers(self) -> list[Server]:
+        """The stack's own Redis servers and Sentinels, or cluster nodes (none unless
+        ``--redis sentinel|cluster``)."""
+        if self.runs_cluster:
+            return cluster.servers(self.redis_dir, self.redis_ports)
         if not self.runs_redis:
             return []
         return sentinel.servers(self.redis_dir, self.redis_ports, self.sentinel_ports)
@@ -147,13 +160,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default="single",
         help="single: the Redis of REDIS_URL (default redis://localhost:6379/0); sentinel: run"
         " a primary, a replica and 3 Sentinels from the local redis-server (in the run dir)"
-        " and give every process their redis+sentinel:// URL",
+        " and give every process their redis+sentinel:// URL; cluster: run a Redis Cluster"
+        " of 3 masters and 3 replicas from it and give every process its redis+cluster:// URL",
     )
     p.add_argument(
         "--redis-base-port",
         type=int,
         default=6380,
-        help="--redis sentinel: the primary's port; the replica's is the next",
+        help="--redis sentinel: the primary's port, the replica's is the next; --redis"
+        " cluster: the first of the 6 nodes' ports (each node's bus: port + 10000)",
     )
     p.add_argument(
         "--sentinel-base-port",
@@ -183,7 +198,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--demo", action="store_true", help="also run the demo web app")
     p.add_argument("--no-restart", action="store_true", help="leave dead processes dead")
     p.add_argument("--stop", action="store_true", help="stop the stack running from --run-dir")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.redis == "cluster" and args.redis_base_port + cluster.NODES - 1 > cluster.MAX_PORT:
+        p.error(
+            f"--redis cluster: --redis-base-port must leave the 6 nodes at or below"
+            f" {cluster.MAX_PORT} (each node's cluster bus listens on port + 10000)"
+        )
+    return args
 
 
 def dev_secret(run_dir: Path) -> str:
@@ -205,14 +226,22 @@ def find_nginx() -> str | None:
     )
 
 
-def find_redis_server() -> str | None:
-    candidates = ("/usr/bin/redis-server", "/usr/local/bin/redis-server")
-    found = shutil.which("redis-server")
+def find_redis_tool(name: str) -> str | None:
+    """``redis-server`` or ``redis-cli``: on PATH, else where Debian or a build puts it."""
+    candidates = (f"/usr/bin/{name}", f"/usr/local/bin/{name}")
+    found = shutil.which(name)
     return found or next((p for p in candidates if os.access(p, os.X_OK)), None)
 
 
+def find_redis_server() -> str | None:
+    return find_redis_tool("redis-server")
+
+
 def redis_ports(args: argparse.Namespace) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """The ports of the stack's own Redis servers and Sentinels (none for ``single``)."""
+    """The ports of the stack's own Redis servers (or cluster nodes) and Sentinels
+    (none for ``single``)."""
+    if args.redis == "cluster":
+        return tuple(args.redis_base_port + i for i in range(cluster.NODES)), ()
     if args.redis != "sentinel":
         return (), ()
     servers = tuple(args.redis_base_port + i for i in range(REDIS_SERVERS))
@@ -220,18 +249,21 @@ def redis_ports(args: argparse.Namespace) -> tuple[tuple[int, ...], tuple[int, .
     return servers, sentinels
 
 
-def redis_url(env: Mapping[str, str], sentinels: tuple[int, ...]) -> str:
-    """What every process gets as ``REDIS_URL``: the stack's own Sentinels' when it runs
-    them, else the environment's; FlagConflict when both name a Redis."""
+def redis_url(
+    env: Mapping[str, str], mode: str, servers: tuple[int, ...], sentinels: tuple[int, ...]
+) -> str:
+    """What every process gets as ``REDIS_URL``: the stack's own Sentinels' or cluster
+    nodes' when it runs them, else the environment's; FlagConflict when both name a Redis."""
     given = env.get("REDIS_URL")
-    if not sentinels:
+    if not servers:
         return given or DEFAULT_REDIS_URL
     if given:
         raise FlagConflict(
-            "--redis sentinel runs its own Redis, but REDIS_URL is set: unset it, or drop"
-            " --redis sentinel to use that Redis (redis+sentinel:// URLs work as given)"
+            f"--redis {mode} runs its own Redis, but REDIS_URL is set: unset it, or drop"
+            f" --redis {mode} to use that Redis (redis+sentinel:// and redis+cluster://"
+            " URLs work as given)"
         )
-    return sentinel.url(sentinels)
+    return cluster.url(servers) if mode == "cluster" else sentinel.url(sentinels)
 
 
 def private_choice(
@@ -273,10 +305,10 @@ def build(
     without it both are taken to, so only ``--private-servers`` runs servers of our own."""
     run_dir: Path = args.run_dir.resolve()
     servers, sentinels = redis_ports(args)
-    choice = private_choice(args, env, answering, own_redis=bool(sentinels))
+    choice = private_choice(args, env, answering, own_redis=bool(servers))
     extra: dict[str, str] = {
         "DATABASE_URL": env.get("DATABASE_URL") or DEFAULT_DATABASE_URL,
-        "REDIS_URL": redis_url(env, sentinels),
+        "REDIS_URL": redis_url(env, args.redis, servers, sentinels),
         **private_urls(run_dir, args, choice),
     }
     secret = env.get("PGCAST_JWT_SECRET")
@@ -302,9 +334,11 @@ def build(
         demo=args.demo,
         restart=not args.no_restart,
         nginx_binary=find_nginx() or "nginx",
+        redis_mode=args.redis,
         redis_ports=servers,
         sentinel_ports=sentinels,
         redis_binary=find_redis_server() or "redis-server",
+        redis_cli=find_redis_tool("redis-cli") or "redis-cli",
         private_pg_port=args.private_pg_port if choice.postgres else None,
         private_redis_port=args.private_redis_port if choice.redis else None,
         pg_bin_dir=pg_bin_dir,

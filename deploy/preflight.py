@@ -3,7 +3,8 @@
 Postgres and Redis reachable (else what to install or which URL to set; a
 ``redis+sentinel://`` URL through its Sentinels) unless the stack runs them itself,
 nginx, the console scripts and, for the stack's own servers, their binaries
-installed, the ports free, no other stack running from the same run dir. Raises
+installed (and ``redis-cli`` for ``--redis cluster``), the ports free (a cluster
+node's bus port too), no other stack running from the same run dir. Raises
 :class:`StackError`; its message is printed as is.
 """
 
@@ -38,10 +39,15 @@ REDIS_HELP = (
     "  or point REDIS_URL at a server: REDIS_URL=redis://HOST:6379/0 make up\n"
     "  (Sentinels: REDIS_URL=redis+sentinel://HOST:26379/MASTER/0), or let the stack run"
     ' a primary, a replica and 3 Sentinels: make up ARGS="--redis sentinel"'
+    ' (or a Redis Cluster: ARGS="--redis cluster")'
 )
 REDIS_SERVER_HELP = (
-    "redis-server is not installed (--redis sentinel runs it):"
+    "redis-server is not installed (--redis sentinel and --redis cluster run it):"
     " apt-get install -y redis-server, or use your Redis: REDIS_URL=... make up"
+)
+REDIS_CLI_HELP = (
+    "redis-cli is not installed (--redis cluster creates the cluster with it):"
+    " apt-get install -y redis-tools, or use your Redis: REDIS_URL=... make up"
 )
 
 
@@ -102,13 +108,15 @@ def check_installed(config: StackConfig, specs: list[ProcSpec]) -> None:
         )
     if config.runs_redis and not os.access(config.redis_binary, os.X_OK):
         raise StackError(REDIS_SERVER_HELP)
+    if config.runs_cluster and not os.access(config.redis_cli, os.X_OK):
+        raise StackError(REDIS_CLI_HELP)
     if config.runs_private_redis and not os.access(config.redis_binary, os.X_OK):
         raise StackError(private_servers.missing("redis-server"))
     if config.runs_postgres and (
         config.pg_bin_dir is None or not os.access(config.pg_bin_dir / "initdb", os.X_OK)
     ):
         raise StackError(private_servers.missing("postgresql"))
-    servers = ("nginx", "redis", "sentinel", "postgres")
+    servers = ("nginx", "redis", "sentinel", "cluster", "postgres")
     for spec in specs:
         if spec.kind not in servers and not Path(spec.argv[0]).is_file():
             raise StackError(f"{spec.argv[0]} is missing: run `make install` first")
@@ -126,14 +134,13 @@ def port_in_use(host: str, port: int) -> bool:
 
 def check_ports(config: StackConfig, specs: list[ProcSpec]) -> None:
     for spec in specs:
-        if spec.port is None:
-            continue
         host = config.bind if spec.kind == "nginx" else "127.0.0.1"
-        if port_in_use(host, spec.port):
-            raise StackError(
-                f"port {spec.port} ({spec.name}) is in use: stop what holds it"
-                " (another stack? `make down`) or pick other ports (see --help)"
-            )
+        for port in (spec.port, *spec.also_binds):
+            if port is not None and port_in_use(host, port):
+                raise StackError(
+                    f"port {port} ({spec.name}) is in use: stop what holds it"
+                    " (another stack? `make down`) or pick other ports (see --help)"
+                )
 
 
 def pid_alive(pid: int) -> bool:

@@ -1,8 +1,8 @@
 """The stack's topology as data: one :class:`ProcSpec` per process the runner starts.
 
 ``plan(config)`` returns the list (the stack's own Postgres and Redis, or
-``--redis sentinel``'s Redis servers and Sentinels, listeners, gateways, nginx, then
-``--demo`` extras); adding a process is
+``--redis sentinel``'s Redis servers and Sentinels, or ``--redis cluster``'s nodes,
+listeners, gateways, nginx, then ``--demo`` extras); adding a process is
 one line there. The runner knows nothing about what a process is beyond its spec:
 argv, environment, port, probe URLs, start and stop order.
 """
@@ -22,13 +22,14 @@ from deploy.config import StackConfig
 # Stop order: gateways drain first (clients reconnect elsewhere), then the load
 # balancer, then the listeners (the outbox keeps whatever is committed meanwhile).
 STOP_FIRST, STOP_SECOND, STOP_LAST = 0, 1, 2
-# The stack's own Redis (--redis sentinel) outlives every pgcast process: the
+# The stack's own Redis (--redis sentinel|cluster) outlives every pgcast process: the
 # Sentinels go first (no failover while the servers stop), then the servers.
 STOP_SENTINELS, STOP_REDIS = 3, 4
 # The stack's own Postgres goes last: the listeners hold connections to it.
 STOP_POSTGRES = 5
 # Start order: a group starts once every process of the one before is ready, so
-# listeners and gateways find the stack's own Redis and its Sentinels answering.
+# listeners and gateways find the stack's own Redis and its Sentinels answering
+# (and its cluster created: the runner does that between the two groups).
 START_SERVERS, START_PGCAST = 0, 1
 
 
@@ -41,6 +42,7 @@ class ProcSpec:
     argv: tuple[str, ...]
     env: Mapping[str, str] = field(default_factory=dict)
     port: int | None = None
+    also_binds: tuple[int, ...] = ()  # other ports it listens on (a cluster node's bus)
     health_url: str | None = None
     metrics_url: str | None = None
     public_url: str | None = None  # printed in the banner (e.g. the demo app's page)
@@ -62,13 +64,15 @@ def script(name: str) -> str:
 
 
 def redis_procs(config: StackConfig) -> list[ProcSpec]:
-    """``--redis sentinel``: the primary, its replica and the Sentinels, probed over RESP."""
+    """``--redis sentinel``: the primary, its replica and the Sentinels; ``--redis
+    cluster``: the cluster nodes; probed over RESP."""
     return [
         ProcSpec(
             name=server.name,
             kind=server.kind,
             argv=server.argv(config.redis_binary),
             port=server.port,
+            also_binds=() if server.bus_port is None else (server.bus_port,),
             health_url=f"redis://127.0.0.1:{server.port}",
             stop_timeout=10.0,
             stop_order=STOP_SENTINELS if server.kind == "sentinel" else STOP_REDIS,

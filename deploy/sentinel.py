@@ -2,63 +2,31 @@
 
 Pure descriptions (name, port, directory, config text) of each server run from the
 local ``redis-server``, the ``redis+sentinel://`` URL that names them, and
-:func:`write`, which lays out fresh configs at every start. Each server gets its own
-writable config: Sentinel rewrites its own and the servers' (after a failover the
-old primary comes back as a replica, and a restart keeps the role it was given).
+:func:`write` (:mod:`deploy.redis_conf`), which lays out fresh configs at every
+start. Each server gets its own writable config: Sentinel rewrites its own and the
+servers' (after a failover the old primary comes back as a replica, and a restart
+keeps the role it was given).
 """
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
+from deploy.redis_conf import HOST, Server, common, write
+
+__all__ = ["MASTER", "Server", "redis_conf", "sentinel_conf", "servers", "url", "write"]
+
 MASTER = "pgcast"
-HOST = "127.0.0.1"
 QUORUM = 2  # of 3 Sentinels: one may be down, and no single one decides a failover
 DOWN_AFTER_MS = 1000  # quick failovers for a development stack (Redis' default: 30 s)
 FAILOVER_TIMEOUT_MS = 5000  # and quick retries of a failed one (Redis' default: 3 min)
 
 
-@dataclass(frozen=True, slots=True)
-class Server:
-    """One process of the Sentinel topology: a Redis server or a Sentinel."""
-
-    name: str
-    kind: str  # "redis" or "sentinel"
-    port: int
-    directory: Path
-    conf: str
-
-    @property
-    def conf_path(self) -> Path:
-        return self.directory / f"{self.kind}.conf"
-
-    def argv(self, binary: str) -> tuple[str, ...]:
-        argv = (binary, str(self.conf_path))
-        return (*argv, "--sentinel") if self.kind == "sentinel" else argv
-
-
-def _quote(value: str) -> str:
-    """A config-file string (redis-server splits lines like a shell, with C escapes)."""
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _common(port: int, directory: Path) -> list[str]:
-    return [
-        f"port {port}",
-        f"bind {HOST}",
-        f"dir {_quote(str(directory))}",
-        "daemonize no",
-        'logfile ""',  # stdout: the stack's log of this process
-    ]
-
-
 def redis_conf(port: int, directory: Path, replica_of: int | None = None) -> str:
     """A Redis server's config; ``replica_of``: the primary's port, for the replica."""
     lines = [
-        *_common(port, directory),
+        *common(port, directory),
         # The append-only file, not snapshots: a primary restarted by the stack before
         # the Sentinels notice comes back with its data, not empty (which its replica
         # would then copy).
@@ -74,7 +42,7 @@ def redis_conf(port: int, directory: Path, replica_of: int | None = None) -> str
 def sentinel_conf(port: int, directory: Path, primary_port: int, master: str = MASTER) -> str:
     """A Sentinel's config: it monitors ``master`` at ``primary_port`` with the others."""
     lines = [
-        *_common(port, directory),
+        *common(port, directory),
         f"sentinel monitor {master} {HOST} {primary_port} {QUORUM}",
         f"sentinel down-after-milliseconds {master} {DOWN_AFTER_MS}",
         f"sentinel failover-timeout {master} {FAILOVER_TIMEOUT_MS}",
@@ -101,12 +69,3 @@ def url(sentinel_ports: Sequence[int], master: str = MASTER, db: int = 0) -> str
     """The ``REDIS_URL`` naming the master through every Sentinel."""
     hosts = ",".join(f"{HOST}:{port}" for port in sentinel_ports)
     return f"redis+sentinel://{hosts}/{master}/{db}"
-
-
-def write(root: Path, found: Sequence[Server]) -> None:
-    """Fresh directories and configs under ``root`` (whatever an earlier run left is
-    removed: each start begins with the topology the configs describe, empty)."""
-    shutil.rmtree(root, ignore_errors=True)
-    for server in found:
-        server.directory.mkdir(parents=True, exist_ok=True)
-        server.conf_path.write_text(server.conf)

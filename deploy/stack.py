@@ -3,10 +3,12 @@
 Preflight (servers, nginx, ports) -> TLS files and nginx config in the run dir
 (and the configs and data dirs of the stack's own servers) -> ``pgcast-migrate`` ->
 (the stack's own Postgres and Redis, or ``--redis sentinel``'s primary, replica and
-3 Sentinels, then) 2 listeners, 4 gateways, nginx on https://localhost:8443 -> the
-URLs and a dev token -> a status table until Ctrl-C/SIGTERM, which stops everything
-by PID in order. With its own Postgres, the migration runs once that Postgres is
-ready. ``--stop`` (``make down``) stops a running stack.
+3 Sentinels, or ``--redis cluster``'s 6 nodes, then) 2 listeners, 4 gateways, nginx on
+https://localhost:8443 -> the URLs and a dev token -> a status table until
+Ctrl-C/SIGTERM, which stops everything by PID in order. With its own Postgres, the
+migration runs once that Postgres is ready; with its own cluster nodes,
+``redis-cli --cluster create`` joins them once they answer, before any pgcast
+process. ``--stop`` (``make down``) stops a running stack.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from deploy import certs, nginx, preflight, private_servers, sentinel
+from deploy import certs, cluster, nginx, preflight, private_servers, redis_conf, sentinel
 from deploy.config import FlagConflict, StackConfig, build, find_redis_server, parse_args
 from deploy.preflight import StackError
 from deploy.procs import START_PGCAST, ProcSpec, plan, script
@@ -89,10 +91,11 @@ def prepare_private(config: StackConfig) -> None:
 
 def prepare(config: StackConfig, specs: Sequence[ProcSpec]) -> None:
     """TLS files and the nginx config in the run dir, checked with ``nginx -t``; fresh
-    configs for the stack's own Redis servers and Sentinels (``--redis sentinel``); the
-    stack's own Postgres and Redis set up (their data kept)."""
+    configs for the stack's own Redis servers and Sentinels (``--redis sentinel``) or
+    cluster nodes (``--redis cluster``); the stack's own Postgres and Redis set up
+    (their data kept)."""
     if config.runs_redis:
-        sentinel.write(config.redis_dir, config.redis_servers())
+        redis_conf.write(config.redis_dir, config.redis_servers())
     prepare_private(config)
     certs.ensure(config.tls_dir)
     try:
@@ -134,7 +137,19 @@ def banner(config: StackConfig, specs: Sequence[ProcSpec], token: str | None) ->
 
 
 def redis_lines(config: StackConfig) -> list[str]:
-    """The banner's lines about the stack's own Redis (``--redis sentinel``; none otherwise)."""
+    """The banner's lines about the stack's own Redis (``--redis sentinel|cluster``;
+    none otherwise)."""
+    if config.runs_cluster:
+        first, last = config.redis_ports[0], config.redis_ports[-1]
+        bus = cluster.BUS_PORT_OFFSET
+        return [
+            f"  Redis      Cluster on :{first}-{last} (bus :{first + bus}-{last + bus}),"
+            f" {cluster.MASTERS} masters + {cluster.MASTERS * cluster.REPLICAS_PER_MASTER}"
+            " replicas; sharded pub/sub",
+            f"  REDIS_URL  {config.redis_url}",
+            f"  nodes      redis-cli -p {first} cluster nodes;"
+            " a failover: redis-cli -p REPLICA_PORT cluster failover",
+        ]
     if not config.runs_redis:
         return []
     primary, *replicas = config.redis_ports
@@ -173,10 +188,26 @@ def psql_url(config: StackConfig) -> str:
 
 
 def stop_line(config: StackConfig) -> str:
-    then = ", then Sentinels, then Redis" if config.runs_redis else ""
+    then = ""
+    if config.runs_redis:
+        then = ", then Redis" if config.runs_cluster else ", then Sentinels, then Redis"
     then += ", then Redis" if config.runs_private_redis else ""
     then += ", then Postgres" if config.runs_postgres else ""
     return f"stopping: gateways drain, then nginx, then listeners{then} ..."
+
+
+async def create_cluster(config: StackConfig) -> None:
+    """``--redis cluster``: join the stack's own nodes (all answering by now) into one
+    cluster and wait until it is ok; StackError saying why not."""
+    print(  # noqa: T201
+        f"creating the Redis Cluster ({cluster.MASTERS} masters +"
+        f" {cluster.MASTERS * cluster.REPLICAS_PER_MASTER} replicas) ...",
+        flush=True,
+    )
+    try:
+        await cluster.create(config.redis_cli, config.redis_ports)
+    except cluster.ClusterError as exc:
+        raise StackError(str(exc)) from None
 
 
 def migrate(config: StackConfig) -> None:
@@ -214,6 +245,8 @@ async def serve(config: StackConfig) -> None:
     prepare(config, specs)
 
     async def before_group(order: int) -> None:
+        if order == START_PGCAST and config.runs_cluster:  # every node answers now
+            await create_cluster(config)
         if order == START_PGCAST and config.runs_postgres:  # now that it runs
             await asyncio.to_thread(migrate, config)
 

@@ -4,7 +4,8 @@ Pure functions over plain rows, so the format is tested without processes. The
 state file (``stack.json``) is what ``make down`` and the stack test read: the
 runner's PID and each process's name, kind, PID, port, state and restarts. The
 stack's own Redis servers and Sentinels (``--redis sentinel``) are judged here from
-their answers to INFO replication and SENTINEL MASTER.
+their answers to INFO replication and SENTINEL MASTER, its cluster nodes
+(``--redis cluster``) from CLUSTER INFO and CLUSTER NODES.
 """
 
 from __future__ import annotations
@@ -119,3 +120,35 @@ def sentinel_health(state: Mapping[str, Any]) -> tuple[bool, str]:
     elif state.get("is_sdown"):
         parts.append("master unreachable")
     return True, ", ".join(parts)
+
+
+def _slot_count(fields: Sequence[str]) -> int:
+    """How many slots a CLUSTER NODES line's slot fields name (open migrations skipped)."""
+    count = 0
+    for field in fields:
+        if not field.startswith("["):
+            first, _, last = field.partition("-")
+            count += int(last or first) - int(first) + 1
+    return count
+
+
+def cluster_health(info: Mapping[str, str], nodes: str) -> tuple[bool, str]:
+    """A cluster node's health and INFO cell from CLUSTER INFO and CLUSTER NODES. A node
+    not yet in a cluster is healthy (``redis-cli --cluster create`` joins it once all
+    answer), a member while its ``cluster_state`` is ok or, while it is not, no slot's
+    master is suspected down (a cluster being created, a master's first seconds);
+    the cell gives its role and the state."""
+    lines = [line.split() for line in nodes.splitlines() if line.strip()]
+    me = next((f for f in lines if len(f) > 7 and "myself" in f[2].split(",")), None)
+    if me is None or info.get("cluster_known_nodes") == "1":
+        return True, "not in a cluster yet"
+    state = info.get("cluster_state", "?")
+    if "master" in me[2].split(","):
+        replicas = sum(1 for f in lines if f[3] == me[0] and "fail" not in f[2].split(","))
+        role = f"master, {_plural(_slot_count(me[8:]), 'slot')}, {_plural(replicas, 'replica')}"
+    else:
+        master = next((f for f in lines if f[0] == me[3]), None)
+        where = master[1].split("@")[0] if master is not None else "?"
+        role = f"replica of {where}"
+    failing = int(info.get("cluster_slots_pfail", 0)) + int(info.get("cluster_slots_fail", 0))
+    return state == "ok" or failing == 0, f"{role}, cluster {state}"

@@ -13,6 +13,7 @@ import jsonschema
 import pytest
 import yaml
 
+from pgcast.keys import DEFAULT_PARTITIONS
 from pgcast.redis_url import parse_redis_url
 from tests.unit.test_deploy_facts import (
     ROOT,
@@ -30,6 +31,9 @@ OURS = ("migrate", "tls", "listener", "gateway")
 DEFAULT_SERVICES = {"postgres", "redis", "migrate", "tls", "listener", "gateway", "nginx"}
 SENTINEL_SERVICES = {"redis-replica", "sentinel-1", "sentinel-2", "sentinel-3"}
 SENTINEL_URL = "redis+sentinel://sentinel-1:26379,sentinel-2:26379,sentinel-3:26379/pgcast/0"
+CLUSTER_NODES = {f"redis-cluster-{n}" for n in range(1, 7)}
+CLUSTER_SERVICES = CLUSTER_NODES | {"redis-cluster-create"}
+CLUSTER_URL = "redis+cluster://" + ",".join(f"redis-cluster-{n}:6379" for n in range(1, 7))
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +60,8 @@ def test_compose_file_matches_the_compose_specification(compose: dict[str, Any])
         (("services", "nginx", "depends_on", "gateway", "condition"), "service_happy"),
         (("services", "sentinel-1", "profiles"), "sentinel"),
         (("services", "redis-replica", "depends_on", "redis", "condition"), "healthy"),
+        (("services", "redis-cluster-2", "profiles"), "cluster"),
+        (("services", "redis-cluster-create", "restart"), False),
     ],
 )
 def test_schema_rejects_a_broken_file(
@@ -176,8 +182,10 @@ def test_sentinel_profile_adds_a_replica_and_three_sentinels(compose: dict[str, 
     """Profile `sentinel`: a replica of `redis` and 3 Sentinels monitoring it as master
     'pgcast' with quorum 2; nothing of it starts without the profile."""
     services = compose["services"]
-    profiled = {n for n, svc in services.items() if svc.get("profiles")}
+    profiled = {n for n, svc in services.items() if "sentinel" in svc.get("profiles", [])}
     assert profiled == SENTINEL_SERVICES
+    every = {n for n, svc in services.items() if svc.get("profiles")}
+    assert every == SENTINEL_SERVICES | CLUSTER_SERVICES
     for name in SENTINEL_SERVICES:
         svc = services[name]
         assert svc["profiles"] == ["sentinel"], name
@@ -238,3 +246,73 @@ def test_listener_and_gateway_redis_url_default_and_sentinel(compose: dict[str, 
     assert target.master == "pgcast"
     assert {host for host, _ in target.sentinels} == SENTINEL_SERVICES - {"redis-replica"}
     assert {port for _, port in target.sentinels} == {26379}
+
+
+def test_cluster_profile_adds_six_nodes_and_a_one_shot_create(compose: dict[str, Any]) -> None:
+    """Profile `cluster`: six redis:7 nodes in cluster mode, each with its own volume
+    (nodes.conf and the append-only file survive restarts), reached only inside the
+    compose network; a one-shot joins them once all are healthy."""
+    services = compose["services"]
+    profiled = {n for n, svc in services.items() if "cluster" in svc.get("profiles", [])}
+    assert profiled == CLUSTER_SERVICES
+    volumes = set()
+    for name in CLUSTER_SERVICES:
+        svc = services[name]
+        assert svc["profiles"] == ["cluster"], name
+        assert svc["image"] == "redis:7", name  # Debian-based: getent for the one-shot
+        assert "ports" not in svc, name
+    for name in CLUSTER_NODES:
+        svc = services[name]
+        argv = svc["command"]
+        assert argv[0] == "redis-server"
+        options = dict(zip(argv[1::2], argv[2::2], strict=True))
+        assert options["--cluster-enabled"] == "yes"
+        assert options["--cluster-config-file"] == "nodes.conf"
+        assert int(options["--cluster-node-timeout"]) > 0
+        assert options["--appendonly"] == "yes"
+        assert "test" in svc["healthcheck"], name
+        assert svc["restart"] == "unless-stopped"
+        ((volume, path),) = (v.split(":") for v in svc["volumes"])
+        assert path == "/data"
+        assert volume in compose["volumes"]
+        volumes.add(volume)
+    assert len(volumes) == len(CLUSTER_NODES)
+    create = services["redis-cluster-create"]
+    assert create["restart"] == "no"
+    assert {n: d["condition"] for n, d in create["depends_on"].items()} == dict.fromkeys(
+        CLUSTER_NODES, "service_healthy"
+    )
+
+
+def test_cluster_create_script(compose: dict[str, Any]) -> None:
+    """The one-shot runs redis-cli --cluster create with every node, one replica per
+    master, no prompt, then waits for cluster_state:ok; a node that already knows others
+    means the cluster exists (exit 0, untouched). `$$` keeps Compose from interpolating
+    the shell's variables (tests/integration/test_compose_cluster.py runs the script)."""
+    shell, flag, script = compose["services"]["redis-cluster-create"]["command"]
+    assert (shell, flag) == ("sh", "-c")
+    assert "redis-cli --cluster create $$nodes --cluster-replicas 1 --cluster-yes" in script
+    assert "for n in 1 2 3 4 5 6;" in script
+    assert "grep -q '^cluster_state:ok'" in script
+    assert 'if [ "$$known" != 1 ]; then' in script
+    assert re.search(r"(?<!\$)\$(?!\$)", script.replace("$$", "")) is None
+
+
+def test_listener_and_gateway_reach_the_cluster(compose: dict[str, Any]) -> None:
+    """The cluster URL the file documents names every node and parses as a cluster; the
+    listener and the gateways get PGCAST_REDIS_PARTITIONS from one variable (they must
+    agree), 64 by default as in the code."""
+    text = (ROOT / "docker-compose.yml").read_text()
+    assert f"PGCAST_COMPOSE_REDIS_URL={CLUSTER_URL}" in text
+    assert "COMPOSE_PROFILES=cluster" in text
+    target = parse_redis_url(CLUSTER_URL)
+    assert target.kind == "cluster"
+    assert {host for host, _ in target.nodes} == CLUSTER_NODES
+    given = {
+        compose["services"][n]["environment"]["PGCAST_REDIS_PARTITIONS"]
+        for n in ("listener", "gateway")
+    }
+    assert given == {"${PGCAST_REDIS_PARTITIONS:-64}"}
+    assert interpolate(given.pop(), {}) == str(DEFAULT_PARTITIONS)
+    example = (ROOT / ".env.example").read_text()
+    assert f"PGCAST_COMPOSE_REDIS_URL={CLUSTER_URL}" in example

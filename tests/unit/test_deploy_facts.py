@@ -30,19 +30,43 @@ def _calls(paths: Iterable[Path]) -> Iterable[ast.Call]:
                 yield node
 
 
-def _first_str(call: ast.Call) -> str | None:
-    if call.args and isinstance(call.args[0], ast.Constant) and isinstance(call.args[0].value, str):
-        return call.args[0].value
+def _first_str(call: ast.Call, constants: dict[str, str] | None = None) -> str | None:
+    """The call's first argument: a string literal, or a module constant naming one."""
+    first = call.args[0] if call.args else None
+    if isinstance(first, ast.Constant) and isinstance(first.value, str):
+        return first.value
+    if isinstance(first, ast.Name) and constants:
+        return constants.get(first.id)
     return None
 
 
+def _str_constants(path: Path) -> dict[str, str]:
+    """``NAME = "text"`` assignments at the top of a module."""
+    found = {}
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant):
+            for target in node.targets:
+                if isinstance(target, ast.Name) and isinstance(node.value.value, str):
+                    found[target.id] = node.value.value
+    return found
+
+
 def env_read_by(*globs: str) -> set[str]:
-    """Variable names passed to EnvReader methods or os.environ.get in the files."""
+    """Variable names passed to EnvReader methods or os.environ.get in the files (as a
+    literal or a module constant of that file)."""
     paths = [p for g in globs for p in sorted(ROOT.glob(g))]
     names: set[str] = set()
-    for call in _calls(paths):
+    for path in paths:
+        names |= _env_read_in(path)
+    return names
+
+
+def _env_read_in(path: Path) -> set[str]:
+    constants = _str_constants(path)
+    names: set[str] = set()
+    for call in _calls([path]):
         func = call.func
-        name = _first_str(call)
+        name = _first_str(call, constants)
         if name is None or not isinstance(func, ast.Attribute):
             continue
         is_reader = func.attr in READER_METHODS
@@ -52,12 +76,16 @@ def env_read_by(*globs: str) -> set[str]:
     return names
 
 
+# What the kernel reads for both sides (their settings call it): PGCAST_REDIS_PARTITIONS.
+KERNEL_READERS = "pgcast/redis_url.py"
+
+
 def gateway_env() -> set[str]:
-    return env_read_by("gateway/*.py") | env_read_by("deploy/gunicorn_conf.py")
+    return env_read_by("gateway/*.py", "deploy/gunicorn_conf.py", KERNEL_READERS)
 
 
 def listener_env() -> set[str]:
-    return env_read_by("listener/config.py")
+    return env_read_by("listener/config.py", KERNEL_READERS)
 
 
 def migrate_env() -> set[str]:
@@ -103,6 +131,7 @@ def test_env_readers_find_the_contract_variables() -> None:
         gateway_env()
     )
     assert {"DATABASE_URL", "REDIS_URL", "PGCAST_LISTENER_PORT"} <= listener_env()
+    assert "PGCAST_REDIS_PARTITIONS" in listener_env() & gateway_env()  # through a constant
     assert migrate_env() == {"DATABASE_URL"}
     assert "WEB_CONCURRENCY" in env_read_by("deploy/gunicorn_conf.py")
 

@@ -15,6 +15,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from pgcast.keys import DEFAULT_PARTITIONS
 from tests.unit.test_deploy_facts import (
     ROOT,
     TOOL_VARS,
@@ -224,12 +225,44 @@ def test_configmap_documents_the_redis_replica_settings() -> None:
     the listener reads, that become string values of that ConfigMap when uncommented."""
     text = (K8S / "configmap.yaml").read_text()
     commented = set(re.findall(r"^\s*#\s*(PGCAST_[A-Z_]+):", text, re.M))
-    assert commented == REPLICA_SETTINGS
+    assert commented == REPLICA_SETTINGS | {"PGCAST_REDIS_PARTITIONS"}
     assert commented <= listener_env()
     uncommented = re.sub(r"^(\s*)#\s*(PGCAST_REDIS_[A-Z_]+:)", r"\1\2", text, flags=re.M)
     docs = [doc for doc in yaml.safe_load_all(uncommented) if doc is not None]
     (listener,) = [d for d in docs if d["metadata"]["name"] == "pgcast-listener"]
-    assert {k: type(v) for k, v in listener["data"].items() if k in commented} == dict.fromkeys(
-        commented, str
-    )
+    assert {
+        k: type(v) for k, v in listener["data"].items() if k in REPLICA_SETTINGS
+    } == dict.fromkeys(REPLICA_SETTINGS, str)
     assert "redis+sentinel://" in text
+
+
+def test_configmap_documents_the_cluster_settings() -> None:
+    """The redis+cluster:// URL form is documented; PGCAST_REDIS_PARTITIONS is a comment
+    in the ConfigMap both Deployments read (listeners and gateways must agree), a string
+    of the code's default once uncommented, and a variable both read."""
+    text = (K8S / "configmap.yaml").read_text()
+    assert "redis+cluster://" in text
+    uncommented = re.sub(r"^(\s*)#\s*(PGCAST_REDIS_PARTITIONS:)", r"\1\2", text, flags=re.M)
+    docs = [doc for doc in yaml.safe_load_all(uncommented) if doc is not None]
+    (common,) = [d for d in docs if d["metadata"]["name"] == "pgcast-common"]
+    assert common["data"]["PGCAST_REDIS_PARTITIONS"] == str(DEFAULT_PARTITIONS)
+    assert "PGCAST_REDIS_PARTITIONS" in listener_env() & gateway_env()
+    for name in ("pgcast-gateway", "pgcast-listener"):
+        (container,) = [c for c in pod(name)["containers"] if c["name"] == name.split("-")[1]]
+        sources = {s["configMapRef"]["name"] for s in container["envFrom"]}
+        assert "pgcast-common" in sources, name
+
+
+@pytest.mark.parametrize("name", ["pgcast-gateway", "pgcast-listener"])
+def test_redis_egress_covers_cluster_nodes_not_their_bus(name: str) -> None:
+    """Both open egress to Redis' client port (a cluster's nodes answer there too) and
+    Sentinel's; never to the cluster bus (port + 10000), which clients never use."""
+    ports = {
+        p["port"]
+        for rule in find("NetworkPolicy", name)["spec"]["egress"]
+        for p in rule.get("ports", [])
+    }
+    assert {6379, 26379} <= ports
+    assert 16379 not in ports
+    text = (K8S / "networkpolicy.yaml").read_text()
+    assert "cluster bus" in text
