@@ -16,7 +16,9 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
+import redis.asyncio as aioredis
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
@@ -36,6 +38,7 @@ from gateway.presence_store import PresenceStore
 from gateway.services import SERVICES, Services
 from gateway.sessions import Sessions
 from gateway.sse import sse_handler
+from gateway.topology import Topology
 from gateway.ws import websocket_handler
 from pgcast import logs, redis_connect
 from pgcast.settings import ConfigError
@@ -101,9 +104,9 @@ def _services_context(
             pool_wait=settings.subscribe_timeout,
         )
         sessions = Sessions(settings, metrics)
+        layout = settings.layout
         hub = Hub(
             HubOptions(
-                redis_url=settings.redis_url,
                 gateway_id=settings.gateway_id,
                 backlog_bytes=settings.send_queue_bytes,
                 subscribe_timeout=settings.subscribe_timeout,
@@ -111,11 +114,12 @@ def _services_context(
                 heartbeat_timeout=settings.redis_heartbeat_timeout,
             ),
             redis,
-            History(redis, settings.history_ttl),
+            History(redis, settings.history_ttl, layout),
             metrics,
-            ControlFeed(redis, sessions.apply),
+            ControlFeed(redis, sessions.apply, layout),
+            Topology(settings.redis, layout, redis),
         )
-        store = PresenceStore(redis, settings.presence_ttl, settings.presence_max_members)
+        store = PresenceStore(redis, settings.presence_ttl, settings.presence_max_members, layout)
         presence = Presence(store, hub, metrics, settings.presence_ttl)
         services = app[SERVICES] = Services(settings, verifier, metrics, hub, sessions, presence)
         metrics.ready_when(lambda: not probes.problems(services))
@@ -151,13 +155,33 @@ async def check_redis(settings: GatewaySettings) -> None:
     no Sentinel knows, Sentinels that stay unreachable for PGCAST_STARTUP_TIMEOUT. One
     unreachable Redis is not fatal: the gateway starts unready and its hub reconnects.
     Called by each entry point before it serves (pgcast-gateway, gunicorn's factory)."""
-    sentinel = settings.redis.kind == "sentinel"
-    deadline = time.monotonic() + (settings.startup_timeout if sentinel else 0.0)
+    # Sentinels and cluster nodes must answer (the URL names nothing else to fall back on).
+    must_answer = settings.redis.kind in ("sentinel", "cluster")
+    deadline = time.monotonic() + (settings.startup_timeout if must_answer else 0.0)
     probe = redis_connect.client(settings.redis, timeout=5.0)
     try:
-        await redis_connect.verify(settings.redis, probe, deadline=deadline, must_answer=sentinel)
+        await redis_connect.verify(
+            settings.redis, probe, deadline=deadline, must_answer=must_answer
+        )
+        key = settings.layout.layout_key()
+        if key is not None:
+            await _check_partitions(probe, key, settings.redis_partitions)
     finally:
         await probe.aclose()
+
+
+async def _check_partitions(probe: Any, key: str, partitions: int) -> None:
+    """A cluster's leader records its partition count: a gateway with another one would
+    read and subscribe other keys than the listener writes."""
+    try:
+        recorded = await probe.get(key)
+    except (OSError, TimeoutError, aioredis.RedisError):
+        return  # not fatal here: the hub retries Redis; the listener writes it at claim
+    if recorded is not None and int(recorded) != partitions:
+        raise ConfigError(
+            f"PGCAST_REDIS_PARTITIONS={partitions}, but the listener uses {int(recorded)}:"
+            " set the same value on the listener and every gateway"
+        )
 
 
 def load_settings() -> GatewaySettings:

@@ -15,7 +15,6 @@ from typing import Protocol
 
 from gateway.message import Entry, Message, Resync
 from gateway.resume import Snapshot
-from pgcast.keys import live_channel
 
 
 class Subscriber(Protocol):
@@ -73,9 +72,9 @@ class Channel:
         "watchers",
     )
 
-    def __init__(self, name: str, backlog_limit: int) -> None:
+    def __init__(self, name: str, live_key: bytes, backlog_limit: int) -> None:
         self.name = name
-        self.live_key = live_channel(name).encode()
+        self.live_key = live_key  # its (shard) pub/sub channel in Redis (pgcast.keys.Layout)
         self.members: dict[Subscriber, None] = {}
         self.pending: dict[Subscriber, Backlog] = {}
         self.epoch: str | None = None

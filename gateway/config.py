@@ -14,7 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
-from pgcast.redis_url import RedisTarget, parse_redis_url
+from pgcast.keys import DEFAULT_PARTITIONS, Layout
+from pgcast.redis_url import RedisTarget, layout_for, parse_redis_url
 from pgcast.settings import DEFAULT_REDIS_URL, ConfigError, EnvReader, redact_url
 
 HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
@@ -37,6 +38,7 @@ class GatewaySettings:
     jwt_leeway: float = 5.0
     jwks_cooldown: float = 10.0
     redis_url: str = DEFAULT_REDIS_URL
+    redis_partitions: int = DEFAULT_PARTITIONS
     startup_timeout: float = 30.0
     host: str = "0.0.0.0"
     port: int = 8080
@@ -73,6 +75,11 @@ class GatewaySettings:
         """Where Redis is (one address, or Sentinels and a master name)."""
         return parse_redis_url(self.redis_url)
 
+    @property
+    def layout(self) -> Layout:
+        """The Redis key layout: partitioned for a cluster (same count as the listener)."""
+        return layout_for(self.redis, self.redis_partitions)
+
     def __repr__(self) -> str:
         parts = []
         for f in fields(self):
@@ -99,6 +106,9 @@ class GatewaySettings:
             jwt_leeway=r.number("PGCAST_JWT_LEEWAY", 5.0, maximum=300.0),
             jwks_cooldown=r.number("PGCAST_JWT_JWKS_COOLDOWN", 10.0, maximum=3600.0),
             redis_url=r.text("REDIS_URL", DEFAULT_REDIS_URL),
+            redis_partitions=r.integer(
+                "PGCAST_REDIS_PARTITIONS", DEFAULT_PARTITIONS, minimum=1, maximum=1024
+            ),
             startup_timeout=r.number("PGCAST_STARTUP_TIMEOUT", 30.0, maximum=600.0),
             host=r.text("PGCAST_HOST", "0.0.0.0"),
             port=r.integer("PGCAST_PORT", 8080, maximum=65535),

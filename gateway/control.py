@@ -19,7 +19,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from pgcast.channels import pattern_error
-from pgcast.keys import CONTROL_STREAM, FRAME_FIELD, StreamId, decode_control, parse_stream_id
+from pgcast.keys import FRAME_FIELD, Layout, StreamId, decode_control, parse_stream_id
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +79,11 @@ class ControlFeed:
         self,
         redis: aioredis.Redis,  # type: ignore[type-arg, unused-ignore]
         apply: Callable[[Control], None],
+        layout: Layout,
     ) -> None:
         self.redis = redis
         self.apply = apply
+        self.stream = layout.control_keys()[0]
         self.last: StreamId | None = None  # the last entry applied; None until first synced
         self._held: list[bytes] | None = []
         self.applied = 0
@@ -108,13 +110,13 @@ class ControlFeed:
         subscribing the live channel). The first sync only positions: controls from
         before this gateway ran concern no connection of it."""
         if self.last is None:
-            newest: Any = await self.redis.xrevrange(CONTROL_STREAM, count=1)
+            newest: Any = await self.redis.xrevrange(self.stream, count=1)
             self.last = parse_stream_id(newest[0][0]) if newest else (0, 0)
         else:
             while True:
                 ms, seq = self.last
                 entries: Any = await self.redis.xrange(
-                    CONTROL_STREAM, min=f"({ms}-{seq}", count=READ_BATCH
+                    self.stream, min=f"({ms}-{seq}", count=READ_BATCH
                 )
                 for entry_id, fields in entries:
                     self._take(parse_stream_id(entry_id), bytes(fields.get(FRAME_FIELD, b"")))

@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
 from gateway.resume import Snapshot
-from pgcast.keys import FRAME_FIELD, channel_keys, offset_of_stream_id
+from pgcast.keys import FRAME_FIELD, Layout, offset_of_stream_id
 
 # KEYS: meta, history, ids. ARGV: new epoch, ttl, after ('' = no entries), epoch the
 # reader knows ('' = any), max entries. Mirrors publish.lua's "new history" branch:
@@ -49,12 +49,13 @@ class History:
     """Snapshot reads over the command connection pool (not the pub/sub link)."""
 
     # The venv's types-redis stubs make Redis generic; redis' own inline types do not.
-    def __init__(self, redis: aioredis.Redis, ttl: int) -> None:  # type: ignore[type-arg, unused-ignore]
+    def __init__(self, redis: aioredis.Redis, ttl: int, layout: Layout) -> None:  # type: ignore[type-arg, unused-ignore]
         self.redis = redis
         self.ttl = ttl
+        self.layout = layout
 
     def _args(self, channel: str, after: int | None, epoch: str | None) -> list[Any]:
-        keys = channel_keys(channel)
+        keys = self.layout.channel_keys(channel)
         return [
             SNAPSHOT_SHA,
             3,

@@ -1,10 +1,12 @@
-"""The hub: channel -> local subscribers over ONE Redis pub/sub link per process.
+"""The hub: channel -> local subscribers over ONE Redis pub/sub link per node per process.
 
 It subscribes a channel in Redis when its first local subscriber arrives and
-unsubscribes after the last leaves; it owns the link's whole life in ``run()``:
-connect, subscribe, read each channel's history (first sync, gaps, and after every
-reconnect, so nobody misses what history holds), and a heartbeat that travels
-through Redis so a silently dead link is noticed, dropped and reconnected.
+unsubscribes after the last leaves. With one Redis (or Sentinel) there is one link;
+in a Redis Cluster one sharded link per master that serves a channel of ours, each
+with its own heartbeat (gateway.shard_link owns a link's life). The hub routes each
+channel to the link of the node that serves its slot (gateway.topology), moves it when
+the slot moves (Redis ends the shard subscription, or the slot map changed), and
+publishes every link's heartbeat.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
-from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -23,25 +24,18 @@ from gateway.control import ControlFeed
 from gateway.history import History
 from gateway.message import Message
 from gateway.metrics import Metrics
-from gateway.pubsub import PubSubLink, open_link
 from gateway.resume import Plan, Snapshot, plan_subscribe
+from gateway.shard_link import ShardLink
+from gateway.topology import Topology
 from pgcast import redis_connect
-from pgcast.backoff import Backoff
 from pgcast.cancellation import raise_if_cancelled
-from pgcast.keys import (
-    BROADCAST_KIND,
-    CONTROL_LIVE,
-    EPHEMERAL_MARK,
-    PRESENCE_KIND,
-    encode_broadcast,
-    heartbeat_channel,
-    live_channel,
-)
+from pgcast.keys import BROADCAST_KIND, EPHEMERAL_MARK, PRESENCE_KIND, encode_broadcast
 
 log = logging.getLogger(__name__)
 
-SYNC_BATCH = 200
 AHEAD_WAIT = 1.0  # how long a client that resumes ahead of this hub waits for it
+TOPOLOGY_EVERY = 5.0  # seconds between reads of a cluster's slot map (a node added)
+REDIS_ERRORS = (OSError, TimeoutError, ConnectionError, aioredis.RedisError)
 
 
 class HubClosedError(Exception):
@@ -54,7 +48,6 @@ class HubUnavailableError(Exception):
 
 @dataclass(frozen=True)
 class HubOptions:
-    redis_url: str
     gateway_id: str
     backlog_bytes: int = 1 << 20
     subscribe_timeout: float = 5.0
@@ -71,36 +64,40 @@ class Hub:
         history: History,
         metrics: Metrics,
         control: ControlFeed,
+        topology: Topology,
     ) -> None:
         self.options = options
         self.redis = redis
         self.history = history
         self.metrics = metrics
         self.control = control
+        self.topology = topology
+        self.layout = topology.layout
         self.links = 0  # pub/sub links opened so far: a new one lost what came in between
         self.channels: dict[str, Channel] = {}
         self._by_live: dict[bytes, Channel] = {}
-        self._link: PubSubLink | None = None
-        self._on_link: set[bytes] = set()
-        self._to_sync: dict[str, None] = {}
-        self._sync_wanted = asyncio.Event()
-        self._hb_key = heartbeat_channel(options.gateway_id).encode()
-        self._control_key = CONTROL_LIVE.encode()
+        self.shards: dict[str, ShardLink] = {}
+        self._shard_of: dict[str, ShardLink] = {}  # channel name -> the link serving it
+        self.control_key = self.layout.control_keys()[2].encode()
         self.batch = WriteBatch()
-        self._retired: set[asyncio.Task[None]] = set()
-        self._connected_once = False
+        self._topology_suspect = asyncio.Event()
+        self._gone: set[asyncio.Task[None]] = set()  # links of nodes that left, stopping
         self._loop = asyncio.get_running_loop()
         metrics.gauge("channels", "Channels subscribed in Redis", lambda: len(self.channels))
 
     # -- state --------------------------------------------------------------------------
     @property
     def ready(self) -> bool:
-        """Linked to Redis, and the link delivered something recently (at least our
+        """Linked to Redis, and every link delivered something recently (at least its
         own heartbeat, published every PGCAST_REDIS_HEARTBEAT seconds)."""
-        link = self._link
-        if link is None:
-            return False
-        return self._loop.time() - link.last_activity < self.options.heartbeat_timeout
+        return not self.stale()
+
+    def stale(self) -> list[str]:
+        """The nodes whose link is down or silent ("redis" before any link exists)."""
+        needed = [shard for shard in self.shards.values() if shard.needed]
+        if not needed:
+            return ["redis"]
+        return [shard.node for shard in needed if not shard.alive]
 
     # -- subscribers --------------------------------------------------------------------
     async def join(
@@ -173,10 +170,9 @@ class Hub:
         if channel.empty:
             del self.channels[name]
             del self._by_live[channel.live_key]
-            self._to_sync.pop(name, None)
-            if channel.live_key in self._on_link and self._link is not None:
-                self._on_link.discard(channel.live_key)
-                self._link.unsubscribe([channel.live_key])
+            shard = self._shard_of.pop(name, None)
+            if shard is not None:
+                shard.drop(channel, unsubscribe=True)
 
     # -- presence watchers --------------------------------------------------------------
     def watch(self, name: str, member: Subscriber) -> None:
@@ -200,30 +196,50 @@ class Hub:
     def _channel(self, name: str) -> Channel:
         channel = self.channels.get(name)
         if channel is None:
-            channel = Channel(name, self.options.backlog_bytes)
+            channel = Channel(
+                name, self.layout.live_channel(name).encode(), self.options.backlog_bytes
+            )
             self.channels[name] = channel
             self._by_live[channel.live_key] = channel
-            self._queue_sync(channel)
+            self._route(channel)
         return channel
 
-    def _queue_sync(self, channel: Channel) -> None:
-        self._to_sync[channel.name] = None
-        self._sync_wanted.set()
+    def _route(self, channel: Channel) -> None:
+        """Hand ``channel`` to the link of the node serving it (none known yet: it waits,
+        syncing, for the next read of the slot map)."""
+        node = self.topology.node_of(channel.live_key)
+        if node is None:
+            self.suspect_topology()
+            return
+        shard = self._shard(node)
+        self._shard_of[channel.name] = shard
+        shard.add(channel)
+
+    def _shard(self, node: str) -> ShardLink:
+        shard = self.shards.get(node)
+        if shard is None:
+            shard = self.shards[node] = ShardLink(self, node)
+            shard.task = asyncio.create_task(shard.run(), name=f"pgcast-shard-{node}")
+        return shard
 
     async def broadcast(self, name: str, sender: str, frame: bytes) -> None:
         """Send a client message to every subscriber of ``name`` (every gateway's) but
         ``sender``'s connection; HubUnavailableError when Redis does not take it."""
         try:
             # Bounded by the client's socket timeout (never cancelled mid-command).
-            await self.redis.publish(live_channel(name), encode_broadcast(sender, frame))
+            await self.redis.execute_command(  # type: ignore[no-untyped-call, unused-ignore]
+                self.layout.publish_command,
+                self.layout.live_channel(name),
+                encode_broadcast(sender, frame),
+            )
         except (OSError, TimeoutError, ConnectionError, aioredis.RedisError) as exc:
             raise HubUnavailableError(name) from exc
 
     # -- the live path ------------------------------------------------------------------
-    def _on_message(self, live: bytes, payload: bytes) -> None:
+    def on_message(self, live: bytes, payload: bytes) -> None:
         channel = self._by_live.get(live)
         if channel is None:
-            if live == self._control_key:
+            if live == self.control_key:
                 self.control.on_live(payload)
             return  # our heartbeat (its arrival was noted by the link), or a channel just left
         if payload and payload[0] == EPHEMERAL_MARK:
@@ -239,7 +255,9 @@ class Hub:
         hot.messages_in += 1
         before = channel.offset
         if channel.on_live(message):
-            self._queue_sync(channel)
+            shard = self._shard_of.get(channel.name)
+            if shard is not None:
+                shard.queue_sync(channel)
         elif channel.offset != before:
             hot.messages_out += len(channel.members)
 
@@ -259,135 +277,113 @@ class Hub:
             self.metrics.hot.bad_payloads += 1
             log.warning("malformed ephemeral payload on %s dropped", channel.name)
 
-    # -- the link's life ----------------------------------------------------------------
+    # -- links and topology -------------------------------------------------------------
+    def linked(self, shard: ShardLink, *, again: bool) -> None:
+        """``shard``'s link is up (``again``: it replaced a lost one)."""
+        self.links += 1
+        if again:
+            self.metrics.redis_reconnects.inc()
+            log.info(
+                "redis pub/sub reconnected (%s); re-syncing %d channels",
+                shard.node,
+                len(shard.channels),
+            )
+        else:
+            log.info("redis pub/sub connected (%s)", shard.node)
+
+    def on_moved(self, live: bytes) -> None:
+        """Redis ended a shard subscription (its slot moved, or a failover): the channel
+        waits, syncing, until it is subscribed again where its slot lives now."""
+        channel = self._by_live.get(live)
+        shard = self._shard_of.get(channel.name) if channel is not None else None
+        if channel is not None and shard is not None:
+            shard.forget_subscription(live)
+            channel.begin_sync()
+        self.suspect_topology()
+
+    def suspect_topology(self) -> None:
+        """The slot map may have changed: read it again soon (cluster only)."""
+        self._topology_suspect.set()
+
     async def run(self) -> None:
-        """Keep the pub/sub link up, synced and proven alive, until cancelled."""
+        """Keep the links up, routed and proven alive, until cancelled."""
         try:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self._heartbeat_loop(), name="hub-heartbeat")
-                await self._link_loop()
+                await self._topology_loop()
         finally:
-            for task in self._retired:
+            links = [s.task for s in self.shards.values() if s.task is not None]
+            links += self._gone
+            for task in links:
                 task.cancel()
-            if self._retired:
-                await asyncio.wait(list(self._retired), timeout=1.0)
+            if links:
+                await asyncio.wait(links, timeout=2.0)
 
-    async def _link_loop(self) -> None:
-        backoff = Backoff(base=0.05, cap=2.0, healthy_after=10.0)
+    async def _topology_loop(self) -> None:
+        """Read the slot map (cluster: now, when suspect, every TOPOLOGY_EVERY seconds) and
+        move what it moved; without a cluster, start the one link and stay."""
         while True:
             try:
-                link = await open_link(
-                    self.options.redis_url,
-                    self._on_message,
-                    name=f"pgcast-gateway-{self.options.gateway_id}",
-                    within=self.options.connect_timeout,
-                    begin=self.batch.begin,
-                    end=self.batch.end,
-                )
-            except (OSError, TimeoutError, ConnectionError) as exc:
+                # Bounded by the client's socket timeout (never cancelled mid-command).
+                await self.topology.refresh()
+            except REDIS_ERRORS as exc:
                 raise_if_cancelled()
-                delay = backoff.next()
-                log.warning("redis pub/sub connect failed (%s); retry in %.2fs", exc, delay)
-                await asyncio.sleep(delay)
-                continue
-            try:
-                await self._serve(link, backoff)
-            except Exception:
-                raise_if_cancelled()
-                log.exception("pub/sub link failed")
-            finally:
-                self._link = None
-                await link.aclose()
-                self.control.begin_sync()
-                for channel in self.channels.values():
-                    channel.begin_sync()
-            await asyncio.sleep(backoff.next())
+                log.warning("reading the cluster's slot map failed: %s", redis_connect.reason(exc))
+            else:
+                self._rebalance()
+            if not self.topology.sharded:
+                await asyncio.Event().wait()  # one link, nothing to move: until cancelled
+            self._topology_suspect.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(TOPOLOGY_EVERY):
+                    await self._topology_suspect.wait()
+            await asyncio.sleep(0.1)  # a burst of moved slots: one read for all of them
 
-    async def _serve(self, link: PubSubLink, backoff: Backoff) -> None:
-        """One connection's life: heartbeat channel, every channel re-synced, then live."""
-        raise_if_cancelled()  # one redis-py swallowed while opening the link (the caller closes it)
-        async with asyncio.timeout(self.options.connect_timeout):
-            await asyncio.gather(*link.subscribe([self._hb_key, self._control_key]))
-        # Bounded by the client's socket timeout (never cancelled mid-command).
-        await self.control.sync()
-        link.last_activity = self._loop.time()
-        self._on_link = set()
-        self._link = link
-        self.links += 1
-        if self._connected_once:
-            self.metrics.redis_reconnects.inc()
-            log.info("redis pub/sub reconnected; re-syncing %d channels", len(self.channels))
-        else:
-            log.info("redis pub/sub connected")
-        self._connected_once = True
+    def _route_control(self) -> None:
+        node = self.topology.node_of(self.control_key)
+        if node is None:
+            return
+        keeper = self._shard(node)
+        for shard in self.shards.values():
+            if shard is not keeper:
+                shard.carries_control = False
+        if not keeper.carries_control:
+            keeper.take_control()
+
+    def _rebalance(self) -> None:
+        """Route every channel (and the control stream) to the node serving it now."""
+        self._route_control()
         for channel in self.channels.values():
+            current = self._shard_of.get(channel.name)
+            node = self.topology.node_of(channel.live_key)
+            if node is None or (current is not None and current.node == node):
+                continue
+            if current is not None:
+                current.drop(channel, unsubscribe=True)
             channel.begin_sync()
-            self._queue_sync(channel)
-        syncer = asyncio.create_task(self._syncer(link), name="hub-syncer")
-        watched: list[asyncio.Future[Any]] = [syncer, link.closed]
-        try:
-            while not link.closed.done() and not syncer.done():
-                await asyncio.wait(watched, timeout=self.options.heartbeat)
-                age = self._loop.time() - link.last_activity
-                if age > self.options.heartbeat_timeout:
-                    self.metrics.heartbeat_stale.inc()
-                    link.abort(TimeoutError(f"no heartbeat through redis for {age:.1f}s"))
-                    break
-                backoff.mark_healthy()
-        finally:
-            link.abort()
-            await self._retire(syncer)
-        lost = link.closed.result() if link.closed.done() else None
-        log.warning("redis pub/sub link lost: %s", lost or "closed")
-
-    async def _retire(self, syncer: asyncio.Task[None]) -> None:
-        """Let the syncer of a dead link finish on its own (its link is closed, so it
-        applies nothing): redis-py does not always survive a cancellation mid-command."""
-        self._sync_wanted.set()
-        await asyncio.wait([syncer], timeout=1.0)
-        if not syncer.done():
-            self._retired.add(syncer)  # kept, and awaited (bounded) when the hub stops
-            syncer.add_done_callback(self._retired.discard)
-        elif not syncer.cancelled() and syncer.exception() is not None:
-            log.warning("history sync failed: %s", syncer.exception())
-
-    async def _syncer(self, link: PubSubLink) -> None:
-        """Subscribe queued channels on ``link`` and apply their history, in batches."""
-        while not link.closed.done():
-            raise_if_cancelled()
-            await self._sync_wanted.wait()
-            self._sync_wanted.clear()
-            while self._to_sync and not link.closed.done():
-                names = list(self._to_sync)[:SYNC_BATCH]
-                for name in names:
-                    del self._to_sync[name]
-                await self._sync_batch(link, [self.channels[n] for n in names])
-
-    async def _sync_batch(self, link: PubSubLink, batch: list[Channel]) -> None:
-        fresh = [c.live_key for c in batch if c.live_key not in self._on_link]
-        self._on_link.update(fresh)
-        async with asyncio.timeout(self.options.subscribe_timeout):
-            await asyncio.gather(*link.subscribe(fresh))
-        # Bounded by the client's socket timeout, not by a cancellation (see _retire).
-        snapshots = await self.history.snapshots(
-            [(c.name, c.offset if c.epoch else None, c.epoch) for c in batch]
-        )
-        if link.closed.done():
-            return  # too late: the next link re-syncs every channel from scratch
-        for channel, snapshot in zip(batch, snapshots, strict=True):
-            if self.channels.get(channel.name) is channel and channel.finish_sync(snapshot):
-                self._queue_sync(channel)
+            self._route(channel)
+        for node, shard in list(self.shards.items()):
+            if not shard.needed and node not in self.topology.nodes():
+                del self.shards[node]  # a node gone from the cluster, with nothing of ours
+                if shard.task is not None:
+                    shard.task.cancel()
+                    self._gone.add(shard.task)
+                    shard.task.add_done_callback(self._gone.discard)
 
     async def _heartbeat_loop(self) -> None:
-        """Publish to our own heartbeat channel, so an idle link still carries traffic."""
+        """Publish to every link's own heartbeat channel, so an idle link still carries
+        traffic (in a cluster, through the node that link reads)."""
+        command = self.layout.publish_command
         while True:
             raise_if_cancelled()
             await asyncio.sleep(self.options.heartbeat)
-            if self._link is None:
-                continue
-            try:
-                # Bounded by the client's socket timeout (never cancelled mid-command).
-                await self.redis.publish(self._hb_key, b"1")
-            except (OSError, TimeoutError, ConnectionError, aioredis.RedisError) as exc:
-                raise_if_cancelled()
-                log.debug("heartbeat publish failed: %s", redis_connect.reason(exc))
+            for shard in list(self.shards.values()):
+                key = shard.heartbeat
+                if key is None:
+                    continue
+                try:
+                    # Bounded by the client's socket timeout (never cancelled mid-command).
+                    await self.redis.execute_command(command, key, b"1")  # type: ignore[no-untyped-call, unused-ignore]
+                except REDIS_ERRORS as exc:
+                    raise_if_cancelled()
+                    log.debug("heartbeat publish failed: %s", redis_connect.reason(exc))

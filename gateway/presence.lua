@@ -1,17 +1,19 @@
 -- One channel's presence, every change atomic with its announcement (pgcast.keys).
 -- KEYS: members hash (conn -> member JSON), expiry zset (conn -> deadline, Redis ms),
 --       sequence counter, the channel's live pub/sub channel.
--- ARGV: op, the channel name as a JSON string, TTL in ms, then per op (below).
+-- ARGV: PUBLISH or SPUBLISH (Redis Cluster), op, the channel name as a JSON string,
+--       TTL in ms, then per op (below; numbered as if the first were absent).
 -- Time is Redis' own (TIME): gateways' clocks never matter. Each join and leave bumps
 -- the sequence and is published as "!p<seq>:<frame>", so a watcher that reads the
 -- members (which returns the sequence) can tell older announcements from newer ones.
+local publish = table.remove(ARGV, 1)
 local op, channel, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 
 local function announce(kind, member)
   local seq = redis.call('INCR', KEYS[3])
-  redis.call('PUBLISH', KEYS[4], '!p' .. seq .. ':{"type":"' .. kind .. '","channel":'
+  redis.call(publish, KEYS[4], '!p' .. seq .. ':{"type":"' .. kind .. '","channel":'
     .. channel .. ',"member":' .. member .. '}')
 end
 

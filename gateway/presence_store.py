@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import NoScriptError
 
-from pgcast.keys import channel_json, presence_keys
+from pgcast.keys import Layout, channel_json
 
 PRESENCE_SCRIPT = resources.files("gateway").joinpath("presence.lua").read_text()
 PRESENCE_SHA = hashlib.sha1(PRESENCE_SCRIPT.encode()).hexdigest()  # noqa: S324 - Redis' script id
@@ -29,13 +29,15 @@ class PresenceStore:
         redis: aioredis.Redis,  # type: ignore[type-arg, unused-ignore]
         ttl: float,
         cap: int,
+        layout: Layout,
     ) -> None:
         self.redis = redis
+        self.layout = layout
         self.ttl_ms = max(1, int(ttl * 1000))
         self.cap = cap
 
     def _call(self, pipe: Pipeline, op: str, channel: str, *args: Any) -> None:
-        keys = presence_keys(channel)
+        keys = self.layout.presence_keys(channel)
         pipe.evalsha(
             PRESENCE_SHA,
             4,
@@ -43,6 +45,7 @@ class PresenceStore:
             keys.expiry,
             keys.seq,
             keys.live,
+            self.layout.publish_command,
             op,
             channel_json(channel),
             self.ttl_ms,

@@ -19,8 +19,9 @@ def problems(services: Services) -> list[str]:
     found = []
     if services.sessions.draining:
         found.append("draining")
-    if not services.hub.ready:
-        found.append("redis pub/sub heartbeat stale")
+    stale = services.hub.stale()
+    if stale:
+        found.append("redis pub/sub heartbeat stale: " + ", ".join(stale))
     return found
 
 

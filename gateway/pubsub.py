@@ -21,11 +21,12 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from pgcast import redis_connect
-from pgcast.redis_url import parse_redis_url
+from pgcast.redis_url import RedisTarget
 
 log = logging.getLogger(__name__)
 
 MessageHandler = Callable[[bytes, bytes], None]
+MovedHandler = Callable[[bytes], None]
 CLOSE_WAIT = 1.0  # bound on each step of tearing a link down
 
 
@@ -47,8 +48,18 @@ class PubSubLink:
         on_message: MessageHandler,
         begin: Callable[[], None] = _nothing,
         end: Callable[[], None] = _nothing,
+        *,
+        sharded: bool = False,
+        on_moved: MovedHandler | None = None,
+        stale_after: float = 0.0,
     ) -> None:
         self._client = client
+        self.stale_after = stale_after  # 0: never judged by silence here
+        # Redis Cluster: SSUBSCRIBE/SUNSUBSCRIBE; Redis ends a shard subscription on its
+        # own when the channel's slot moves (reshard, failover): on_moved hears of it.
+        self.sharded = sharded
+        self._on_moved = on_moved
+        self._leaving: dict[bytes, int] = {}  # SUNSUBSCRIBEs sent and not yet confirmed
         self._pubsub = pubsub
         self._conn: Any = pubsub.connection
         self._on_message = on_message
@@ -100,14 +111,31 @@ class PubSubLink:
         return not self.closed.done()
 
     def _handle(self, reply: dict[str, Any] | None) -> None:
-        self.last_activity = self._loop.time()
+        now = self._loop.time()
+        if self.stale_after and now - self.last_activity > self.stale_after:
+            # Silent for longer than a heartbeat may be: whatever was published meanwhile
+            # may be lost, even if the connection carries traffic again. Start afresh.
+            self._finish(TimeoutError(f"silent for {now - self.last_activity:.1f}s"))
+            return
+        self.last_activity = now
         if reply is None:
             return
         kind = reply["type"]
-        if kind == "message":
+        if kind in ("message", "smessage"):
             self._on_message(reply["channel"], reply["data"])
-        elif kind == "subscribe":
+        elif kind in ("subscribe", "ssubscribe"):
             self._confirmed(reply["channel"])
+        elif kind == "sunsubscribe":
+            self._unsubscribed(reply["channel"])
+
+    def _unsubscribed(self, name: bytes) -> None:
+        asked = self._leaving.get(name, 0)
+        if asked > 1:
+            self._leaving[name] = asked - 1
+        elif asked == 1:
+            del self._leaving[name]
+        elif self._on_moved is not None:
+            self._on_moved(name)  # not ours: the slot moved away from this node
 
     def _confirmed(self, name: bytes) -> None:
         queue = self._confirm.get(name)
@@ -151,10 +179,19 @@ class PubSubLink:
                     await self._wake.wait()
                     continue
                 subscribe, names = self._outbox.popleft()
-                if subscribe:
-                    await self._pubsub.subscribe(*names)
+                if not self.sharded:
+                    if subscribe:
+                        await self._pubsub.subscribe(*names)
+                    else:
+                        await self._pubsub.unsubscribe(*names)
+                elif subscribe:
+                    # One slot per command (Redis refuses a multi-slot SSUBSCRIBE).
+                    for name in names:
+                        await self._pubsub.ssubscribe(name)
                 else:
-                    await self._pubsub.unsubscribe(*names)
+                    for name in names:
+                        self._leaving[name] = self._leaving.get(name, 0) + 1
+                        await self._pubsub.sunsubscribe(name)
         except Exception as exc:
             self._finish(exc)
 
@@ -209,19 +246,22 @@ async def _discard(
 
 
 async def open_link(
-    url: str,
+    target: RedisTarget,
     on_message: MessageHandler,
     *,
     name: str,
     within: float,
     begin: Callable[[], None] = _nothing,
     end: Callable[[], None] = _nothing,
+    sharded: bool = False,
+    on_moved: MovedHandler | None = None,
+    stale_after: float = 0.0,
 ) -> PubSubLink:
-    """Connect to the Redis primary of ``url`` (one address, or the one Sentinels name now;
-    AUTH and TLS per the URL), name the client, and start reading. The caller must
-    :meth:`PubSubLink.aclose` it."""
+    """Connect to the Redis primary of ``target`` (one address, or the one Sentinels name
+    now, or one cluster node with ``sharded``; AUTH and TLS per the target), name the
+    client, and start reading. The caller must :meth:`PubSubLink.aclose` it."""
     client = redis_connect.client(
-        parse_redis_url(url),
+        target,
         # Bounds writes and the handshake; blocking pub/sub reads opt out of it.
         timeout=within,
         client_name=name,
@@ -239,6 +279,15 @@ async def open_link(
                 f"redis pub/sub connect failed: {redis_connect.reason(exc)}"
             ) from exc
         raise
-    link = PubSubLink(client, pubsub, on_message, begin, end)
+    link = PubSubLink(
+        client,
+        pubsub,
+        on_message,
+        begin,
+        end,
+        sharded=sharded,
+        on_moved=on_moved,
+        stale_after=stale_after,
+    )
     link.start()
     return link

@@ -8,6 +8,7 @@ control went out applies it once the link is back (it reads the control stream).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import urlparse
@@ -75,10 +76,10 @@ async def alive(client: Client) -> None:
     assert await client.expect("pong") == {"type": "pong", "id": "alive?"}
 
 
-async def closed_with(client: Client) -> tuple[int, str, list[dict[str, Any]]]:
+async def closed_with(client: Client, wait: float = 10) -> tuple[int, str, list[dict[str, Any]]]:
     """Read until the server closes: (code, reason, the frames that came before)."""
     frames = []
-    async with asyncio.timeout(10):
+    async with asyncio.timeout(wait):
         while True:
             msg = await client.ws.receive()
             if msg.type is aiohttp.WSMsgType.TEXT:
@@ -200,7 +201,9 @@ async def test_a_control_sent_while_the_link_was_down_is_applied_after_it_return
         await alive(victim)  # not applied: this gateway did not hear it
         proxy.heal()
         await wait_until(lambda: services.hub.links > links, what="link re-established")
-        code, reason, _ = await closed_with(victim)
+        healed = time.monotonic()
+        code, reason, _ = await closed_with(victim, wait=30)
         assert (code, reason) == (4003, "late")
+        print(f"control applied {time.monotonic() - healed:.2f}s after the link was back")
         await alive(bystander)
         assert services.metrics.controls.labels("disconnect")._value.get() == 1

@@ -26,7 +26,7 @@ def _msg(offset: int, epoch: str = "E") -> Message:
 
 
 def _live(top: int = 0, epoch: str = "E") -> tuple[Channel, Fake]:
-    channel = Channel("c", backlog_limit=1 << 20)
+    channel = Channel("c", b"live:c", backlog_limit=1 << 20)
     member = Fake()
     channel.add_pending(member)
     assert not channel.finish_sync(Snapshot(epoch, top))
@@ -36,7 +36,7 @@ def _live(top: int = 0, epoch: str = "E") -> tuple[Channel, Fake]:
 
 def test_messages_before_the_first_sync_wait_and_duplicates_drop() -> None:
     """Live messages held while syncing; those the snapshot already counts are dropped."""
-    channel = Channel("c", backlog_limit=1 << 20)
+    channel = Channel("c", b"live:c", backlog_limit=1 << 20)
     member = Fake()
     channel.add_pending(member)
     for offset in (4, 5, 6):
@@ -131,7 +131,7 @@ async def test_wait_offset_wakes_when_dispatched() -> None:
 
 
 async def test_wait_ready_returns_once_history_is_applied() -> None:
-    channel = Channel("c", backlog_limit=1 << 20)
+    channel = Channel("c", b"live:c", backlog_limit=1 << 20)
     waiter = asyncio.ensure_future(channel.wait_ready())
     await asyncio.sleep(0)
     assert not waiter.done()

@@ -13,7 +13,9 @@ PURE = [
     "auth", "batch", "channel", "codes", "config", "handshake", "limits",
     "message", "protocol", "resume", "session", "token_cli", "wire",
 ]  # fmt: skip
-REDIS_SIDE = ["control", "history", "hub", "presence", "presence_store", "pubsub"]
+REDIS_SIDE = [
+    "control", "history", "hub", "presence", "presence_store", "pubsub", "shard_link", "topology",
+]  # fmt: skip
 HTTP_SIDE = ["admission", "probes", "sse", "ws"]
 
 

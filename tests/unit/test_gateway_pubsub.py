@@ -11,6 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from gateway.pubsub import LinkClosedError, PubSubLink, open_link
+from pgcast.redis_url import parse_redis_url
 from tests.servers import free_port
 
 WAIT = 5.0
@@ -51,7 +52,12 @@ async def rec() -> Recorder:
 @pytest.fixture
 async def link(redis_url: str, rec: Recorder) -> AsyncIterator[PubSubLink]:
     link = await open_link(
-        redis_url, rec.on_message, name="test-link", within=WAIT, begin=rec.begin, end=rec.end
+        parse_redis_url(redis_url),
+        rec.on_message,
+        name="test-link",
+        within=WAIT,
+        begin=rec.begin,
+        end=rec.end,
     )
     yield link
     await link.aclose()
@@ -132,7 +138,9 @@ async def test_acl_user_through_the_url_and_a_refused_subscribe_drops_the_link(
     try:
         host = redis_url.split("://", 1)[1]
         url = f"redis://{user}:{password}@{host}"
-        link = await open_link(url, lambda c, p: None, name="test-acl", within=WAIT)
+        link = await open_link(
+            parse_redis_url(url), lambda c, p: None, name="test-acl", within=WAIT
+        )
         try:
             async with asyncio.timeout(WAIT):
                 await asyncio.gather(*link.subscribe([b"allowed"]))
@@ -144,7 +152,10 @@ async def test_acl_user_through_the_url_and_a_refused_subscribe_drops_the_link(
             await link.aclose()
         with pytest.raises(ConnectionError):
             await open_link(
-                f"redis://{user}:wrong@{host}", lambda c, p: None, name="x", within=WAIT
+                parse_redis_url(f"redis://{user}:wrong@{host}"),
+                lambda c, p: None,
+                name="x",
+                within=WAIT,
             )
     finally:
         await redis_client.execute_command("ACL", "DELUSER", user)
@@ -153,4 +164,9 @@ async def test_acl_user_through_the_url_and_a_refused_subscribe_drops_the_link(
 async def test_no_server_is_a_connection_error() -> None:
     """The hub's reconnect loop catches ConnectionError: redis-py's errors arrive as one."""
     with pytest.raises(ConnectionError):
-        await open_link(f"redis://127.0.0.1:{free_port()}/0", lambda c, p: None, name="x", within=2)
+        await open_link(
+            parse_redis_url(f"redis://127.0.0.1:{free_port()}/0"),
+            lambda c, p: None,
+            name="x",
+            within=2,
+        )

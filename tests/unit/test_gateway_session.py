@@ -20,6 +20,8 @@ from gateway.presence_store import PresenceStore
 from gateway.services import Services
 from gateway.session import Session
 from gateway.sessions import Sessions
+from gateway.topology import Topology
+from pgcast.keys import Layout
 from tests.gateway_support import settings
 
 
@@ -54,9 +56,12 @@ def services(**env: str) -> Services:
     s = settings("redis://127.0.0.1:1/0", **env)
     metrics = Metrics()
     sessions = Sessions(s, metrics)
-    control = ControlFeed(None, sessions.apply)  # type: ignore[arg-type]
-    hub = Hub(HubOptions(s.redis_url, s.gateway_id), None, History(None, 60), metrics, control)  # type: ignore[arg-type]
-    presence = Presence(PresenceStore(None, 10, 5), hub, metrics, 10)  # type: ignore[arg-type]
+    layout = Layout()
+    control = ControlFeed(None, sessions.apply, layout)  # type: ignore[arg-type]
+    topology = Topology(s.redis, layout, None)  # type: ignore[arg-type]
+    history = History(None, 60, layout)  # type: ignore[arg-type]
+    hub = Hub(HubOptions(s.gateway_id), None, history, metrics, control, topology)  # type: ignore[arg-type]
+    presence = Presence(PresenceStore(None, 10, 5, layout), hub, metrics, 10)  # type: ignore[arg-type]
     return Services(s, Verifier(s), metrics, hub, sessions, presence)
 
 
@@ -131,7 +136,7 @@ async def test_a_subscriber_that_overflows_while_pending_is_a_slow_consumer() ->
     svc = services(PGCAST_SEND_QUEUE_BYTES="65536")
     s, _ = session(svc)
     hub = svc.hub
-    channel = hub.channels["user:42"] = Channel("user:42", backlog_limit=1000)
+    channel = hub.channels["user:42"] = Channel("user:42", b"live", backlog_limit=1000)
     channel.add_pending(s)
     assert not channel.finish_sync(Snapshot("E", 10))
     for offset in range(11, 31):

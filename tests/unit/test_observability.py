@@ -25,7 +25,10 @@ from gateway.metrics import Metrics
 from gateway.presence import Presence
 from gateway.presence_store import PresenceStore
 from gateway.sessions import Sessions
+from gateway.topology import Topology
 from listener.metrics import ListenerMetrics
+from pgcast.keys import Layout
+from pgcast.redis_url import parse_redis_url
 from pgcast.settings import ConfigError
 from tests.gateway_support import settings
 
@@ -67,11 +70,17 @@ async def exported_series() -> dict[str, set[str]]:
     gateway = Metrics()
     redis = aioredis.Redis()  # never connected: the hub only registers its gauges here
     sessions = Sessions(settings("redis://127.0.0.1:1"), gateway)
-    control = ControlFeed(redis, sessions.apply)
+    layout = Layout()
+    control = ControlFeed(redis, sessions.apply, layout)
     hub = Hub(
-        HubOptions("redis://127.0.0.1:1", "test"), redis, History(redis, 60.0), gateway, control
+        HubOptions("test"),
+        redis,
+        History(redis, 60, layout),
+        gateway,
+        control,
+        Topology(parse_redis_url("redis://127.0.0.1:1"), layout, redis),
     )
-    Presence(PresenceStore(redis, 10.0, 100), hub, gateway, 10.0)
+    Presence(PresenceStore(redis, 10.0, 100, layout), hub, gateway, 10.0)
     await redis.aclose()
     return {
         **_series(listener.registry, iter(vars(listener).values())),
