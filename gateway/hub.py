@@ -291,12 +291,12 @@ class Hub:
         else:
             log.info("redis pub/sub connected (%s)", shard.node)
 
-    def on_moved(self, live: bytes) -> None:
-        """Redis ended a shard subscription (its slot moved, or a failover): the channel
-        waits, syncing, until it is subscribed again where its slot lives now."""
+    def on_moved(self, shard: ShardLink, live: bytes) -> None:
+        """Redis ended one of ``shard``'s subscriptions (its slot moved, or a failover): the
+        channel waits, syncing, until it is subscribed where its slot lives now. A notice
+        from a node the channel has already left changes nothing."""
         channel = self._by_live.get(live)
-        shard = self._shard_of.get(channel.name) if channel is not None else None
-        if channel is not None and shard is not None:
+        if channel is not None and self._shard_of.get(channel.name) is shard:
             shard.forget_subscription(live)
             channel.begin_sync()
         self.suspect_topology()
@@ -359,7 +359,9 @@ class Hub:
             if node is None or (current is not None and current.node == node):
                 continue
             if current is not None:
-                current.drop(channel, unsubscribe=True)
+                # No SUNSUBSCRIBE: the old node no longer serves the slot (Redis ends that
+                # subscription itself, and would answer MOVED, which ends the whole link).
+                current.drop(channel, unsubscribe=False)
             channel.begin_sync()
             self._route(channel)
         for node, shard in list(self.shards.items()):

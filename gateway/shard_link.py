@@ -115,7 +115,7 @@ class ShardLink:
                         begin=hub.batch.begin,
                         end=hub.batch.end,
                         sharded=hub.topology.sharded,
-                        on_moved=hub.on_moved,
+                        on_moved=lambda live: hub.on_moved(self, live),
                         stale_after=hub.options.heartbeat_timeout,
                     )
                 except (OSError, TimeoutError, ConnectionError, KeyError) as exc:
