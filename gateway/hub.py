@@ -330,6 +330,10 @@ class Hub:
                 raise_if_cancelled()
                 log.warning("reading the cluster's slot map failed: %s", redis_connect.reason(exc))
             else:
+                # On success too: a RedisCluster's first command (it reads the slot map and
+                # connects to every node) can return normally from a cancelled task, and this
+                # loop would go on forever, starting links while the gateway stops.
+                raise_if_cancelled()
                 self._rebalance()
             if not self.topology.sharded:
                 await asyncio.Event().wait()  # one link, nothing to move: until cancelled
