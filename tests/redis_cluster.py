@@ -1,8 +1,8 @@
 """A private Redis Cluster for failure tests: masters with replicas, on loopback.
 
 RedisCluster starts redis-server nodes in cluster mode (tests/redis_cluster_node.py), joins
-them with ``redis-cli --cluster create``, and kills, fails over, restarts and reshards
-them. The topology is always read back from CLUSTER NODES, never assumed. Every wait
+them with ``redis-cli --cluster create``, and kills, fails over, restarts, grows (add_master)
+and reshards them. The topology is always read back from CLUSTER NODES, never assumed. Every wait
 polls with a deadline and fails naming what it waited for (and what was still wrong);
 processes are stopped by PID. The methods block: async tests call them through
 asyncio.to_thread.
@@ -41,6 +41,7 @@ class RedisCluster:
         if masters < 3:
             raise ValueError("redis-cli --cluster create needs at least 3 masters")
         self.replicas_per_master = replicas_per_master
+        self.node_timeout_ms = node_timeout_ms
         count = masters * (1 + replicas_per_master)
         self.nodes = tuple(ClusterNode(node_timeout_ms) for _ in range(count))
         # Port of a master killed or failed over by this object -> one slot it served:
@@ -78,6 +79,19 @@ class RedisCluster:
         for node in self.nodes:
             _ = node.node_id  # known from now on, even while the node is down
         return self
+
+    def add_master(self, timeout: float = 15.0) -> ClusterNode:
+        """Start an empty node and join it (CLUSTER MEET) as a master serving no slot yet
+        (move_slot gives it some); returns it once every node sees it and the cluster is
+        healthy."""
+        node = ClusterNode(self.node_timeout_ms)
+        seed = self.running_nodes()[0]
+        self.nodes = (*self.nodes, node)  # before start: destroy() reaps it even if it fails
+        node.start()
+        seed.command("CLUSTER", "MEET", HOST, node.port)
+        _ = node.node_id
+        _wait_for_no_reason(self._unhealthy_reason, timeout, f"port {node.port} to join")
+        return node
 
     def destroy(self) -> None:
         for node in self.nodes:
