@@ -6,6 +6,33 @@ private local instances). Tests that kill or freeze a server use ``private_pg`` 
 ``redis_node`` / ``sentinel_group`` (tests/redis_topology.py) and ``redis_cluster``
 (tests/redis_cluster.py). The logs of the processes tests start (tests/processes.py)
 live in one directory per session, removed when it ends.
+
+Two kinds of Redis behind ``redis_url``. Tests of the modules in :data:`CLUSTER_TOO` run
+twice, ``[single]`` on the shared Redis and ``[cluster]`` on a shared 6-node Redis Cluster
+(3 masters, a replica each, on loopback; started by the first test that needs it, every
+master flushed before each test): ``redis_url`` is then its ``redis+cluster://`` URL and
+``redis_client`` a cluster client, so whatever goes through pgcast's own APIs (the gateway
+app and processes, the listener, Events/Publisher: tests.gateway_support picks the
+Layout from the client) runs on both. Every other test runs on the shared Redis only.
+
+The cluster variants (36 tests, about 40 s on a 2-CPU machine, cluster start included):
+the gateway end to end with the real listener, the smoke test, resume (gapless under a
+writer, recovered:false for a foreign epoch or trimmed history, SSE with Last-Event-ID),
+resume on another gateway after a SIGTERM drain, session rules, compression, probes,
+gunicorn, SSE's close events, fan-out to 200 subscribers with a stalled one closed 4008,
+presence and client messages across gateways (a SIGKILLed gateway's members included),
+server-side control through the listener, auth. Single-only, and why:
+
+- tests that kill, restart or cut one Redis (test_gateway_redis,
+  test_hardening_gateway_redis) or put a TCP proxy in front of its one port (the presence
+  test of a replaced link, the control test of a link that was down: a cluster client
+  reaches every node at its own address, past any proxy);
+- tests that read or wipe Redis through a plain client with single-Redis key names, INFO
+  or FLUSHALL (test_hardening_resume_herd, test_client_python);
+- Sentinel, rollback and topology tests, which run their own servers; the cluster's own
+  failure tests (test_redis_cluster, test_listener_cluster, test_gateway_cluster) use the
+  ``redis_cluster`` factory, a private cluster each to kill and reshard, never this one;
+- the listener's other modules: its cluster publishing is test_listener_cluster's.
 """
 
 from __future__ import annotations
@@ -24,12 +51,34 @@ import pytest
 import redis.asyncio as aioredis
 from hypothesis import settings
 
+from pgcast import redis_connect
+from pgcast.redis_url import parse_redis_url
 from tests.processes import log_directory
 from tests.redis_cluster import RedisCluster
 from tests.redis_topology import RedisNode, SentinelGroup
 from tests.servers import PgInstance, RedisInstance, SharedServers, start_shared_servers
 
 TEMPLATE_DB = "pgcast_test_template"
+
+_PROXY = "a TCP proxy in front of one Redis port (a cluster client reaches every node directly)"
+# Test modules (file stems) whose tests run on the shared Redis Cluster too, each with the
+# tests that stay single-only and why (see the module docstring).
+CLUSTER_TOO: dict[str, dict[str, str]] = {
+    "test_gateway_e2e": {},
+    "test_gateway_smoke": {},
+    "test_gateway_resume": {},
+    "test_gateway_session": {},
+    "test_gateway_http": {},
+    "test_gateway_backpressure": {},
+    "test_gateway_presence": {
+        "test_watchers_get_a_fresh_snapshot_after_the_link_was_replaced": _PROXY,
+    },
+    "test_gateway_failover": {},
+    "test_gateway_control": {
+        "test_a_control_sent_while_the_link_was_down_is_applied_after_it_returns": _PROXY,
+    },
+    "test_gateway_auth": {},
+}
 
 # No per-example deadline: a loaded CI machine's stall is not a failure. Tests that bound
 # a cost measure it themselves, in CPU time.
@@ -103,9 +152,48 @@ async def database_url(servers: SharedServers) -> AsyncIterator[str]:
         await admin.close()
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests of the CLUSTER_TOO modules that use ``redis_url`` run on both kinds of Redis."""
+    if "redis_url" not in metafunc.fixturenames or metafunc.module is None:
+        return
+    single_only = CLUSTER_TOO.get(Path(metafunc.module.__file__ or "").stem)
+    if single_only is None or metafunc.function.__name__ in single_only:
+        return
+    metafunc.parametrize("redis_kind", ["single", "cluster"], indirect=True)
+
+
 @pytest.fixture
-async def redis_url(servers: SharedServers) -> str:
-    """The shared Redis, flushed before the test (tests run one at a time)."""
+def redis_kind(request: pytest.FixtureRequest) -> str:
+    """``single`` (the shared Redis) or ``cluster`` (the shared Redis Cluster)."""
+    kind: str = getattr(request, "param", "single")
+    return kind
+
+
+@pytest.fixture(scope="session")
+def shared_redis_cluster() -> Iterator[RedisCluster]:
+    """A 6-node Redis Cluster for the ``[cluster]`` variants, started once, on first use.
+
+    A node timeout of 5 s: nothing here fails a node on purpose, and a loaded CI machine's
+    stall must not look like a dead master."""
+    cluster = RedisCluster(3, 1, node_timeout_ms=5000)
+    try:
+        yield cluster.start()
+    finally:
+        cluster.destroy()
+
+
+@pytest.fixture
+async def redis_url(request: pytest.FixtureRequest, redis_kind: str, servers: SharedServers) -> str:
+    """The shared Redis, or the shared Redis Cluster (``redis_kind``), flushed before the
+    test (tests run one at a time): FLUSHALL on the one Redis, or on every master.
+
+    ``servers`` is a parameter even for the cluster: it starts with asyncio.run(), which
+    cannot run from inside this fixture's loop."""
+    if redis_kind == "cluster":
+        cluster: RedisCluster = request.getfixturevalue("shared_redis_cluster")
+        for master in await asyncio.to_thread(cluster.masters):
+            await asyncio.to_thread(master.command, "FLUSHALL")
+        return cluster.url
     client = aioredis.Redis.from_url(servers.redis_url)
     await client.flushall()
     await client.aclose()
@@ -114,7 +202,13 @@ async def redis_url(servers: SharedServers) -> str:
 
 @pytest.fixture
 async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url)
+    """A client of ``redis_url``: on the cluster a ``RedisCluster`` (same commands, keys
+    routed to their slots' masters; tests.gateway_support.Events picks the Layout from it)."""
+    target = parse_redis_url(redis_url)
+    if target.cluster:
+        client = redis_connect.client(target, timeout=5.0)
+    else:
+        client = aioredis.Redis.from_url(redis_url)
     yield client
     await client.aclose()
 

@@ -24,6 +24,10 @@ import redis.asyncio as aioredis
 
 from gateway.config import GatewaySettings
 from listener.publisher import Event, Publisher
+from pgcast import redis_connect
+from pgcast.keys import DEFAULT_PARTITIONS, Layout
+from pgcast.redis_connect import RedisCluster
+from pgcast.redis_url import layout_for, parse_redis_url
 from tests.waiting import eventually
 
 SECRET = "test-secret-0123456789abcdef-0123456789abcdef"
@@ -59,11 +63,42 @@ def settings(redis_url: str, **env: str) -> GatewaySettings:
 
 
 class Events:
-    """Publishes test events through the listener's publish script."""
+    """Publishes test events through the listener's publish script.
 
-    def __init__(self, redis: aioredis.Redis, history_size: int = 1000) -> None:  # type: ignore[type-arg, unused-ignore]
-        self.publisher = Publisher(redis, history_size=history_size)
+    ``redis`` is a client of one Redis or a ``RedisCluster``; the key Layout follows from
+    it (on a cluster the default partition count, as the gateways of these tests use)
+    unless ``layout`` says otherwise. :meth:`for_url` builds the client from a
+    ``REDIS_URL`` as the listener does; that one is closed with :meth:`aclose`.
+    """
+
+    def __init__(
+        self,
+        redis: aioredis.Redis | RedisCluster,  # type: ignore[type-arg, unused-ignore]
+        history_size: int = 1000,
+        *,
+        layout: Layout | None = None,
+    ) -> None:
+        if layout is None:
+            layout = Layout(DEFAULT_PARTITIONS) if isinstance(redis, RedisCluster) else Layout()
+        self.redis = redis
+        self.layout = layout
+        self.publisher = Publisher(redis, layout=layout, history_size=history_size)
         self._claimed = False
+        self._owned = False
+
+    @classmethod
+    def for_url(cls, redis_url: str, history_size: int = 1000) -> Events:
+        """Events on the Redis (or Redis Cluster) ``redis_url`` names, with its Layout."""
+        target = parse_redis_url(redis_url)
+        client = redis_connect.client(target, timeout=5.0)
+        events = cls(client, history_size, layout=layout_for(target))
+        events._owned = True
+        return events
+
+    async def aclose(self) -> None:
+        """Closes the client :meth:`for_url` made (a client passed in is the caller's)."""
+        if self._owned:
+            await self.redis.aclose()
 
     async def publish(self, channel: str, *payloads: Mapping[str, Any]) -> list[int]:
         if not self._claimed:

@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
 
 from gateway.app import create_app
-from pgcast.keys import channel_keys, offset_of_stream_id
+from pgcast.keys import offset_of_stream_id
 from tests.gateway_support import (
     Client,
     Events,
@@ -84,7 +84,7 @@ async def test_wrong_epoch_and_trimmed_history_are_not_recovered(
     small = Events(redis_client, history_size=10)
     await small.numbered("sports", 1, 250)
     first_kept = offset_of_stream_id(
-        (await redis_client.xrange(channel_keys("sports").history, count=1))[0][0]
+        (await redis_client.xrange(small.layout.channel_keys("sports").history, count=1))[0][0]
     )
     assert first_kept > 6  # history was trimmed by the publisher's MAXLEN
     client = await connect(http)
