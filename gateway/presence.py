@@ -113,6 +113,7 @@ class Presence:
         """Run ``step`` every ``seconds``; a failed step is logged and retried next time
         (the TTL absorbs a few missed refreshes)."""
         while True:
+            raise_if_cancelled()  # a cancellation redis-py swallowed in the last step
             await asyncio.sleep(seconds)
             try:
                 await step()
@@ -164,6 +165,7 @@ class Presence:
 
     async def _flush_loop(self) -> None:
         while True:
+            raise_if_cancelled()
             await self._wake.wait()
             self._wake.clear()
             try:
