@@ -1,11 +1,11 @@
 """A private Redis Cluster for failure tests: masters with replicas, on loopback.
 
 RedisCluster starts redis-server nodes in cluster mode (tests/redis_cluster_node.py), joins
-them with ``redis-cli --cluster create``, and kills, fails over, restarts, grows (add_master)
-and reshards them. The topology is always read back from CLUSTER NODES, never assumed. Every wait
-polls with a deadline and fails naming what it waited for (and what was still wrong);
-processes are stopped by PID. The methods block: async tests call them through
-asyncio.to_thread.
+them with ``redis-cli --cluster create``, and kills, fails over, restarts, grows (add_master),
+reshards and shrinks (empty_master, remove_node) them. The topology is always read back
+from CLUSTER NODES, never assumed. Every wait polls with a deadline and fails naming what
+it waited for (and what was still wrong); processes are stopped by PID. The methods
+block: async tests call them through asyncio.to_thread.
 """
 
 from __future__ import annotations
@@ -304,6 +304,63 @@ class RedisCluster:
             owned, timeout, f"every node to see slot {slot} on port {to_master.port}"
         )
         return moved
+
+    def empty_master(self, node: ClusterNode, timeout: float = 120.0) -> None:
+        """Move every slot of master ``node`` (with its keys) to the other masters, the way an
+        operator does: ``redis-cli --cluster rebalance --cluster-weight <id>=0``. Redis then
+        makes the emptied master (and its replicas) replicas of a master that took its slots.
+        Returns once the cluster is healthy and no node says ``node`` serves a slot."""
+        self._redis_cli(
+            ["rebalance", f"{HOST}:{node.port}", "--cluster-weight", f"{node.node_id}=0"],
+            timeout,
+        )
+
+        def emptied() -> str | None:
+            for entry in self.view():
+                if entry.node_id == node.node_id and entry.slots:
+                    return f"port {node.port} still serves {len(entry.slots)} slots"
+            return self._unhealthy_reason()
+
+        _wait_for_no_reason(emptied, 15.0, f"port {node.port} to serve no slot")
+
+    def remove_node(self, node: ClusterNode, timeout: float = 15.0) -> None:
+        """Take a node that serves no slot out of the cluster: CLUSTER FORGET on every other
+        node (each then ignores it for 60 s, longer than this takes), then stop it by PID.
+        Returns once the cluster is healthy and no running node knows it."""
+        for entry in node.cluster_nodes():
+            if "myself" in entry.flags and entry.slots:
+                raise RuntimeError(f"port {node.port} still serves {len(entry.slots)} slots")
+        gone = node.node_id
+        others = [other for other in self.running_nodes() if other is not node]
+        for other in others:
+            if any(e.master_id == gone for e in other.cluster_nodes() if "myself" in e.flags):
+                raise RuntimeError(f"port {other.port} is a replica of port {node.port}")
+        for other in others:
+            other.command("CLUSTER", "FORGET", gone)
+        node.stop()
+
+        def forgotten() -> str | None:
+            for other in others:
+                if any(entry.node_id == gone for entry in other.cluster_nodes()):
+                    return f"port {other.port} still knows port {node.port}"
+            return self._unhealthy_reason()
+
+        _wait_for_no_reason(forgotten, timeout, f"the cluster to forget port {node.port}")
+
+    def _redis_cli(self, args: list[str], timeout: float) -> str:
+        cli = shutil.which("redis-cli")
+        if cli is None:
+            raise NoServerError("no redis-cli on PATH (Debian: apt-get install redis-tools)")
+        argv = [cli, "--cluster", *args, "--cluster-yes"]
+        try:
+            done = subprocess.run(
+                argv, capture_output=True, text=True, timeout=timeout, check=False
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise TimeoutError(f"redis-cli --cluster {args[0]} ran over {timeout}s") from exc
+        if done.returncode != 0:
+            raise RuntimeError(f"redis-cli --cluster {args[0]} failed:\n{done.stdout}{done.stderr}")
+        return done.stdout
 
 
 def _as_list(reply: object) -> list[str]:

@@ -10,6 +10,8 @@ pgcast-gateway processes -> WebSocket clients, each subscribed to many channels.
   move included), the gateways subscribed on the new owner (PUBSUB SHARDNUMSUB there).
 - A node added to the cluster and a partition's slot moved onto it: used by the listener
   and the gateways without a restart of either.
+- A master emptied (redis-cli --cluster rebalance, weight 0), forgotten and stopped under
+  load: zero loss, its channels subscribed on their new owners, no gateway link to it.
 """
 
 from __future__ import annotations
@@ -650,3 +652,91 @@ async def test_a_node_added_and_given_a_partition_is_used_without_restarts(
             f" {writer.total()} events, zero loss, no restart"
         )
         assert during.worst < RESUME_BOUND, during
+
+
+async def gateway_links(node: ClusterNode) -> list[str]:
+    """CLIENT LIST on ``node``: the connections that are a gateway's pub/sub link (named
+    pgcast-gateway-<id>) or hold any (shard) subscription."""
+    client = aioredis.Redis(host="127.0.0.1", port=node.port, socket_timeout=5.0)
+    try:
+        clients: Any = await client.client_list()
+    finally:
+        await client.aclose()
+    return [
+        f"{c.get('addr')} name={c.get('name')} sub={c.get('sub')} ssub={c.get('ssub')}"
+        for c in clients
+        if str(c.get("name", "")).startswith("pgcast-gateway-")
+        or int(c.get("sub", 0)) > 0
+        or int(c.get("ssub", 0)) > 0
+    ]
+
+
+async def test_a_master_emptied_and_removed_loses_no_event_and_is_no_longer_used(
+    redis_cluster: Callable[..., RedisCluster], database_url: str, pg: asyncpg.Connection
+) -> None:
+    """Under ~300 events/s over 120 channels (about 40 on the master to remove), every slot
+    of one master moves to the other two (redis-cli --cluster rebalance, weight 0), then the
+    node is forgotten by every other node (CLUSTER FORGET) and stopped by PID: every client
+    gets every event of every channel once, in order, in one epoch; the gateways drop their
+    pub/sub links to the node once it serves nothing (CLIENT LIST there, before it stops),
+    subscribe its channels on their new owners, and log nothing about it after it is gone."""
+    cluster = redis_cluster()
+    channels = [f"rm:{number}" for number in range(120)]
+    removed = cluster.masters()[0]
+    shard = [c for c, port in owners(cluster, channels).items() if port == removed.port]
+    assert len(shard) >= 20, len(shard)
+    async with (
+        stack_on(cluster, database_url) as stack,
+        readers_on(stack.urls, channels, per_gateway=2) as readers,
+    ):
+        assert set((await shard_subscribers(removed, shard)).values()) == {2}
+        assert len(await gateway_links(removed)) == 2  # one link per gateway
+        writer = Writer(pg, channels, rate=300)
+        async with writing(writer):
+            await eventually(lambda: writer.total() >= 600, 20.0, "600 events written")
+            start = time.monotonic()
+            await asyncio.to_thread(cluster.empty_master, removed)
+            emptied = time.monotonic()
+            unused = await eventually(
+                lambda: _no_links(removed), 15.0, "the gateways to leave the emptied node"
+            )
+            await asyncio.to_thread(cluster.remove_node, removed)
+            gone = time.monotonic()
+            logs_at = [len(service.log()) for service in stack.gateways]
+            total = writer.total()
+            # Past two periodic reads of the slot map (hub.TOPOLOGY_EVERY = 5 s).
+            await asyncio.sleep(11.0)
+            assert writer.total() >= total + 600
+        await eventually(lambda: drained(pg), 30.0, "the outbox to drain")
+        await wait_caught_up(readers, writer.sent, 30.0)
+        for reader in readers:
+            for channel in reader.channels:
+                check_exact(reader, channel, writer.sent[channel])
+        new_owners = owners(cluster, shard)
+        assert removed.port not in new_owners.values()
+        for port in set(new_owners.values()):
+            mine = [c for c in shard if new_owners[c] == port]
+            assert set((await shard_subscribers(cluster.node_at(port), mine)).values()) == {2}
+        mentions = [
+            line
+            for service, at in zip(stack.gateways, logs_at, strict=True)
+            for line in service.log()[at:].splitlines()
+            if f":{removed.port}" in line
+        ]
+        assert not mentions, mentions[:10]
+        assert all(s.proc is not None and s.proc.poll() is None for s in stack.gateways)
+        during = delays(readers, writer, shard, start, emptied + 0.5)
+        after = delays(readers, writer, channels, gone, time.monotonic())
+        print(
+            f"\nmaster {removed.port} ({len(shard)} of {len(channels)} channels) emptied by"
+            f" rebalance in {emptied - start:.2f}s under ~{writer.achieved():.0f} events/s;"
+            f" the gateways' links to it gone {unused:.2f}s later; forgotten and stopped;"
+            f" its channels' events committed during the move: {during}; after the removal:"
+            f" {after}; {writer.total()} events, zero loss; nothing logged about the node"
+            f" in the {time.monotonic() - gone:.0f}s after it was gone"
+        )
+        assert during.worst < RESUME_BOUND, during
+
+
+async def _no_links(node: ClusterNode) -> bool:
+    return not await gateway_links(node)
