@@ -35,8 +35,10 @@ import redis.asyncio as aioredis
 
 from bench.env import migrate
 from pgcast.cancellation import raise_if_cancelled
-from pgcast.keys import channel_keys, decode_live
+from pgcast.keys import Layout, decode_live
 from tests.servers import PgInstance, RedisInstance, free_port
+
+SINGLE = Layout()  # the key names of one Redis
 
 DURABLE = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on"}
 
@@ -128,7 +130,7 @@ def listener(pg: PgInstance, rd: RedisInstance, **env: str) -> Iterator[Listener
 async def published_total(client: aioredis.Redis, channels: list[str]) -> int:
     pipe = client.pipeline(transaction=False)
     for channel in channels:
-        pipe.hget(channel_keys(channel).meta, "s")
+        pipe.hget(SINGLE.channel_keys(channel).meta, "s")
     return sum(int(v or 0) for v in await pipe.execute())
 
 
@@ -196,7 +198,7 @@ async def bench_latency(
     arrivals: dict[int, float] = {}
     client = aioredis.Redis.from_url(rd.url)
     pubsub = client.pubsub()
-    await pubsub.subscribe(channel_keys("lat").live)
+    await pubsub.subscribe(SINGLE.channel_keys("lat").live)
     setting = {"auto": "auto", "notify": "on", "poll": "off"}[mode]
     admin = await asyncpg.connect(pg.dsn)
     await admin.execute(f"ALTER DATABASE postgres SET pgcast.notify = '{setting}'")

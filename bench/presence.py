@@ -53,8 +53,10 @@ import redis.asyncio as aioredis
 from bench import wsframes as wf
 from bench.stats import percentiles
 from bench.systems import Proc, entry_point, wait_http
-from pgcast.keys import presence_keys
+from pgcast.keys import Layout
 from tests.servers import RedisInstance, free_port, free_port_below
+
+SINGLE = Layout()  # the key names of one Redis
 
 HOST = "127.0.0.1"
 ROOT = Path(__file__).resolve().parents[1]
@@ -513,7 +515,7 @@ async def bench_at_rest(
     keys_after = await run.client.dbsize()
     counted = await count_members(run, per_conn, channels, len(conns))
     member_bytes = await sample_member_bytes(run, channel_of(0, 0, per_conn, channels))
-    keys = presence_keys(channel_of(0, 0, per_conn, channels))
+    keys = SINGLE.presence_keys(channel_of(0, 0, per_conn, channels))
     encodings = {
         "hash": (await run.client.object("encoding", keys.members)).decode(),
         "zset": (await run.client.object("encoding", keys.expiry)).decode(),
@@ -600,7 +602,7 @@ async def count_members(run: Rig, per_conn: int, channels: int, conns: int) -> i
 
 
 def presence_key(channel: str) -> str:
-    return presence_keys(channel).members
+    return SINGLE.presence_keys(channel).members
 
 
 async def sample_member_bytes(run: Rig, channel: str) -> float:

@@ -34,8 +34,10 @@ import redis.asyncio as aioredis
 from bench.env import migrate
 from bench.pipeline import DURABLE, ListenerProcess, listener, poll_until, published_total
 from bench.replica_subscribe import bench_subscribe, subscribe_table
-from pgcast.keys import channel_keys
+from pgcast.keys import Layout
 from tests.servers import PgInstance, RedisInstance, free_port_below
+
+SINGLE = Layout()  # the key names of one Redis
 
 BASELINE_COMMIT = "aea1c78"
 TEMPLATE_DB = "drain_template"
@@ -178,7 +180,7 @@ async def drain_once(
         if variant.min_replicas:
             await wait_replica_synced(rd)
         # The first batch holds the first events: one of their channels is written first.
-        first = sorted({channel_keys(channel_of(shape, n)).meta for n in range(1, 17)})
+        first = sorted({SINGLE.channel_keys(channel_of(shape, n)).meta for n in range(1, 17)})
         with listener(run.pg, rd, **listener_env(run, variant, run.dsn(database))) as proc:
             async with asyncio.timeout(300):
                 await poll_until(lambda: _exists(client, proc, first), lambda n: n > 0)

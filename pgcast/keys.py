@@ -84,34 +84,6 @@ class ChannelKeys:
     live: str
 
 
-def channel_keys(channel: str) -> ChannelKeys:
-    """Names of the keys and the live pub/sub channel of ``channel``."""
-    tag = "{" + channel + "}"
-    return ChannelKeys(
-        meta=f"pgcast:{tag}:meta",
-        history=f"pgcast:{tag}:hist",
-        ids=f"pgcast:{tag}:ids",
-        live=f"pgcast:{tag}:live",
-    )
-
-
-def live_channel(channel: str) -> str:
-    """The pub/sub channel that carries ``channel``'s live messages."""
-    return channel_keys(channel).live
-
-
-def channel_of_live(live: str) -> str:
-    """Inverse of :func:`live_channel`."""
-    if not (live.startswith("pgcast:{") and live.endswith("}:live")):
-        raise ValueError(f"not a pgcast live channel: {live!r}")
-    return live[len("pgcast:{") : -len("}:live")]
-
-
-def heartbeat_channel(gateway_id: str) -> str:
-    """The pub/sub channel a gateway publishes its own heartbeat to."""
-    return HEARTBEAT_PREFIX + gateway_id
-
-
 def stream_id(offset: int) -> str:
     """Stream entry id of a history entry: the offset is the id's first part."""
     return f"{offset}-0"
@@ -173,16 +145,6 @@ class PresenceKeys:
     expiry: str
     seq: str
     live: str
-
-
-def presence_keys(channel: str) -> PresenceKeys:
-    tag = "{" + channel + "}"
-    return PresenceKeys(
-        members=f"pgcast:{tag}:pm",
-        expiry=f"pgcast:{tag}:px",
-        seq=f"pgcast:{tag}:ps",
-        live=f"pgcast:{tag}:live",
-    )
 
 
 def encode_broadcast(conn: str, frame: bytes) -> bytes:

@@ -14,10 +14,12 @@ import asyncpg
 import orjson
 import redis.asyncio as aioredis
 
-from pgcast.keys import channel_keys, offset_of_stream_id
+from pgcast.keys import Layout, offset_of_stream_id
 from tests.processes import Service
 from tests.servers import free_port
 from tests.waiting import eventually
+
+SINGLE = Layout()  # the key names of one Redis (and Sentinel)
 
 FAST = {
     "PGCAST_STANDBY_RETRY": "0.1",
@@ -125,5 +127,5 @@ async def leader_backend_pid(pg: asyncpg.Connection) -> int | None:
 
 async def history(redis: aioredis.Redis, channel: str) -> list[tuple[int, dict[str, object]]]:
     """(offset, data) of every history entry of ``channel``, oldest first."""
-    entries = await redis.xrange(channel_keys(channel).history)
+    entries = await redis.xrange(SINGLE.channel_keys(channel).history)
     return [(offset_of_stream_id(i), orjson.loads(f[b"f"])["data"]) for i, f in entries]

@@ -19,12 +19,14 @@ import asyncpg
 import orjson
 import redis.asyncio as aioredis
 
-from pgcast.keys import channel_keys
+from pgcast.keys import Layout
 from tests.gateway_support import gateway_env, token
 from tests.integration.listener_support import Listeners
 from tests.processes import Service
 from tests.servers import free_port
 from tests.waiting import eventually
+
+SINGLE = Layout()  # the key names of one Redis (and Sentinel)
 
 CHANNEL = "feed"
 
@@ -135,7 +137,7 @@ async def drained(pg: asyncpg.Connection) -> bool:
 
 async def caught_up(watcher: Watcher, redis: aioredis.Redis, channel: str = CHANNEL) -> bool:
     """Whether ``watcher`` stands at the channel's current epoch and top offset in Redis."""
-    epoch, top = await redis.hmget(channel_keys(channel).meta, ["e", "s"])
+    epoch, top = await redis.hmget(SINGLE.channel_keys(channel).meta, ["e", "s"])
     if epoch is None or top is None:
         return False
     return (watcher.epoch, watcher.offset) == (epoch.decode(), int(top))
@@ -143,7 +145,7 @@ async def caught_up(watcher: Watcher, redis: aioredis.Redis, channel: str = CHAN
 
 async def history_ns(redis: aioredis.Redis, channel: str = CHANNEL) -> list[int]:
     """The events (their n) of the channel's current history, oldest first."""
-    entries = await redis.xrange(channel_keys(channel).history)
+    entries = await redis.xrange(SINGLE.channel_keys(channel).history)
     return [int(orjson.loads(fields[b"f"])["data"]["n"]) for _, fields in entries]
 
 

@@ -17,10 +17,12 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from pgcast.keys import channel_keys
+from pgcast.keys import Layout
 from pgcast_client import Client, Gap, Message, Subscription, SubscriptionError, Unauthorized
 from tests.browser.balancer import Balancer
 from tests.browser.stack import Stack, mint, start_stack, until
+
+SINGLE = Layout()  # the key names of one Redis (and Sentinel)
 
 FAST = {"backoff_base": 0.05, "backoff_cap": 0.5, "restart_jitter": 0.2}
 WAIT = 30.0
@@ -249,7 +251,7 @@ async def test_a_consumer_that_falls_behind_is_resumed_not_dropped(
                     "SELECT pgcast.publish('jobs', $1::jsonb)",
                     orjson.dumps({"n": n, "pad": padding}).decode(),
                 )
-            meta = channel_keys("jobs").meta
+            meta = SINGLE.channel_keys("jobs").meta
             await until(lambda: _published(redis_client, meta, total), "all published")
             await until(lambda: _slow_closes(metrics_url) >= 1, "a 4008 close")
             # The client's reader is still parked on the full queue: it sees the close and

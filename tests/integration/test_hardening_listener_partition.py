@@ -17,10 +17,12 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from pgcast.keys import channel_keys, offset_of_stream_id
+from pgcast.keys import Layout, offset_of_stream_id
 from tests.soak.harness import FAST_LISTENER, Listener, RedisClient
 from tests.tcpproxy import TcpProxy
 from tests.waiting import eventually
+
+SINGLE = Layout()  # the key names of one Redis (and Sentinel)
 
 CHANNEL = "partition"
 WRITERS = 3
@@ -61,7 +63,7 @@ class Writers:
 
 
 async def history(client: RedisClient) -> list[tuple[int, tuple[int, int]]]:
-    entries = await client.xrange(channel_keys(CHANNEL).history)
+    entries = await client.xrange(SINGLE.channel_keys(CHANNEL).history)
     out = []
     for entry_id, fields in entries:
         data = orjson.loads(fields[b"f"])["data"]
@@ -140,4 +142,4 @@ async def _is(listener: Listener, role: str) -> bool:
 
 
 async def _xlen_at_least(client: RedisClient, n: int) -> bool:
-    return int(await client.xlen(channel_keys(CHANNEL).history)) >= n
+    return int(await client.xlen(SINGLE.channel_keys(CHANNEL).history)) >= n

@@ -18,10 +18,12 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from pgcast.keys import channel_keys, offset_of_stream_id
+from pgcast.keys import Layout, offset_of_stream_id
 from tests.servers import PgInstance
 from tests.soak.harness import Listener, RedisClient
 from tests.waiting import eventually
+
+SINGLE = Layout()  # the key names of one Redis (and Sentinel)
 
 CHANNEL = "restart"
 
@@ -64,7 +66,7 @@ class LedgerWriter:
 
 async def published(client: RedisClient) -> list[tuple[int, int]]:
     """The (writer, i) of every history entry, after checking offsets run 1, 2, 3 ..."""
-    entries = await client.xrange(channel_keys(CHANNEL).history)
+    entries = await client.xrange(SINGLE.channel_keys(CHANNEL).history)
     assert [offset_of_stream_id(entry_id) for entry_id, _ in entries] == list(
         range(1, len(entries) + 1)
     )
@@ -114,4 +116,4 @@ async def test_postgres_restarts_under_write_load_lose_nothing(
 
 
 async def _published_at_least(client: RedisClient, n: int) -> bool:
-    return int(await client.xlen(channel_keys(CHANNEL).history)) >= n
+    return int(await client.xlen(SINGLE.channel_keys(CHANNEL).history)) >= n

@@ -18,14 +18,15 @@ from pgcast.keys import (
     CONTROL_MARKER,
     CONTROL_STREAM,
     FRAME_FIELD,
+    Layout,
     StreamId,
-    channel_keys,
     decode_control,
     decode_live,
-    live_channel,
     parse_stream_id,
 )
 from tests.integration.listener_support import Listeners, wait_until
+
+SINGLE = Layout()  # the key names of one Redis (and Sentinel)
 
 DISCONNECT = b'{"op":"disconnect","sub":"42","reason":"x"}'
 
@@ -117,7 +118,7 @@ async def test_control_arrives_between_the_events_of_its_transaction(
     """publish, disconnect, publish in one transaction arrive in that order on one connection."""
     listeners.start()
     pubsub = redis_client.pubsub()
-    await pubsub.subscribe(live_channel("a"), CONTROL_LIVE)
+    await pubsub.subscribe(SINGLE.live_channel("a"), CONTROL_LIVE)
     try:
         async with pg.transaction():
             await pg.execute("""SELECT pgcast.publish('a', '{"n": 1}')""")
@@ -128,9 +129,9 @@ async def test_control_arrives_between_the_events_of_its_transaction(
     finally:
         await pubsub.aclose()
     assert [channel for channel, _ in received] == [
-        live_channel("a"),
+        SINGLE.live_channel("a"),
         CONTROL_LIVE,
-        live_channel("a"),
+        SINGLE.live_channel("a"),
     ]
     first, control, last = (payload for _, payload in received)
     assert orjson.loads(decode_live(first).frame)["data"] == {"n": 1}
@@ -157,7 +158,7 @@ async def test_invalid_control_rows_are_counted_and_dropped_without_wedging_the_
         {"op": "disconnect", "sub": "1", "reason": "ok"}
     ]
     assert await _control_ids(redis_client) == [good]
-    assert await redis_client.xlen(channel_keys("after").history) == 1
+    assert await redis_client.xlen(SINGLE.channel_keys("after").history) == 1
     assert listener.metric("pgcast_listener_events_total", 'result="invalid"') == 4
     assert listener.metric("pgcast_listener_controls_total", 'op="disconnect"') == 1
     assert "invalid control: unknown \"op\" 'explode'" in listener.service.log()
@@ -246,7 +247,7 @@ async def test_retried_batch_adds_no_duplicate_and_keeps_order(
     """A batch published again (its first reply lost) adds no second entry nor PUBLISH."""
     batch = [Event("a", b"1", 1), Event(CONTROL_MARKER, DISCONNECT, 2), Event("a", b"3", 3)]
     pubsub = redis_client.pubsub()
-    await pubsub.subscribe(live_channel("a"), CONTROL_LIVE)
+    await pubsub.subscribe(SINGLE.live_channel("a"), CONTROL_LIVE)
     try:
         first = await Publisher(redis_client).publish(1, batch)
         again = await Publisher(redis_client).publish(2, batch)
@@ -257,9 +258,9 @@ async def test_retried_batch_adds_no_duplicate_and_keeps_order(
     assert [r.status for r in first] == ["published"] * 3
     assert [r.status for r in again] == ["duplicate"] * 3
     assert [channel for channel, _ in received] == [
-        live_channel("a"),
+        SINGLE.live_channel("a"),
         CONTROL_LIVE,
-        live_channel("a"),
+        SINGLE.live_channel("a"),
     ]
     entry, body = decode_control(received[1][1])
     assert body == DISCONNECT

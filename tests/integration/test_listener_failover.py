@@ -14,7 +14,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from pgcast.cancellation import raise_if_cancelled
-from pgcast.keys import channel_keys, decode_live
+from pgcast.keys import Layout, decode_live
 from tests.integration.listener_support import (
     LEADER_LOCK_SQL,
     Listener,
@@ -25,6 +25,8 @@ from tests.integration.listener_support import (
     wait_until,
 )
 from tests.tcpproxy import TcpProxy
+
+SINGLE = Layout()  # the key names of one Redis (and Sentinel)
 
 CHANNELS = [f"chaos:{i}" for i in range(5)]
 HOLD = 3.0  # seconds the frozen leader holds its batch (PGCAST_DEBUG_HOLD_BATCH); the
@@ -66,7 +68,7 @@ async def test_terminated_leader_backend_standby_takes_over(
     await pg.execute("SELECT pgcast.publish('after', '1')")
 
     async def delivered() -> bool:
-        return await redis_client.xlen(channel_keys("after").history) == 1
+        return await redis_client.xlen(SINGLE.channel_keys("after").history) == 1
 
     await wait_until(delivered, "an event published by the new leader")
 
@@ -109,7 +111,7 @@ async def _kill_leaders(
     leader's progress shows whatever the writers are doing. Returns how many of the kills
     happened while writers were still publishing.
     """
-    probe = channel_keys("chaos:probe").history
+    probe = SINGLE.channel_keys("chaos:probe").history
     done = during_writes = 0
     while done < kills:
         leader = await leader_of(group)
@@ -145,7 +147,7 @@ async def test_sigkill_leader_repeatedly_every_event_exactly_once(
     env = {"PGCAST_BATCH_SIZE": "50", "PGCAST_HISTORY_SIZE": "5000"}
     group = [listeners.start(**env), listeners.start(**env)]
     pubsub = redis_client.pubsub()
-    await pubsub.subscribe(*(channel_keys(c).live for c in CHANNELS))
+    await pubsub.subscribe(*(SINGLE.channel_keys(c).live for c in CHANNELS))
     live: list[bytes] = []
     async with asyncio.TaskGroup() as tg:
         collector = tg.create_task(_collect_live(pubsub, live))
@@ -165,7 +167,8 @@ async def test_sigkill_leader_repeatedly_every_event_exactly_once(
 
         async def all_published() -> bool:
             return (
-                sum([await redis_client.xlen(channel_keys(c).history) for c in CHANNELS]) >= total
+                sum([await redis_client.xlen(SINGLE.channel_keys(c).history) for c in CHANNELS])
+                >= total
             )
 
         await wait_until(all_published, f"{total} events in Redis", deadline_s=60)

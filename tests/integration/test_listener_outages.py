@@ -9,9 +9,11 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from pgcast.keys import channel_keys
+from pgcast.keys import Layout
 from tests.integration.listener_support import Listeners, history, wait_until
 from tests.servers import PgInstance, RedisInstance
+
+SINGLE = Layout()  # the key names of one Redis (and Sentinel)
 
 OUTAGE = 3.0  # seconds Redis stays down
 
@@ -64,7 +66,7 @@ async def test_redis_killed_listener_keeps_consuming_wakeups_and_catches_up(
     try:
 
         async def all_back() -> bool:
-            return await client.xlen(channel_keys("outage").history) == 20
+            return await client.xlen(SINGLE.channel_keys("outage").history) == 20
 
         await wait_until(all_back, "every event published after Redis returned")
         assert [data for _, data in await history(client, "outage")] == list(range(20))
@@ -90,7 +92,7 @@ async def test_postgres_restart_listener_reconnects_and_leads_again(
             await conn.execute("SELECT pgcast.publish('restarted', '1')")
 
             async def delivered() -> bool:
-                return await redis_client.xlen(channel_keys("restarted").history) == 1
+                return await redis_client.xlen(SINGLE.channel_keys("restarted").history) == 1
 
             await wait_until(delivered, "the event after the restart", deadline_s=20)
         finally:

@@ -13,7 +13,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from listener.publisher import Event, Publisher
-from pgcast.keys import channel_keys, decode_live
+from pgcast.keys import Layout, decode_live
 from tests.integration.listener_support import (
     Listener,
     Listeners,
@@ -21,6 +21,8 @@ from tests.integration.listener_support import (
     leader_of,
     wait_until,
 )
+
+SINGLE = Layout()  # the key names of one Redis (and Sentinel)
 
 
 @pytest.fixture
@@ -50,7 +52,7 @@ async def test_committed_event_lands_once_rolled_back_never_and_100kb_intact(
     """Commit: once in history and on pub/sub. Rollback: never. 100 KB: intact."""
     listeners.start()
     pubsub = redis_client.pubsub()
-    await pubsub.subscribe(channel_keys("news").live)
+    await pubsub.subscribe(SINGLE.channel_keys("news").live)
     try:
         await pg.execute("""SELECT pgcast.publish('news', '{"n": 1}')""")
         tx = pg.transaction()
@@ -105,7 +107,7 @@ async def test_events_committed_while_no_listener_runs_are_published_at_start(
     listeners.start(PGCAST_BATCH_SIZE="500", PGCAST_POLL_INTERVAL="30", PGCAST_HISTORY_SIZE="2000")
 
     async def all_there() -> bool:
-        return await redis_client.xlen(channel_keys("later").history) == 1200
+        return await redis_client.xlen(SINGLE.channel_keys("later").history) == 1200
 
     await wait_until(all_there, "1200 events published")
     assert [data for _, data in await history(redis_client, "later")] == list(range(1, 1201))
@@ -120,14 +122,14 @@ async def test_invalid_channel_is_counted_and_dropped_without_wedging_the_drain(
     await pg.execute("SELECT pgcast.publish('good', '3')")
 
     async def good_arrived() -> bool:
-        return await redis_client.xlen(channel_keys("good").history) == 1
+        return await redis_client.xlen(SINGLE.channel_keys("good").history) == 1
 
     await wait_until(good_arrived, "the valid event")
     await wait_until(
         lambda: pg.fetchval("SELECT count(*) = 0 FROM pgcast.outbox"), "the outbox emptied"
     )
     assert listener.metric("pgcast_listener_events_total", 'result="invalid"') == 2
-    assert not await redis_client.exists(channel_keys("bad*glob").history)
+    assert not await redis_client.exists(SINGLE.channel_keys("bad*glob").history)
     assert "invalid channel 'bad*glob'" in listener.service.log()
 
 
@@ -151,7 +153,7 @@ async def test_relayed_notify_channel_and_malformed_payload(
     await pg.execute("""NOTIFY legacy, '{"hello": "world"}'""")
 
     async def relayed() -> bool:
-        return await redis_client.xlen(channel_keys("legacy").history) == 1
+        return await redis_client.xlen(SINGLE.channel_keys("legacy").history) == 1
 
     await wait_until(relayed, "the relayed notification")
     assert await history(redis_client, "legacy") == [(1, {"hello": "world"})]
@@ -170,7 +172,7 @@ async def test_poll_mode_publishes_without_any_notify(
     await pg.execute("SELECT pgcast.publish('polled', '1')")
 
     async def arrived() -> bool:
-        return await redis_client.xlen(channel_keys("polled").history) == 1
+        return await redis_client.xlen(SINGLE.channel_keys("polled").history) == 1
 
     await wait_until(arrived, "the polled event")
     assert listener.metric("pgcast_listener_wakeups_total") == 0
@@ -253,7 +255,7 @@ async def test_batch_published_by_a_crashed_leader_is_not_published_again(
     listener = listeners.start()
 
     async def all_five() -> bool:
-        return await redis_client.xlen(channel_keys("crash").history) == 5
+        return await redis_client.xlen(SINGLE.channel_keys("crash").history) == 5
 
     await wait_until(all_five, "the remaining rows published")
     await wait_until(
@@ -273,7 +275,7 @@ async def test_leader_vacuums_the_outbox_every_n_deleted_rows(
     await pg.execute("SELECT pgcast.publish('vac', to_jsonb(n)) FROM generate_series(1, 250) n")
 
     async def all_there() -> bool:
-        return await redis_client.xlen(channel_keys("vac").history) == 250
+        return await redis_client.xlen(SINGLE.channel_keys("vac").history) == 250
 
     async def vacuumed() -> bool:
         count = await pg.fetchval(

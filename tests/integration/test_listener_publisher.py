@@ -8,7 +8,9 @@ import orjson
 import redis.asyncio as aioredis
 
 from listener.publisher import Event, Publisher
-from pgcast.keys import FENCE_KEY, channel_keys, decode_live, message_frame, offset_of_stream_id
+from pgcast.keys import FENCE_KEY, Layout, decode_live, message_frame, offset_of_stream_id
+
+SINGLE = Layout()  # the key names of one Redis (and Sentinel)
 
 
 async def _next_message(pubsub: aioredis.client.PubSub) -> bytes:
@@ -26,7 +28,7 @@ async def test_frame_bytes_equal_message_frame_and_live_payload_decodes(
     """The script's stream entry and pub/sub payload carry exactly message_frame's bytes."""
     channel = 'user:é "quoted" \\ ü'
     data = orjson.dumps({"text": "héllo", "n": [1, 2.5, None]})
-    keys = channel_keys(channel)
+    keys = SINGLE.channel_keys(channel)
     pubsub = redis_client.pubsub()
     await pubsub.subscribe(keys.live)
     try:
@@ -69,7 +71,7 @@ async def test_republished_outbox_id_is_a_duplicate(redis_client: aioredis.Redis
     assert [r.status for r in first] == ["published", "published"]
     assert [r.status for r in again] == ["duplicate", "published"]
     assert again[1].offset == 3
-    assert await redis_client.xlen(channel_keys("c").history) == 3
+    assert await redis_client.xlen(SINGLE.channel_keys("c").history) == 3
 
 
 async def test_older_leader_epoch_is_fenced(redis_client: aioredis.Redis) -> None:
@@ -79,7 +81,7 @@ async def test_older_leader_epoch_is_fenced(redis_client: aioredis.Redis) -> Non
     assert not await publisher.claim_fence(4)
     results = await publisher.publish(4, [Event("c", b"1", 1)])
     assert [r.status for r in results] == ["fenced"]
-    assert not await redis_client.exists(channel_keys("c").history)
+    assert not await redis_client.exists(SINGLE.channel_keys("c").history)
     assert (await publisher.publish(5, [Event("c", b"1", 1)]))[0].status == "published"
 
 
@@ -105,7 +107,7 @@ async def test_history_is_trimmed_and_expires(redis_client: aioredis.Redis) -> N
     """History keeps about history_size entries and every key carries the TTL."""
     publisher = Publisher(redis_client, history_size=10, history_ttl=60)
     await publisher.publish(1, [Event("c", b"1", i) for i in range(1, 501)])
-    keys = channel_keys("c")
+    keys = SINGLE.channel_keys("c")
     assert 10 <= await redis_client.xlen(keys.history) < 500
     for key in (keys.meta, keys.history, keys.ids):
         assert 0 < await redis_client.ttl(key) <= 60
@@ -119,7 +121,7 @@ async def test_new_history_after_meta_vanished_drops_stale_entries(
     """Meta gone (expired or evicted) means a new epoch and a fresh stream from offset 1."""
     publisher = Publisher(redis_client)
     old = await publisher.publish(1, [Event("c", b"1", 1), Event("c", b"2", 2)])
-    keys = channel_keys("c")
+    keys = SINGLE.channel_keys("c")
     await redis_client.delete(keys.meta)
     new = await publisher.publish(1, [Event("c", b"3", 3)])
     assert new[0].offset == 1
@@ -152,5 +154,5 @@ async def test_interleaved_channels_in_long_batches_map_results_back_in_order(
         ("duplicate", None),
         ("published", 126),
     ]
-    history = await redis_client.xrange(channel_keys("i1").history)
+    history = await redis_client.xrange(SINGLE.channel_keys("i1").history)
     assert [orjson.loads(f[b"f"])["data"] for _, f in history][-3:] == [247, 249, 251]

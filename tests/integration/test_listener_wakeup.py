@@ -14,9 +14,11 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from pgcast.keys import channel_keys
+from pgcast.keys import Layout
 from tests.integration.listener_support import Listener, Listeners, history, wait_until
 from tests.integration.test_sql_wakeup import WAKE_LOCK_SQL, Spy
+
+SINGLE = Layout()  # the key names of one Redis (and Sentinel)
 
 SLOW_POLL = "30"  # seconds: nothing in these tests may rely on the safety-net poll
 
@@ -45,7 +47,7 @@ async def _asleep(listener: Listener) -> None:
 
 async def _count(redis: aioredis.Redis, channel: str, expected: int) -> None:
     async def arrived() -> bool:
-        return int(await redis.xlen(channel_keys(channel).history)) >= expected
+        return int(await redis.xlen(SINGLE.channel_keys(channel).history)) >= expected
 
     await wait_until(arrived, f"{expected} events on {channel}", deadline_s=10)
 

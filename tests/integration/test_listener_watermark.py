@@ -7,7 +7,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from listener.publisher import Event, Mark, Publisher, ReplicasBehindError
-from pgcast.keys import channel_keys
+from pgcast.keys import Layout
+
+SINGLE = Layout()  # the key names of one Redis (and Sentinel)
 
 
 def _events(channel: str, first: int, count: int) -> list[Event]:
@@ -25,7 +27,7 @@ async def test_redis_behind_its_watermark_starts_a_new_epoch(
     epoch = first[-1].epoch
     assert publisher.mark("feed") == Mark(epoch or "", 5)
     # Redis goes back in time: offsets 3-5 are gone, the counter says 2.
-    keys = channel_keys("feed")
+    keys = SINGLE.channel_keys("feed")
     await redis_client.hset(keys.meta, "s", 2)
     await redis_client.xtrim(keys.history, minid="3-0")
     fresh = Publisher(redis_client, on_behind=lambda *args: heard.append(args))
@@ -54,7 +56,7 @@ async def test_an_empty_epoch_a_reader_made_after_a_loss_is_adopted(
 ) -> None:
     """After Redis lost the channel a gateway's subscribe made a new epoch with no message:
     nobody holds an offset of it, so the leader publishes into it (clients are told once)."""
-    keys = channel_keys("feed")
+    keys = SINGLE.channel_keys("feed")
     await redis_client.hset(keys.meta, mapping={"e": "fresh", "s": 0})
     results = await Publisher(redis_client).publish(
         1, _events("feed", 1, 2), {"feed": Mark("old", 9)}
@@ -82,7 +84,7 @@ async def test_own_marks_override_an_older_watermark(redis_client: aioredis.Redi
     publisher = Publisher(redis_client)
     first = await publisher.publish(1, _events("feed", 1, 4))
     epoch = first[0].epoch or ""
-    await redis_client.hset(channel_keys("feed").meta, "s", 3)  # lost offset 4
+    await redis_client.hset(SINGLE.channel_keys("feed").meta, "s", 3)  # lost offset 4
     again = await publisher.publish(1, _events("feed", 5, 1), {"feed": Mark(epoch, 2)})
     assert again[0].epoch != epoch
     assert again[0].offset == 1

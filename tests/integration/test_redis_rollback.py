@@ -13,7 +13,7 @@ import aiohttp
 import asyncpg
 import redis.asyncio as aioredis
 
-from pgcast.keys import channel_keys
+from pgcast.keys import Layout
 from tests.integration.listener_support import Listeners
 from tests.integration.rollback_support import (
     CHANNEL,
@@ -30,6 +30,8 @@ from tests.integration.rollback_support import (
 )
 from tests.redis_topology import RedisNode
 from tests.tcpproxy import TcpProxy
+
+SINGLE = Layout()  # the key names of one Redis (and Sentinel)
 
 
 async def _went_back_in_time(
@@ -189,7 +191,7 @@ async def test_a_new_leader_on_another_redis_renews_the_waiting_channels(
         first = listeners.start()
         await publish(pg, 1, 5)
         await until(lambda: drained(pg), "1-5 published")
-        epoch = (await client.hget(channel_keys(CHANNEL).meta, "e") or b"").decode()
+        epoch = (await client.hget(SINGLE.channel_keys(CHANNEL).meta, "e") or b"").decode()
         first.service.stop()
         recorded = await pg.fetchval("SELECT redis_identity FROM pgcast.leader")
         assert recorded
@@ -201,7 +203,7 @@ async def test_a_new_leader_on_another_redis_renews_the_waiting_channels(
         client = aioredis.Redis.from_url(redis.url)
         second = listeners.start()
         await until(lambda: drained(pg), "6-8 published by the new leader")
-        renewed = (await client.hget(channel_keys(CHANNEL).meta, "e") or b"").decode()
+        renewed = (await client.hget(SINGLE.channel_keys(CHANNEL).meta, "e") or b"").decode()
         assert renewed != epoch
         assert await history_ns(client) == [6, 7, 8]
         assert second.metric("pgcast_listener_redis_history_lost_total") == 1
@@ -210,7 +212,9 @@ async def test_a_new_leader_on_another_redis_renews_the_waiting_channels(
         third = listeners.start()  # the same Redis: no renewal
         await publish(pg, 9, 9)
         await until(lambda: drained(pg), "9 published")
-        assert (await client.hget(channel_keys(CHANNEL).meta, "e") or b"").decode() == renewed
+        assert (
+            await client.hget(SINGLE.channel_keys(CHANNEL).meta, "e") or b""
+        ).decode() == renewed
         assert await history_ns(client) == [6, 7, 8, 9]
         assert third.metric("pgcast_listener_redis_history_lost_total") == 0
     finally:

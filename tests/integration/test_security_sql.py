@@ -12,9 +12,11 @@ import asyncpg
 import orjson
 import pytest
 
-from pgcast.keys import channel_keys
+from pgcast.keys import Layout
 from tests.soak.harness import Listener, RedisClient, metric
 from tests.waiting import eventually
+
+SINGLE = Layout()  # the key names of one Redis (and Sentinel)
 
 VICTIM = "CREATE TABLE victim (id int PRIMARY KEY); INSERT INTO victim VALUES (1);"
 HOSTILE_VALUES = [
@@ -115,14 +117,16 @@ async def test_invalid_channels_from_rows_are_dropped_without_wedging_the_drain(
             await pg.execute("INSERT INTO item (owner) VALUES ($1)", owner)
 
         async def published(channel: str) -> bool:
-            return bool(await redis_client.xlen(channel_keys(channel).history))
+            return bool(await redis_client.xlen(SINGLE.channel_keys(channel).history))
 
         await eventually(lambda: published("item:after"), 15, "the row after the bad ones")
         assert await published("item:before")
         text = await listener.metrics()
         assert metric(text, "pgcast_listener_events_total", result="invalid") == 4
         keys = {k async for k in redis_client.scan_iter(match="pgcast:{*}:hist")}
-        assert keys == {channel_keys(f"item:{o}").history.encode() for o in ("before", "after")}
+        assert keys == {
+            SINGLE.channel_keys(f"item:{o}").history.encode() for o in ("before", "after")
+        }
         assert "\nFORGED LOG LINE" not in listener.log()
         # The listener deletes published rows on its next fetch, after the Redis write.
         outbox_sql = "SELECT count(*) = 0 FROM pgcast.outbox"
@@ -142,7 +146,7 @@ async def test_relayed_notify_channels_are_quoted_identifiers(
     try:
         await eventually(lambda: _is_leader(listener), 15, "listener leads")
         for channel in (hostile, "Orders"):
-            key = channel_keys(channel).history
+            key = SINGLE.channel_keys(channel).history
 
             async def relayed(key: str = key, channel: str = channel) -> bool:
                 await pg.execute("SELECT pg_notify($1, $2)", channel, '{"k": 1}')

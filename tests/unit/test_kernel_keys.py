@@ -3,29 +3,41 @@
 from __future__ import annotations
 
 import orjson
-import pytest
 
 from pgcast import keys
 
 
 def test_keys_of_a_channel_share_one_hash_tag() -> None:
     """Every key of a channel carries the same {channel} tag, so they share a cluster slot."""
-    ck = keys.channel_keys("user:42")
+    ck = keys.Layout().channel_keys("user:42")
     names = (ck.meta, ck.history, ck.ids, ck.live)
     assert all("{user:42}" in name for name in names)
     assert len(set(names)) == 4
 
 
-@pytest.mark.parametrize("channel", ["a", "user:42", "we{ird}:ch}an", "ü"])
-def test_live_channel_round_trip(channel: str) -> None:
-    """The channel is recovered from its live pub/sub name, even with braces in it."""
-    assert keys.channel_of_live(keys.live_channel(channel)) == channel
+def test_one_redis_keeps_the_names_it_always_had() -> None:
+    """Layout() is the single-Redis (and Sentinel) layout of every earlier version."""
+    layout = keys.Layout()
+    ck = layout.channel_keys("a")
+    assert (ck.meta, ck.history, ck.ids, ck.live) == (
+        "pgcast:{a}:meta",
+        "pgcast:{a}:hist",
+        "pgcast:{a}:ids",
+        "pgcast:{a}:live",
+    )
+    assert layout.fence_keys() == ("pgcast:fence",)
+    assert layout.control_keys() == ("pgcast:control", "pgcast:control:ids", "pgcast:control:live")
+    assert layout.heartbeat_channel("g1") == "pgcast:hb:g1"
+    assert layout.publish_command == "PUBLISH"
 
 
-def test_channel_of_live_rejects_foreign_names() -> None:
-    """A pub/sub name outside the layout is an error, not a guess."""
-    with pytest.raises(ValueError, match="not a pgcast live channel"):
-        keys.channel_of_live("other:channel")
+def test_partitions_spread_evenly_over_the_slots() -> None:
+    """Partition i's tag hashes into the i-th of N equal slot ranges."""
+    layout = keys.Layout(64)
+    width = keys.CLUSTER_SLOTS / 64
+    slots = [keys.key_slot("{" + layout.partition_tag(i) + "}") for i in range(64)]
+    assert [int(slot // width) for slot in slots] == list(range(64))
+    assert layout.publish_command == "SPUBLISH"
 
 
 def test_message_frame_is_the_contract_frame() -> None:

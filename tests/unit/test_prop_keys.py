@@ -39,30 +39,42 @@ def cluster_hash_tag(key: str) -> str:
     return key[start + 1 : end]
 
 
+LAYOUTS = [keys.Layout(), keys.Layout(64)]
+LAYOUT_IDS = ["single", "cluster"]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS, ids=LAYOUT_IDS)
 @given(VALID_NAME)
 @example("a}:live")
 @example("{")
 @example("}")
 @example("pgcast:{x}:live")
-def test_live_channel_round_trips_for_every_valid_name(channel: str) -> None:
-    """channel_of_live(live_channel(c)) == c, braces and colons included."""
-    assert keys.channel_of_live(keys.live_channel(channel)) == channel
+def test_live_channel_is_the_channel_keys_live(layout: keys.Layout, channel: str) -> None:
+    """One name for a channel's live messages, whichever way it is asked for."""
+    assert layout.live_channel(channel) == layout.channel_keys(channel).live
+    assert layout.presence_keys(channel).live == layout.live_channel(channel)
 
 
+@pytest.mark.parametrize("layout", LAYOUTS, ids=LAYOUT_IDS)
 @given(VALID_NAME, VALID_NAME)
-def test_distinct_channels_never_share_a_key(one: str, other: str) -> None:
+def test_distinct_channels_never_share_a_key(layout: keys.Layout, one: str, other: str) -> None:
     """The layout is injective: two channels never read or write each other's keys."""
     if one != other:
-        a, b = keys.channel_keys(one), keys.channel_keys(other)
+        a, b = layout.channel_keys(one), layout.channel_keys(other)
         assert not {a.meta, a.history, a.ids, a.live} & {b.meta, b.history, b.ids, b.live}
 
 
+@pytest.mark.parametrize("layout", LAYOUTS, ids=LAYOUT_IDS)
 @given(VALID_NAME)
-def test_keys_of_a_channel_never_collide_with_global_keys(channel: str) -> None:
-    """No channel key equals the fence key or any heartbeat channel."""
-    ck = keys.channel_keys(channel)
-    for name in (ck.meta, ck.history, ck.ids, ck.live):
-        assert name != keys.FENCE_KEY
+def test_keys_of_a_channel_never_collide_with_global_keys(
+    layout: keys.Layout, channel: str
+) -> None:
+    """No channel key equals a fence, a control key or a heartbeat channel."""
+    ck = layout.channel_keys(channel)
+    pk = layout.presence_keys(channel)
+    globals_ = {*layout.fence_keys(), *layout.control_keys()}
+    for name in (ck.meta, ck.history, ck.ids, ck.live, pk.members, pk.expiry, pk.seq):
+        assert name not in globals_
         assert not name.startswith(keys.HEARTBEAT_PREFIX)
 
 
@@ -73,11 +85,24 @@ def test_keys_of_a_channel_share_one_cluster_slot(channel: str) -> None:
     """Redis Cluster hashes all four names of a channel by the same tag (one slot).
 
     Excluded: a name starting with ``}`` makes the tag empty, so Redis hashes
-    the whole key (reported to the lead; harmless on a single Redis).
+    the whole key (harmless on a single Redis, which is the only layout using it).
     """
-    ck = keys.channel_keys(channel)
+    ck = keys.Layout().channel_keys(channel)
     tags = {cluster_hash_tag(name) for name in (ck.meta, ck.history, ck.ids, ck.live)}
     assert len(tags) == 1
+
+
+@given(VALID_NAME)
+@example("}")
+@example("a}b{c}")
+def test_a_partitioned_channel_shares_its_partitions_slot_and_fence(channel: str) -> None:
+    """On a cluster every key of a channel, its presence and its fence copy share one slot,
+    whatever braces the name holds: the publish and presence scripts touch one slot."""
+    layout = keys.Layout(64)
+    ck, pk = layout.channel_keys(channel), layout.presence_keys(channel)
+    names = (ck.meta, ck.history, ck.ids, ck.live, pk.members, pk.expiry, pk.seq)
+    slots = {keys.key_slot(name) for name in (*names, layout.fence_key(channel))}
+    assert len(slots) == 1
 
 
 @given(OFFSET, EPOCH, st.binary(max_size=512))
@@ -124,13 +149,3 @@ def test_stream_ids_round_trip(offset: int) -> None:
     entry = keys.stream_id(offset)
     assert keys.offset_of_stream_id(entry) == offset
     assert keys.offset_of_stream_id(entry.encode()) == offset
-
-
-@given(st.text(max_size=40))
-def test_channel_of_live_refuses_foreign_names(name: str) -> None:
-    """A pub/sub name outside the layout is refused, never mistaken for a channel."""
-    if name.startswith("pgcast:{") and name.endswith("}:live") and len(name) >= 14:
-        assert keys.live_channel(keys.channel_of_live(name)) == name
-    else:
-        with pytest.raises(ValueError, match="not a pgcast live channel"):
-            keys.channel_of_live(name)
