@@ -5,8 +5,7 @@ unsubscribes after the last leaves. With one Redis (or Sentinel) there is one li
 in a Redis Cluster one sharded link per master that serves a channel of ours, each
 with its own heartbeat (gateway.shard_link owns a link's life). The hub routes each
 channel to the link of the node that serves its slot (gateway.topology), moves it when
-the slot moves (Redis ends the shard subscription, or the slot map changed), and
-publishes every link's heartbeat.
+the slot moves (Redis ends the shard subscription, or the slot map changed).
 """
 
 from __future__ import annotations
@@ -308,9 +307,7 @@ class Hub:
     async def run(self) -> None:
         """Keep the links up, routed and proven alive, until cancelled."""
         try:
-            async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(self._heartbeat_loop(), name="hub-heartbeat")
-                await self._topology_loop()
+            await self._topology_loop()
         finally:
             links = [s.task for s in self.shards.values() if s.task is not None]
             links += self._gone
@@ -375,21 +372,3 @@ class Hub:
                     shard.task.cancel()
                     self._gone.add(shard.task)
                     shard.task.add_done_callback(self._gone.discard)
-
-    async def _heartbeat_loop(self) -> None:
-        """Publish to every link's own heartbeat channel, so an idle link still carries
-        traffic (in a cluster, through the node that link reads)."""
-        command = self.layout.publish_command
-        while True:
-            raise_if_cancelled()
-            await asyncio.sleep(self.options.heartbeat)
-            for shard in list(self.shards.values()):
-                key = shard.heartbeat
-                if key is None:
-                    continue
-                try:
-                    # Bounded by the client's socket timeout (never cancelled mid-command).
-                    await self.redis.execute_command(command, key, b"1")  # type: ignore[no-untyped-call, unused-ignore]
-                except REDIS_ERRORS as exc:
-                    raise_if_cancelled()
-                    log.debug("heartbeat publish failed: %s", redis_connect.reason(exc))

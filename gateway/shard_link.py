@@ -15,8 +15,11 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
+import redis.asyncio as aioredis
+
 from gateway.channel import Channel
 from gateway.pubsub import PubSubLink, open_link
+from pgcast import redis_connect
 from pgcast.backoff import Backoff
 from pgcast.cancellation import raise_if_cancelled
 
@@ -171,6 +174,7 @@ class ShardLink:
             channel.begin_sync()
             self.queue_sync(channel)
         syncer = asyncio.create_task(self._syncer(link), name=f"hub-syncer-{self.node}")
+        beat = asyncio.create_task(self._heartbeat_loop(link), name=f"hub-heartbeat-{self.node}")
         watched: list[asyncio.Future[Any]] = [syncer, link.closed]
         try:
             while not link.closed.done() and not syncer.done():
@@ -184,19 +188,37 @@ class ShardLink:
         finally:
             link.abort()
             await self._retire(syncer)
+            await self._retire(beat)
         lost = link.closed.result() if link.closed.done() else None
         log.warning("redis pub/sub link to %s lost: %s", self.node, lost or "closed")
 
-    async def _retire(self, syncer: asyncio.Task[None]) -> None:
-        """Let the syncer of a dead link finish on its own (its link is closed, so it
-        applies nothing): redis-py does not always survive a cancellation mid-command."""
+    async def _retire(self, task: asyncio.Task[None]) -> None:
+        """Let a task of a dead link finish on its own (its link is closed, so it applies
+        nothing): redis-py does not always survive a cancellation mid-command."""
         self._sync_wanted.set()
-        await asyncio.wait([syncer], timeout=RETIRE_WAIT)
-        if not syncer.done():
-            self._retired.add(syncer)  # kept, and awaited (bounded) when the link stops
-            syncer.add_done_callback(self._retired.discard)
-        elif not syncer.cancelled() and syncer.exception() is not None:
-            log.warning("history sync failed: %s", syncer.exception())
+        await asyncio.wait([task], timeout=RETIRE_WAIT)
+        if not task.done():
+            self._retired.add(task)  # kept, and awaited (bounded) when the link stops
+            task.add_done_callback(self._retired.discard)
+        elif not task.cancelled() and task.exception() is not None:
+            log.warning("%s failed: %s", task.get_name(), task.exception())
+
+    async def _heartbeat_loop(self, link: PubSubLink) -> None:
+        """Publish to this link's own heartbeat channel through its node, so an idle link
+        still carries traffic. One per link: a frozen node delays only its own beats."""
+        hub, key = self.hub, self._heartbeat
+        if key is None:
+            return
+        command = hub.layout.publish_command
+        while not link.closed.done():
+            raise_if_cancelled()
+            await asyncio.sleep(hub.options.heartbeat)
+            try:
+                # Bounded by the client's socket timeout (never cancelled mid-command).
+                await hub.redis.execute_command(command, key, b"1")  # type: ignore[no-untyped-call, unused-ignore]
+            except (OSError, TimeoutError, ConnectionError, aioredis.RedisError) as exc:
+                raise_if_cancelled()
+                log.debug("heartbeat through %s failed: %s", self.node, redis_connect.reason(exc))
 
     async def _syncer(self, link: PubSubLink) -> None:
         """Subscribe queued channels on ``link`` and apply their history, in batches."""
