@@ -1,8 +1,8 @@
 """Smoke test of ``python -m bench.cluster``: every part once, at tiny sizes.
 
 A private durable Postgres, one Redis and then a 3-master Redis Cluster, the real
-listener and gateways, 50 per-user connections, one rate for 2 s; the gateway scaling
-at 1 and 2 processes; 300 PUBLISH and 300 SPUBLISH on a 6-node cluster. What must hold
+listener and gateways, 50 per-user connections, one rate for 1 s; the gateway scaling
+at 1 process; 300 PUBLISH and 300 SPUBLISH on a 6-node cluster. What must hold
 whatever the machine's speed: every event written reaches its one subscriber once, CPU
 and bus counters are read from every node, and SPUBLISH crosses the bus less than
 PUBLISH (a classic PUBLISH goes to every other node, a sharded one only to the shard's
@@ -20,8 +20,8 @@ from tests.integration.bench_support import run_bench
 
 def test_tiny_run_reports_every_part(tmp_path: Path) -> None:
     out = tmp_path / "cluster.json"
-    argv = ["--connections", "50", "--rates", "100", "--seconds", "2", "--warmup", "0.5"]
-    argv += ["--scale-rate", "100", "--scale-gateways", "1,2", "--bus-messages", "300"]
+    argv = ["--connections", "50", "--rates", "100", "--seconds", "1", "--warmup", "0.3"]
+    argv += ["--scale-rate", "100", "--scale-gateways", "1", "--bus-messages", "300"]
     done = run_bench("bench.cluster", [*argv, "--json", str(out)], timeout=240)
     report = orjson.loads(out.read_bytes())
 
@@ -30,10 +30,9 @@ def test_tiny_run_reports_every_part(tmp_path: Path) -> None:
         ("single", 2),
         ("cluster", 2),
         ("cluster", 1),
-        ("cluster", 2),
     ]
     for row in rows:
-        assert row["written"] == 200
+        assert row["written"] == 100
         assert row["write_failed"] == 0
         assert row["delivered"] == row["written"]
         assert row["lost"] == 0
