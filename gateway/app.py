@@ -18,7 +18,6 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-import redis.asyncio as aioredis
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
@@ -175,7 +174,7 @@ async def _check_partitions(probe: Any, key: str, partitions: int) -> None:
     read and subscribe other keys than the listener writes."""
     try:
         recorded = await probe.get(key)
-    except (OSError, TimeoutError, aioredis.RedisError):
+    except redis_connect.ERRORS:
         return  # not fatal here: the hub retries Redis; the listener writes it at claim
     if recorded is not None and int(recorded) != partitions:
         raise ConfigError(

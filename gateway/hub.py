@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 AHEAD_WAIT = 1.0  # how long a client that resumes ahead of this hub waits for it
 TOPOLOGY_EVERY = 5.0  # seconds between reads of a cluster's slot map (a node added)
-REDIS_ERRORS = (OSError, TimeoutError, ConnectionError, aioredis.RedisError)
+REDIS_ERRORS = redis_connect.ERRORS
 
 
 class HubClosedError(Exception):
@@ -128,7 +128,7 @@ class Hub:
                                 await channel.wait_offset(channel.offset)
                     # Bounded by the client's socket timeout (no cancellation mid-command).
                     snapshot = await self.history.snapshot(name, since, epoch)
-        except (TimeoutError, OSError, aioredis.RedisError) as exc:
+        except REDIS_ERRORS as exc:
             self.leave(name, member)
             raise HubUnavailableError(name) from exc
         except BaseException:
@@ -231,7 +231,7 @@ class Hub:
                 self.layout.live_channel(name),
                 encode_broadcast(sender, frame),
             )
-        except (OSError, TimeoutError, ConnectionError, aioredis.RedisError) as exc:
+        except REDIS_ERRORS as exc:
             raise HubUnavailableError(name) from exc
 
     # -- the live path ------------------------------------------------------------------

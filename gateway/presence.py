@@ -16,8 +16,6 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-import redis.asyncio as aioredis
-
 from gateway import protocol
 from gateway.hub import Hub, HubUnavailableError
 from gateway.metrics import Metrics
@@ -32,7 +30,7 @@ SWEEP_SECONDS = 1.0
 # members leave later (by a second per this many channels), but Redis' load stays bounded.
 SWEEP_BATCH = 1000
 FLUSH_WAIT = 1.0  # bound on sending the last leaves when the process stops
-REDIS_ERRORS = (OSError, TimeoutError, ConnectionError, aioredis.RedisError)
+REDIS_ERRORS = redis_connect.ERRORS
 
 
 class Presence:
@@ -106,7 +104,7 @@ class Presence:
                 try:
                     async with asyncio.timeout(FLUSH_WAIT):
                         await self._flush()
-                except (*REDIS_ERRORS, asyncio.CancelledError) as exc:
+                except REDIS_ERRORS as exc:
                     log.info("presence leaves not sent at exit (%r); they expire", exc)
 
     async def _every(self, seconds: float, step: Callable[[], Awaitable[None]]) -> None:

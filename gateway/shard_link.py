@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
-
-import redis.asyncio as aioredis
 
 from gateway.channel import Channel
 from gateway.pubsub import PubSubLink, open_link
@@ -199,7 +198,7 @@ class ShardLink:
         await asyncio.wait([task], timeout=RETIRE_WAIT)
         if not task.done():
             self._retired.add(task)  # kept, and awaited (bounded) when the link stops
-            task.add_done_callback(self._retired.discard)
+            task.add_done_callback(_forget_retired(self._retired))
         elif not task.cancelled() and task.exception() is not None:
             log.warning("%s failed: %s", task.get_name(), task.exception())
 
@@ -216,7 +215,7 @@ class ShardLink:
             try:
                 # Bounded by the client's socket timeout (never cancelled mid-command).
                 await hub.redis.execute_command(command, key, b"1")  # type: ignore[no-untyped-call, unused-ignore]
-            except (OSError, TimeoutError, ConnectionError, aioredis.RedisError) as exc:
+            except redis_connect.ERRORS as exc:
                 raise_if_cancelled()
                 log.debug("heartbeat through %s failed: %s", self.node, redis_connect.reason(exc))
 
@@ -261,3 +260,14 @@ class ShardLink:
         for channel, snapshot in zip(batch, snapshots, strict=True):
             if self.channels.get(channel.name) is channel and channel.finish_sync(snapshot):
                 self.queue_sync(channel)
+
+
+def _forget_retired(retired: set[asyncio.Task[None]]) -> Callable[[asyncio.Task[None]], None]:
+    """Drop a retired task once it ends, its failure logged (its link is gone anyway)."""
+
+    def done(task: asyncio.Task[None]) -> None:
+        retired.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.debug("%s of a dead link ended: %s", task.get_name(), task.exception())
+
+    return done

@@ -29,6 +29,8 @@ from redis.exceptions import (
     AskError,
     AuthenticationError,
     ClusterDownError,
+    RedisClusterException,
+    RedisError,
     ResponseError,
     TryAgainError,
 )
@@ -50,6 +52,16 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+# What a Redis call may raise when Redis is unreachable, failing over or refusing: a
+# cluster client's "no node reachable" is not a RedisError (RedisClusterException).
+ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    ConnectionError,
+    RedisError,
+    RedisClusterException,
+)
 
 RedisClient = aioredis.Redis
 
