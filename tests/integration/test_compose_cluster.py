@@ -23,6 +23,7 @@ import pytest
 import redis
 import yaml
 
+from tests.servers import NoServerError
 from tests.unit.test_deploy_facts import ROOT
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
@@ -64,7 +65,8 @@ def nodes(tmp_path: Path) -> Iterator[int]:
     """Six redis-servers with the compose node command, on 127.0.0.1..6; their port."""
     server = shutil.which("redis-server")
     if server is None or shutil.which("redis-cli") is None:
-        pytest.skip("needs redis-server and redis-cli")
+        # Like every Redis test here: a missing binary is a failure, never a silent skip.
+        raise NoServerError("needs redis-server and redis-cli (Debian: redis-server, redis-tools)")
     argv = compose_services()["redis-cluster-1"]["command"]
     assert argv[0] == "redis-server"
     port = free_port_on_every_node()
