@@ -60,6 +60,42 @@ def descendants(root: int) -> list[int]:
     return found
 
 
+def cpu_of(pids: list[int]) -> float:
+    """CPU seconds of these processes, all threads, in ns resolution (schedstat's time on
+    CPU; /proc/<pid>/stat counts 10 ms ticks, too coarse for a few ms per refresh)."""
+    total = 0
+    for pid in pids:
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                with open(f"/proc/{pid}/task/{task}/schedstat") as fh:
+                    total += int(fh.read().split()[0])
+            except (OSError, ValueError, IndexError):
+                continue
+    return total / 1e9
+
+
+def machine_jiffies() -> tuple[int, int, int]:
+    """(busy, total, irq + softirq) jiffies of all CPUs so far (/proc/stat). Loopback TCP
+    runs much of its work in softirq, which no process's CPU time includes."""
+    with open("/proc/stat") as fh:
+        values = [int(v) for v in fh.readline().split()[1:]]
+    idle = values[3] + values[4]
+    return sum(values) - idle, sum(values), values[5] + values[6]
+
+
+def every_process_cpu() -> dict[int, float]:
+    """utime + stime of every process on the machine (10 ms ticks), by PID."""
+    out = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            out[int(entry)] = cpu_seconds(int(entry))
+    return out
+
+
 PidSource = Callable[[], Iterable[int]]
 
 
