@@ -23,7 +23,7 @@ import asyncpg
 import pytest
 
 from tests.gateway_support import Client, token
-from tests.integration.test_gateway_cluster import LAYOUT, stack_on
+from tests.integration.cluster_support import LAYOUT, stack_on
 from tests.integration.test_gateway_control import alive, closed_with
 from tests.redis_cluster import RedisCluster
 

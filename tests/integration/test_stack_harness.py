@@ -139,6 +139,28 @@ class RunningStack:
         finally:
             self._out.close()
 
+    def tail_one(self, channel: str = "news") -> subprocess.Popen[bytes]:
+        """Start ``deploy.tail`` for one event of ``channel`` over wss through nginx."""
+        argv = [sys.executable, "-m", "deploy.tail", channel, "--count", "1"]
+        argv += ["--url", f"wss://localhost:{self.https_port}/ws"]
+        return subprocess.Popen(
+            [*argv, "--run-dir", str(self.run_dir)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+
+    def stop_with_cli(self) -> subprocess.CompletedProcess[str]:
+        """``python -m deploy.stack --stop`` (make down) on this run directory."""
+        return subprocess.run(
+            [sys.executable, "-m", "deploy.stack", "--stop", "--run-dir", str(self.run_dir)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=90,
+            check=False,
+        )
+
 
 @dataclass
 class RawClient:

@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import asyncpg
 import pytest
 
-from tests.integration.test_stack_harness import ROOT, RunningStack, pid_alive
+from tests.integration.test_stack_harness import RunningStack, pid_alive
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -51,14 +50,7 @@ def test_gunicorn_gateway_tail_and_make_down(
     ).start()
     try:
         stack.wait_up()
-        url = f"wss://localhost:{stack.https_port}/ws"
-        argv = [sys.executable, "-m", "deploy.tail", "news", "--url", url, "--count", "1"]
-        tail = subprocess.Popen(
-            [*argv, "--run-dir", str(stack.run_dir)],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
+        tail = stack.tail_one()
         assert tail.stdout is not None
         first = tail.stdout.readline()
         assert b"listening on news" in first, first
@@ -71,14 +63,7 @@ def test_gunicorn_gateway_tail_and_make_down(
             assert "gunicorn" in Path(f"/proc/{proc['pid']}/cmdline").read_text()
     finally:
         pids = [p["pid"] for p in stack.state()["procs"] if p["pid"]]
-        down = subprocess.run(
-            [sys.executable, "-m", "deploy.stack", "--stop", "--run-dir", str(stack.run_dir)],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=90,
-            check=False,
-        )
+        down = stack.stop_with_cli()
         assert down.returncode == 0, down.stdout + down.stderr
         assert stack.stop() == 0
     assert "stopped the stack" in down.stdout

@@ -27,7 +27,7 @@ from deploy.config import StackConfig, build, parse_args
 from deploy.preflight import pid_alive
 from deploy.procs import START_PGCAST, START_SERVERS, ProcSpec, plan
 from deploy.supervisor import Supervisor
-from tests.integration.test_stack_harness import ROOT, RunningStack, free_block
+from tests.integration.test_stack_harness import RunningStack, free_block
 from tests.integration.test_stack_runner import base_env, publish_until_exit
 from tests.waiting import eventually
 
@@ -190,14 +190,7 @@ def test_make_up_with_sentinels_delivers_and_make_down_stops_all(
         for proc in stack.procs("listener") + stack.procs("gateway"):
             environ = Path(f"/proc/{proc['pid']}/environ").read_bytes().split(b"\0")
             assert f"REDIS_URL={url}/pgcast/0".encode() in environ, proc["name"]
-        tail_argv = [sys.executable, "-m", "deploy.tail", "news", "--count", "1"]
-        tail_argv += ["--url", f"wss://localhost:{stack.https_port}/ws"]
-        tail = subprocess.Popen(
-            [*tail_argv, "--run-dir", str(stack.run_dir)],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
+        tail = stack.tail_one()
         assert tail.stdout is not None
         assert b"listening on news" in tail.stdout.readline()
         asyncio.run(publish_until_exit(tail, database_url, 20))
@@ -209,14 +202,7 @@ def test_make_up_with_sentinels_delivers_and_make_down_stops_all(
             tail.kill()
             tail.wait(10)
         pids = [p["pid"] for p in stack.state()["procs"] if p["pid"]]
-        down = subprocess.run(
-            [sys.executable, "-m", "deploy.stack", "--stop", "--run-dir", str(stack.run_dir)],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=90,
-            check=False,
-        )
+        down = stack.stop_with_cli()
         assert down.returncode == 0, down.stdout + down.stderr
         assert stack.stop() == 0
     assert "then listeners, then Sentinels, then Redis" in stack.output()
