@@ -24,8 +24,8 @@ import orjson
 from pgcast.backoff import Backoff
 from pgcast_client.codes import Outcome, reconnect_plan
 from pgcast_client.position import Position
-from pgcast_client.presence import Broadcast, BroadcastHandler, Member, PresenceHandler
-from pgcast_client.requests import Lost, Request, RequestError, Requests, Track
+from pgcast_client.presence import Broadcast, BroadcastHandler, PresenceHandler
+from pgcast_client.requests import Request, RequestAPI, RequestError, Requests, Track
 from pgcast_client.subscription import (
     Gap,
     GapHandler,
@@ -52,7 +52,7 @@ class Disconnected(Exception):
         self.reason = reason
 
 
-class Client:
+class Client(RequestAPI):
     """A resilient pgcast client; see the module docstring. Not thread-safe."""
 
     def __init__(
@@ -166,55 +166,6 @@ class Client:
             self._unsubs.append(sub.channel)
             self._dirty.set()
         sub.end()
-
-    async def track(self, channel: str, meta: dict[str, Any] | None = None) -> None:
-        """Join (or update) this client's presence in ``channel`` with ``meta``; remembered
-        and tracked again on every new connection until :meth:`untrack`. Returns once the
-        gateway confirmed; raises :class:`RequestError` (forbidden, presence_full, ...)."""
-        waiter = self._requests.track(channel, dict(meta or {}))
-        self._dirty.set()
-        await self._wait(waiter, "track")
-
-    async def untrack(self, channel: str) -> None:
-        """Leave ``channel``'s presence; no longer tracked on reconnects."""
-        entry = self._requests.tracked.pop(channel, None)
-        if entry is None:
-            return
-        entry.settle(
-            RequestError("cancelled", f"untrack({channel}) before the track was confirmed")
-        )
-        if entry.state == "pending" or not self.connected.is_set():
-            return  # nothing on the gateway
-        await self._ask({"type": "untrack", "channel": channel}, "resolve")
-
-    async def presence(self, channel: str) -> list[Member]:
-        """The members of ``channel``'s presence now (asked again after a lost connection)."""
-        members = await self._ask({"type": "presence", "channel": channel}, "retry")
-        return [Member.from_frame(m) for m in members or ()]
-
-    async def publish(self, channel: str, data: Any) -> None:
-        """Send ``data`` (JSON) to every other connection subscribed to ``channel`` (their
-        ``on_broadcast``); needs the token's ``publish`` claim. Ephemeral: at most once,
-        never replayed; ``RequestError('disconnected')`` if the connection died unanswered."""
-        await self._ask({"type": "publish", "channel": channel, "data": data}, "reject")
-
-    async def _ask(self, frame: dict[str, Any], lost: Lost) -> Any:
-        if self.error is not None:
-            raise self.error
-        request = Request(frame, lost)
-        self._requests.outbox.append(request)
-        self._dirty.set()
-        return await self._wait(request.future, str(frame["type"]))
-
-    async def _wait(self, future: asyncio.Future[Any], what: str) -> Any:
-        try:
-            async with asyncio.timeout(self._request_timeout):
-                return await asyncio.shield(future)
-        except TimeoutError:
-            future.cancel()
-            raise RequestError(
-                "timeout", f"no answer to {what} in {self._request_timeout}s"
-            ) from None
 
     # -- the connection loop ---------------------------------------------------------
 
@@ -363,13 +314,6 @@ class Client:
         elif kind == "unsubscribed":
             self._on_unsubscribed(frame, sub)
 
-    def _on_tracked(self, frame: dict[str, Any]) -> None:
-        entry = self._pending.pop(frame.get("id", -1), None)
-        current = isinstance(entry, Track) and self._requests.tracked.get(entry.channel) is entry
-        if isinstance(entry, Track) and current and entry.id == frame.get("id"):
-            entry.state = "tracked"
-            entry.settle()
-
     def _on_unsubscribed(self, frame: dict[str, Any], sub: Subscription | None) -> None:
         self._pending.pop(frame.get("id", -1), None)
         reason = frame.get("reason")
@@ -378,15 +322,6 @@ class Client:
         del self._subs[sub.channel]  # revoked: ended for good, never resubscribed
         log.warning("pgcast subscription to %s ended by the server: %s", sub.channel, reason)
         sub.end(SubscriptionRevoked(sub.channel, str(reason)))
-
-    def _answer(self, frame: dict[str, Any], value: Any) -> bool:
-        """Settle the request ``frame`` answers (by id); False when it answers none."""
-        request = self._pending.get(frame.get("id", -1))
-        if not isinstance(request, Request):
-            return False
-        del self._pending[frame["id"]]
-        request.settle(value)
-        return True
 
     async def _on_subscribed(self, frame: dict[str, Any]) -> None:
         sub = self._subs.get(frame.get("channel", ""))
@@ -428,18 +363,6 @@ class Client:
             request.end(SubscriptionError(code, text))
             return
         log.warning("pgcast gateway error %s on %s: %s", code, request or "a request", text)
-
-    def _track_refused(self, entry: Track, frame: dict[str, Any], code: str, text: str) -> None:
-        if entry.id != frame.get("id") or self._requests.tracked.get(entry.channel) is not entry:
-            return  # superseded by a newer track or an untrack
-        if code == "rate_limited":
-            entry.state = "pending"
-            self._throttled = True
-            self._dirty.set()
-            return
-        del self._requests.tracked[entry.channel]  # refused: not tracked again on reconnect
-        if entry.settle(RequestError(code, text)) == 0:
-            log.warning("pgcast track of %s refused: %s %s", entry.channel, code, text)
 
     def _request_id(self, request: Subscription | Track | Request | str) -> int:
         self._next_id += 1
