@@ -12,24 +12,8 @@ import {
   refreshDelay,
   tokenExpiry,
 } from '../../clients/js/src/client.js';
-import { FakeEventSource, FakeWebSocket, jwt, waitFor } from './fakes.mjs';
+import { closeClients, FakeEventSource, FakeWebSocket, jwt, makeClient, waitFor } from './fakes.mjs';
 
-const clients = [];
-
-function makeClient(options = {}) {
-  const client = new PgcastClient({
-    url: 'http://gw.test',
-    token: 'tok',
-    WebSocket: FakeWebSocket,
-    EventSource: FakeEventSource,
-    backoffBase: 10,
-    backoffCap: 40,
-    restartJitter: 5,
-    ...options,
-  });
-  clients.push(client);
-  return client;
-}
 
 async function connected(client) {
   const ws = await waitFor(() => FakeWebSocket.last(), 'a socket');
@@ -50,7 +34,7 @@ beforeEach(() => {
 });
 
 afterEach(() => {
-  while (clients.length) clients.pop().close();
+  closeClients();
 });
 
 test('pure helpers: backoff bounds, offsets, endpoints, token expiry', () => {

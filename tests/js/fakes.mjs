@@ -1,6 +1,7 @@
 // Test doubles for the browser client under node: a scriptable WebSocket and EventSource.
 // The real-network tests run the same client in Chromium against a real gateway
 // (tests/browser/); these drive every branch of its state machine quickly.
+import { PgcastClient } from '../../clients/js/src/client.js';
 
 export class FakeWebSocket {
   static instances = [];
@@ -110,4 +111,26 @@ export async function waitFor(predicate, what, timeout = 3000) {
     await new Promise((resolve) => setTimeout(resolve, 5));
   }
   throw new Error(`timed out waiting for ${what}`);
+}
+
+const made = [];
+
+// A client on the fake sockets with short backoffs; closeClients() closes every one made.
+export function makeClient(options = {}) {
+  const client = new PgcastClient({
+    url: 'http://gw.test',
+    token: 'tok',
+    WebSocket: FakeWebSocket,
+    EventSource: FakeEventSource,
+    backoffBase: 10,
+    backoffCap: 40,
+    restartJitter: 5,
+    ...options,
+  });
+  made.push(client);
+  return client;
+}
+
+export function closeClients() {
+  while (made.length) made.pop().close();
 }

@@ -4,25 +4,9 @@
 import assert from 'node:assert/strict';
 import { afterEach, beforeEach, test } from 'node:test';
 
-import { PgcastClient, reconnectPlan } from '../../clients/js/src/client.js';
-import { FakeEventSource, FakeWebSocket, waitFor } from './fakes.mjs';
+import { reconnectPlan } from '../../clients/js/src/client.js';
+import { closeClients, FakeEventSource, FakeWebSocket, makeClient, waitFor } from './fakes.mjs';
 
-const clients = [];
-
-function makeClient(options = {}) {
-  const client = new PgcastClient({
-    url: 'http://gw.test',
-    token: 'tok',
-    WebSocket: FakeWebSocket,
-    EventSource: FakeEventSource,
-    backoffBase: 10,
-    backoffCap: 40,
-    restartJitter: 5,
-    ...options,
-  });
-  clients.push(client);
-  return client;
-}
 
 async function connected(index = FakeWebSocket.instances.length) {
   const ws = await waitFor(() => FakeWebSocket.instances[index], `socket ${index}`);
@@ -52,7 +36,7 @@ beforeEach(() => {
 });
 
 afterEach(() => {
-  while (clients.length) clients.pop().close();
+  closeClients();
 });
 
 test('track is sent once open, resolves on tracked, and is sent again after a reconnect', async () => {
