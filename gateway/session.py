@@ -221,7 +221,7 @@ class Session:
                 await self.services.presence.untrack(req.channel, self.conn)
             except HubUnavailableError:
                 self.services.presence.forget(req.channel, self.conn)  # retried by the loop
-        self.transport.send(protocol.acknowledged("untracked", req.channel, req.id))
+        self.transport.send(protocol.untracked(req.channel, request_id=req.id))
 
     async def _presence(self, req: PresenceQuery) -> None:
         channel, rid = req.channel, req.id

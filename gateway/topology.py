@@ -10,12 +10,11 @@ node added). Knows redis, not aiohttp.
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote
 
 import redis.asyncio as aioredis
 
 from pgcast.keys import CLUSTER_SLOTS, Layout, key_slot
-from pgcast.redis_url import RedisTarget
+from pgcast.redis_url import RedisTarget, node_target
 
 SINGLE = "main"  # the node name of a deployment without a cluster
 
@@ -81,16 +80,7 @@ class Topology:
         if not self.sharded:
             return self.target
         host, port = self._nodes[node]
-        auth = ""
-        if self.target.password is not None:
-            user = quote(self.target.username or "", safe="")
-            auth = f"{user}:{quote(self.target.password, safe='')}@"
-        return RedisTarget(
-            kind="single",
-            url=f"redis://{auth}{host}:{port}/0",
-            username=self.target.username,
-            password=self.target.password,
-        )
+        return node_target(self.target, host, port)
 
     def heartbeat_key(self, node: str, gateway_id: str) -> bytes | None:
         """A (shard) channel served by ``node`` for this gateway's heartbeat through it;

@@ -6,9 +6,8 @@ every new connection, and drops a connection to a demoted primary (READONLY), so
 it follows failovers by itself; the caller's retry loop only has to reconnect.
 Closing it closes its Sentinel connections too. For a Redis Cluster it returns a
 ``redis.asyncio.cluster.RedisCluster`` (it follows MOVED/ASK and refreshes the slot
-map itself); :func:`cluster_masters` lists the masters and their slots, and
-:func:`node_client` connects to one of them. :func:`verify` is the start-up check: a
-wrong password, a master no Sentinel knows, a cluster not ``ok`` is a ConfigError.
+map itself). :func:`verify` is the start-up check: a wrong password, a master no
+Sentinel knows, a cluster not ``ok`` is a ConfigError.
 """
 
 from __future__ import annotations
@@ -16,8 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -42,11 +39,8 @@ from pgcast.settings import ConfigError
 __all__ = [
     "RedisClient",
     "RedisCluster",
-    "Shard",
     "client",
     "cluster_identity",
-    "cluster_masters",
-    "node_client",
     "reason",
     "verify",
 ]
@@ -78,26 +72,6 @@ class _SentinelRedis(aioredis.Redis):
         manager = getattr(self.connection_pool, "sentinel_manager", None)
         if manager is not None:
             await manager.aclose()
-
-
-@dataclass(frozen=True, slots=True)
-class Shard:
-    """One master of a Redis Cluster: where it is, its node id, the slot ranges it serves
-    (inclusive ``(first, last)`` pairs), and its replicas' addresses."""
-
-    host: str
-    port: int
-    node_id: str
-    slots: tuple[tuple[int, int], ...]
-    replicas: tuple[tuple[str, int], ...] = ()
-
-    @property
-    def name(self) -> str:
-        """``host:port``, as redis-py names a cluster node."""
-        return f"{self.host}:{self.port}"
-
-    def serves(self, slot: int) -> bool:
-        return any(first <= slot <= last for first, last in self.slots)
 
 
 def client(
@@ -168,54 +142,6 @@ def _cluster_client(
         password=target.password,
         **kwargs,
     )
-
-
-def node_client(
-    target: RedisTarget, host: str, port: int, *, timeout: float, **options: Any
-) -> aioredis.Redis:  # type: ignore[type-arg, unused-ignore]
-    """A plain client of one node of the cluster ``target`` (its credentials; no
-    redirections followed): a sharded pub/sub link, a per-node probe."""
-    return aioredis.Redis(
-        host=host,
-        port=port,
-        username=target.username,
-        password=target.password,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        **{"retry": Retry(NoBackoff(), 0), **options},
-    )
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _shard(entry: Mapping[Any, Any]) -> Shard | None:
-    """A CLUSTER SHARDS entry as a Shard; None when no online master serves it."""
-    slots = tuple((int(first), int(last)) for first, last in entry.get("slots") or ())
-    master: dict[str, Any] | None = None
-    replicas: list[tuple[str, int]] = []
-    for raw in entry.get("nodes") or ():
-        node = {_text(key): value for key, value in raw.items()}
-        address = (_text(node.get("endpoint") or node.get("ip")), int(node["port"]))
-        if _text(node.get("health")) != "online":
-            continue
-        if _text(node.get("role")) == "master":
-            master = {"address": address, "id": _text(node.get("id"))}
-        else:
-            replicas.append(address)
-    if master is None or not slots:
-        return None
-    host, port = master["address"]
-    return Shard(host, port, master["id"], slots, tuple(sorted(replicas)))
-
-
-async def cluster_masters(redis: RedisCluster) -> list[Shard]:
-    """The cluster's masters serving slots, by address, as one node answers CLUSTER SHARDS
-    now (Redis 7.0+). A master in failure, or one serving no slot, is left out."""
-    reply = await redis.execute_command("CLUSTER SHARDS", target_nodes=RedisCluster.RANDOM)
-    shards = [shard for entry in reply if (shard := _shard(entry)) is not None]
-    return sorted(shards, key=lambda shard: (shard.host, shard.port))
 
 
 async def cluster_identity(redis: RedisCluster) -> str | None:

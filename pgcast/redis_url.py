@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Literal
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from pgcast.keys import DEFAULT_PARTITIONS, Layout
 from pgcast.settings import ConfigError, EnvReader
@@ -162,3 +162,17 @@ def read_partitions(env: EnvReader) -> int:
 def layout_for(target: RedisTarget, partitions: int = DEFAULT_PARTITIONS) -> Layout:
     """The key layout of ``target``: partitioned on a cluster, the classic names otherwise."""
     return Layout(partitions) if target.kind == "cluster" else Layout()
+
+
+def node_target(target: RedisTarget, host: str, port: int) -> RedisTarget:
+    """One node of the cluster ``target`` as a plain address with the cluster's
+    credentials (a gateway's sharded pub/sub link to that node)."""
+    auth = ""
+    if target.password is not None:
+        auth = f"{quote(target.username or '', safe='')}:{quote(target.password, safe='')}@"
+    return RedisTarget(
+        kind="single",
+        url=f"redis://{auth}{host}:{port}/0",
+        username=target.username,
+        password=target.password,
+    )
