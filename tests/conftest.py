@@ -38,6 +38,7 @@ server-side control through the listener, auth. Single-only, and why:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -84,6 +85,24 @@ CLUSTER_TOO: dict[str, dict[str, str]] = {
 # a cost measure it themselves, in CPU time.
 settings.register_profile("pgcast", deadline=None)
 settings.load_profile("pgcast")
+
+
+async def drop_slots(admin: asyncpg.Connection, dbname: str) -> None:
+    """Drop the database's logical replication slots (PGCAST_CAPTURE=wal): a slot keeps its
+    database from being dropped. An active one's walsender is terminated first."""
+    for _ in range(100):
+        slots = await admin.fetch(
+            "SELECT slot_name, active_pid FROM pg_replication_slots WHERE database = $1", dbname
+        )
+        if not slots:
+            return
+        for slot in slots:
+            if slot["active_pid"] is not None:
+                await admin.execute("SELECT pg_terminate_backend($1)", slot["active_pid"])
+            else:
+                with contextlib.suppress(asyncpg.PostgresError):
+                    await admin.execute("SELECT pg_drop_replication_slot($1)", slot["slot_name"])
+        await asyncio.sleep(0.05)
 
 
 def with_database(dsn: str, dbname: str) -> str:
@@ -147,6 +166,8 @@ async def database_url(servers: SharedServers) -> AsyncIterator[str]:
     yield with_database(servers.database_url, name)
     admin = await asyncpg.connect(servers.database_url)
     try:
+        # A logical replication slot (PGCAST_CAPTURE=wal) keeps its database from dropping.
+        await drop_slots(admin, name)
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await admin.close()

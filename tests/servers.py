@@ -147,6 +147,10 @@ class PgInstance:
             "max_connections": "200",
             "shared_buffers": "64MB",
             "log_min_messages": "warning",
+            # PGCAST_CAPTURE=wal: logical decoding, one slot and walsender per test database
+            "wal_level": "logical",
+            "max_replication_slots": "40",
+            "max_wal_senders": "40",
             **self.extra_conf,
         }
         with open(self.datadir / "postgresql.conf", "a") as fh:
@@ -309,7 +313,9 @@ def _container_servers(servers: SharedServers, need_pg: bool, need_redis: bool) 
     from testcontainers.redis import RedisContainer
 
     if need_pg:
-        pg = PostgresContainer("postgres:15-alpine", driver=None)
+        pg = PostgresContainer("postgres:15-alpine", driver=None).with_command(
+            "postgres -c wal_level=logical -c max_replication_slots=40 -c max_wal_senders=40"
+        )
         pg.start()
         servers.cleanups.append(pg)
         servers.database_url = pg.get_connection_url()
