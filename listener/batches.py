@@ -25,11 +25,16 @@ _CONTROL_STATUS: dict[str, PublishStatus] = {"p": "published", "d": "duplicate",
 # NamedTuples, not frozen dataclasses: one of each is built per event, and a frozen
 # dataclass' __init__ (object.__setattr__ per field) costs several times a tuple's.
 class Event(NamedTuple):
-    """One event to publish: ``data_json`` is already-encoded JSON (the jsonb text)."""
+    """One event to publish: ``data_json`` is already-encoded JSON (the jsonb text).
+
+    ``dedupe_id``: Redis publishes an id once per channel (a retried batch, a successor's
+    replay): the outbox row's id, or ``"<commit lsn>.<n>"`` for the n-th event of a
+    transaction decoded from the WAL (listener/wal_capture.py). None: never de-duplicated.
+    """
 
     channel: str
     data_json: bytes
-    outbox_id: int | None = None
+    dedupe_id: int | str | None = None
 
 
 class PublishResult(NamedTuple):

@@ -8,6 +8,7 @@ gateway commonly share one environment.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
@@ -30,6 +31,11 @@ NOTIFY_MODES = ("auto", "notify", "poll")
 # With PGCAST_REDIS_MIN_REPLICAS: too few replicas acknowledged a publish -> keep its rows
 # and retry (stall), or go on and count it (degrade).
 REPLICA_POLICIES = ("stall", "degrade")
+# outbox: triggers and pgcast.publish() write pgcast.outbox, the leader drains it; wal: the
+# leader decodes the WAL (logical replication from the slot PGCAST_WAL_SLOT).
+CAPTURE_MODES = ("outbox", "wal")
+# A replication slot's name: Postgres allows lower-case letters, digits and underscores.
+SLOT_NAME = re.compile(r"[a-z0-9_]{1,63}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +53,9 @@ class ListenerSettings:
     port: int = 8081
     history_size: int = 1000
     history_ttl: int = 86400
+    capture: str = "outbox"
+    wal_slot: str = "pgcast"
+    wal_confirm_interval: float = 0.1
     notify_mode: str = "auto"
     poll_interval: float = 1.0
     awake_poll: float = 0.001
@@ -100,6 +109,16 @@ def _relay_channels(env: EnvReader) -> tuple[str, ...]:
     return channels
 
 
+def _slot_name(env: EnvReader) -> str:
+    name = env.text("PGCAST_WAL_SLOT", "pgcast")
+    if not SLOT_NAME.fullmatch(name):
+        raise ConfigError(
+            f"PGCAST_WAL_SLOT: {name[:100]!r} is not a replication slot name"
+            " (1-63 lower-case letters, digits or underscores)"
+        )
+    return name
+
+
 def load_settings(environ: Mapping[str, str]) -> ListenerSettings:
     """Validated settings from ``environ``; ConfigError names the first bad variable."""
     env = EnvReader(environ)
@@ -118,6 +137,11 @@ def load_settings(environ: Mapping[str, str]) -> ListenerSettings:
         port=env.integer("PGCAST_LISTENER_PORT", 8081, maximum=65535),
         history_size=env.integer("PGCAST_HISTORY_SIZE", 1000, minimum=1),
         history_ttl=env.integer("PGCAST_HISTORY_TTL", 86400, minimum=1),
+        capture=env.choice("PGCAST_CAPTURE", "outbox", CAPTURE_MODES),
+        wal_slot=_slot_name(env),
+        wal_confirm_interval=env.number(
+            "PGCAST_WAL_CONFIRM_INTERVAL", 0.1, minimum=0.0, maximum=60.0
+        ),
         notify_mode=env.choice("PGCAST_NOTIFY_MODE", "auto", NOTIFY_MODES),
         poll_interval=env.number("PGCAST_POLL_INTERVAL", 1.0, minimum=0.01),
         awake_poll=env.number("PGCAST_AWAKE_POLL", 0.001, minimum=0.0005, maximum=1.0),

@@ -11,9 +11,11 @@
 -- ARGV[1] leader epoch (integer)          ARGV[2] epoch token for a new history
 -- ARGV[3] channel as a JSON string        ARGV[4] history max length (approximate)
 -- ARGV[5] TTL seconds                     ARGV[6] live (shard) pub/sub channel
--- ARGV[7] how many recent outbox ids the ids zset keeps
+-- ARGV[7] how many recent de-duplication ids the ids zset keeps
 -- ARGV[8] the events' index: 'id:length,id:length,...', one entry per event, in order:
---   its outbox id ('' = no de-duplication) and the byte length of its data
+--   its de-duplication id ('' = none: the outbox id, or '<commit lsn>.<n>' for an event
+--   decoded from the WAL; the ids zset scores it by its numeric value, close enough to
+--   keep the newest) and the byte length of its data
 -- ARGV[9] the events' data (JSON text), concatenated in that order
 --   (two arguments instead of two per event: packing and parsing many small
 --   arguments was the listener's largest per-event cost)
@@ -72,17 +74,17 @@ local statuses = {}
 local deduplicated = false
 local data = ARGV[9]
 local pos = 1
-for outbox_id, length in string.gmatch(ARGV[8], '(%d*):(%d+)') do
+for dedupe_id, length in string.gmatch(ARGV[8], '([%d.]*):(%d+)') do
   local stop = pos + tonumber(length)
-  if outbox_id ~= '' and redis.call('ZSCORE', KEYS[3], outbox_id) then
+  if dedupe_id ~= '' and redis.call('ZSCORE', KEYS[3], dedupe_id) then
     statuses[#statuses + 1] = 'd'
   else
     offset = offset + 1
     local offset_text = string.format('%d', offset)
     local frame = head .. offset_text .. '","data":' .. string.sub(data, pos, stop - 1) .. '}'
     redis.call('XADD', KEYS[2], offset_text .. '-0', 'f', frame)
-    if outbox_id ~= '' then
-      redis.call('ZADD', KEYS[3], outbox_id, outbox_id)
+    if dedupe_id ~= '' then
+      redis.call('ZADD', KEYS[3], dedupe_id, dedupe_id)
       deduplicated = true
     end
     redis.call(publish, ARGV[6], offset_text .. live_prefix .. frame)

@@ -361,7 +361,7 @@ class Publisher:
                 keys.live,
                 keep,
                 ",".join(
-                    f"{'' if e.outbox_id is None else e.outbox_id}:{len(e.data_json)}" for e in run
+                    f"{'' if e.dedupe_id is None else e.dedupe_id}:{len(e.data_json)}" for e in run
                 ),
                 b"".join(event.data_json for event in run),
                 "" if mark is None else mark.epoch,
@@ -372,7 +372,7 @@ class Publisher:
             pipe.evalsha(PUBLISH_SHA, 4, *args)
 
     def _control(self, pipe: Any, leader_epoch: int, control: Event) -> None:
-        if control.outbox_id is None:
+        if control.dedupe_id is None:
             raise ValueError("a control is published with its outbox id")
         stream, ids, live = self.layout.control_keys()
         pipe.evalsha(
@@ -382,7 +382,7 @@ class Publisher:
             stream,
             ids,
             leader_epoch,
-            control.outbox_id,
+            control.dedupe_id,
             control.data_json,
             CONTROL_STREAM_MAXLEN,
             live,

@@ -228,11 +228,12 @@ class Drainer:
         """Channels of the rows that were waiting when this leader found another Redis."""
         if not self.renew_upto:
             return set()  # the common case: nothing to look at
-        if events and (events[0].outbox_id or 0) > self.renew_upto:
+        first = events[0].dedupe_id if events else None
+        if isinstance(first, int) and first > self.renew_upto:
             self.renew_upto = 0  # ordered by id: every row waiting then is published
             return set()
         upto = self.renew_upto
-        return {e.channel for e in events if e.outbox_id is not None and e.outbox_id <= upto}
+        return {e.channel for e in events if isinstance(e.dedupe_id, int) and e.dedupe_id <= upto}
 
     async def _follow_redis(self) -> None:
         """Before a retry: record which Redis this leader publishes to now (a failover), so
@@ -322,7 +323,7 @@ class Drainer:
             statuses[status] -= 1
             if status == "published":
                 self.metrics.controls.labels(op).inc()
-                log.debug("published control %s, outbox id %d", op, batch.events[index].outbox_id)
+                log.debug("published control %s, id %s", op, batch.events[index].dedupe_id)
         for status, count in statuses.items():
             if count:
                 self.metrics.events.labels(status).inc(count)

@@ -82,7 +82,7 @@ async def test_a_frozen_master_is_named_by_readyz_then_left_for_its_replica(
         await asyncio.to_thread(cluster.wait_healthy, 20.0)
 
         await publisher.publish(
-            1, [Event(c, orjson.dumps({"c": c}), outbox_id=n + 1) for n, c in enumerate(mine)]
+            1, [Event(c, orjson.dumps({"c": c}), dedupe_id=n + 1) for n, c in enumerate(mine)]
         )
         got = set()
         async with asyncio.timeout(15):

@@ -194,7 +194,7 @@ async def test_a_control_sent_while_the_link_was_down_is_applied_after_it_return
             events = Events(direct)
             await events.publisher.claim_fence(1)
             control = orjson.dumps({"op": "disconnect", "sub": "9", "reason": "late"})
-            await events.publisher.publish(1, [Event(CONTROL_MARKER, control, outbox_id=10**12)])
+            await events.publisher.publish(1, [Event(CONTROL_MARKER, control, dedupe_id=10**12)])
         finally:
             await direct.aclose()
         await wait_until(lambda: not services.hub.ready, what="link dropped")

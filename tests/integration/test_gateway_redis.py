@@ -49,7 +49,7 @@ class Load:
     async def run(self) -> None:
         n = 1
         while not self.stop.is_set():
-            event = Event(self.channel, orjson.dumps({"n": n}), outbox_id=n)
+            event = Event(self.channel, orjson.dumps({"n": n}), dedupe_id=n)
             try:
                 await self.publisher.claim_fence(LEADER_EPOCH)
                 (result,) = await self.publisher.publish(LEADER_EPOCH, [event])

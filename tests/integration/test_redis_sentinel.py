@@ -22,6 +22,9 @@ from pgcast import redis_connect
 from pgcast.redis_url import parse_redis_url
 from tests.gateway_support import SECRET
 from tests.integration.rollback_support import (
+    CHANNEL,
+    SINGLE,
+    Stack,
     Watcher,
     caught_up,
     check,
@@ -79,6 +82,20 @@ async def _round(
     return recovery
 
 
+async def _stuck(watcher: Watcher, redis: aioredis.Redis, running: Stack) -> str:
+    """Why a client did not reach the top: its state, Redis', and the services' logs."""
+    meta = await redis.hgetall(SINGLE.channel_keys(CHANNEL).meta)
+    logs = "\n".join(
+        s.log()[-3000:]
+        for s in (*running.gateways, *(one.service for one in running.listeners.started))
+    )
+    return (
+        f"{watcher.sub} at {watcher.epoch}:{watcher.offset}, Redis {meta}, "
+        f"{watcher.connects} connects, errors {watcher.errors[-3:]}, "
+        f"last {watcher.log[-5:]}\n{logs}"
+    )
+
+
 async def _failovers(
     database_url: str,
     pg: asyncpg.Connection,
@@ -128,7 +145,10 @@ async def _failovers(
                 await writing
             await until(lambda: drained(pg), "the outbox drained", 30)
             for watcher in watchers:
-                await until(lambda w=watcher: caught_up(w, redis), f"{watcher.sub} at the top")
+                try:
+                    await until(lambda w=watcher: caught_up(w, redis), f"{watcher.sub} at the top")
+                except TimeoutError as stuck:
+                    raise TimeoutError(await _stuck(watcher, redis, running)) from stuck
     for watcher in watchers:
         check(watcher, range(1, writer.n + 1))
     check_offsets(*watchers)

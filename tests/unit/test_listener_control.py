@@ -64,8 +64,8 @@ def test_reason_of_exactly_120_bytes_is_accepted() -> None:
     assert parse_control('{"op": "disconnect", "sub": "1", "reason": "' + "é" * 60 + '"}')
 
 
-def _control(outbox_id: int) -> Event:
-    return Event(CONTROL_MARKER, b'{"op":"disconnect","sub":"1","reason":""}', outbox_id)
+def _control(dedupe_id: int) -> Event:
+    return Event(CONTROL_MARKER, b'{"op":"disconnect","sub":"1","reason":""}', dedupe_id)
 
 
 def test_a_control_runs_after_the_events_before_it_and_before_those_after_it() -> None:
