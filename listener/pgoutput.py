@@ -136,7 +136,9 @@ def decode(payload: bytes | bytearray | memoryview) -> Message:
         raise DecodeError(f"unknown pgoutput message type {chr(buf[0])!r}")
     try:
         message, end = decoder(buf)
-    except (struct.error, IndexError, UnicodeDecodeError) as exc:
+    except DecodeError:
+        raise
+    except (struct.error, IndexError, ValueError) as exc:  # ValueError: no NUL, bad UTF-8
         raise DecodeError(f"malformed pgoutput {chr(buf[0])!r} message: {exc}") from exc
     if end != len(buf):
         raise DecodeError(f"pgoutput {chr(buf[0])!r} message has {len(buf) - end} extra bytes")
