@@ -10,8 +10,17 @@ import asyncpg
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from listener.pgoutput import decode
-from listener.wal_events import WATCHED_SQL, Event, EventBuilder, Invalid, Item, load_watches
+from listener.pgoutput import Column, Relation, decode
+from listener.wal_events import (
+    WATCHED_SQL,
+    Event,
+    EventBuilder,
+    Invalid,
+    Item,
+    Watch,
+    load_watches,
+    serving_problem,
+)
 
 Op = str | tuple[str, tuple[object, ...]]
 
@@ -52,11 +61,16 @@ def as_pairs(items: list[Item]) -> list[tuple[str, str]]:
 
 
 async def compare(
-    pg: asyncpg.Connection, columns: str, templates: list[str], ops: Sequence[Op]
+    pg: asyncpg.Connection,
+    columns: str,
+    templates: list[str],
+    ops: Sequence[Op],
+    zone: str = "Asia/Kolkata",
+    create: str = "CREATE TABLE t ({}); ALTER TABLE t REPLICA IDENTITY FULL",
 ) -> list[tuple[str, str]]:
     """Watch table t (REPLICA IDENTITY FULL), run ops, and check both paths agree."""
-    await pg.execute("SET TimeZone = 'Asia/Kolkata'")  # writer and walsender alike
-    await pg.execute(f"CREATE TABLE t ({columns}); ALTER TABLE t REPLICA IDENTITY FULL")
+    await pg.execute(f"SET TimeZone = '{zone}'")  # writer and walsender alike
+    await pg.execute(create.format(columns))
     await pg.execute("SELECT pgcast.watch('t', $1::text[])", templates)
     slot = await start_capture(pg, "t")
     for op in ops:
@@ -234,3 +248,52 @@ async def test_generated_values_match(
     ]  # fmt: skip
     ops += ["UPDATE t SET n = n * 1.0, f = -f, j = j::jsonb::json", "DELETE FROM t"]
     await compare(pg, "id int PRIMARY KEY, s text, n numeric, f float8, j json", ["{s}"], ops)
+
+
+async def test_partitions_and_another_zone(pg: asyncpg.Connection) -> None:
+    """A partitioned table's changes arrive per partition ("table" names it, as the
+    trigger's TG_TABLE_NAME); a zone with a half-hour offset."""
+    create = """CREATE TABLE t ({}) PARTITION BY RANGE (id);
+        CREATE TABLE t_low PARTITION OF t FOR VALUES FROM (0) TO (10);
+        CREATE TABLE t_high PARTITION OF t FOR VALUES FROM (10) TO (100);
+        ALTER TABLE t_low REPLICA IDENTITY FULL; ALTER TABLE t_high REPLICA IDENTITY FULL"""
+    rows = await compare(
+        pg,
+        "id int PRIMARY KEY, at timestamptz",
+        ["p:{at}"],
+        [
+            "INSERT INTO t VALUES (1, '2024-03-10 12:00+00'), (11, '1900-01-01 00:00+00')",
+            "UPDATE t SET at = at + interval '1 minute'",
+            "DELETE FROM t",
+        ],
+        zone="America/St_Johns",
+        create=create,
+    )
+    assert rows[0] == ("p:2024-03-10T09:30:00-02:30", rows[0][1])
+
+
+async def test_declarations_needing_full_identity(pg: asyncpg.Connection) -> None:
+    """With DEFAULT identity, UPDATE and non-key DELETE declarations are refused by
+    serving_problem and their changes come back Invalid; INSERT and key-only DELETE work."""
+    await pg.execute("CREATE TABLE t (id int PRIMARY KEY, g int, s text)")
+    await pg.execute("SELECT pgcast.watch('t', ARRAY['c:{id}'])")
+    slot = await start_capture(pg, "t")
+    await pg.execute("INSERT INTO t VALUES (1, 2, 'a'); UPDATE t SET s = 'b'; DELETE FROM t")
+    items = await wal_items(pg, slot)
+    builder = EventBuilder(load_watches(await pg.fetch(WATCHED_SQL)))
+    expected = await outbox(pg)
+    assert [type(i) for i in items] == [Event, Invalid, Event]
+    assert isinstance(items[1], Invalid)
+    assert "REPLICA IDENTITY FULL" in items[1].reason
+    assert [(items[0].channel, items[0].data.decode())] == expected[:1]  # type: ignore[union-attr]
+    assert [(items[2].channel, items[2].data.decode())] == expected[2:]  # type: ignore[union-attr]
+    relation = Relation(1, "public", "t", "d", (Column(1, "id", 23, -1), Column(0, "g", 23, -1)))
+    watch = Watch(("c:{g}",), frozenset({"INSERT"}), ("id",), ("g", "id"))
+    assert serving_problem(relation, watch) is None
+    assert "outside the replica identity" in str(
+        serving_problem(relation, Watch(("c:{g}",), frozenset({"DELETE"}), ("id",), ("g", "id")))
+    )
+    assert "not published" in str(
+        serving_problem(relation, Watch(("c:{gen}",), frozenset({"INSERT"}), ("id",), ()))
+    )
+    assert builder.problem(12345) is None
