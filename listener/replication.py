@@ -78,7 +78,9 @@ def classify(sqlstate: str | None, message: str) -> ErrorKind:
     """The kind of a server error, by SQLSTATE and (where one code means several) text."""
     if sqlstate is None or sqlstate.startswith(("08", "57P")):
         # No SQLSTATE: libpq's own (connection) error, or a refused walsender start.
-        if "replication role" in message or "REPLICATION attribute" in message:
+        # PG 15: "must be superuser or replication role to start walsender"; PG 16+:
+        # "permission denied to start WAL sender" (the REPLICATION attribute).
+        if "replication role" in message or "start WAL sender" in message:
             return "privilege"
         return "connection"
     if sqlstate == "42501":
@@ -284,6 +286,7 @@ class ReplicationStream:
             log.debug("replication stream closed without a clean end: %s", exc)
         finally:
             self._abort()
+            self._fail(ReplicationError("connection", "the replication stream is closed"))
 
     async def _start_copy(self, command: bytes) -> None:
         self._pgconn.send_query(command)

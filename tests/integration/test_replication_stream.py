@@ -7,6 +7,7 @@ Each test makes its own table ``t``, publication ``stream_test`` and pgoutput sl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -19,6 +20,7 @@ from listener.replication import (
     ReplicationError,
     ReplicationStream,
     XLogData,
+    classify,
     format_lsn,
     parse_lsn,
     start_command,
@@ -66,6 +68,34 @@ async def expect_error(waiting: Awaitable[object], within: float) -> Replication
         async with asyncio.timeout(within):
             await waiting
     return caught.value
+
+
+@pytest.mark.parametrize(
+    ("sqlstate", "message", "kind"),
+    [
+        ("55000", "logical decoding requires wal_level >= logical", "wal_level"),
+        (
+            "55000",
+            'cannot read from logical replication slot "s" (DETAIL: This slot has '
+            "been invalidated because it exceeded the maximum reserved size.)",
+            "slot_invalidated",
+        ),
+        ("55000", 'can no longer get changes from replication slot "s"', "slot_invalidated"),
+        ("55000", "something else", "other"),
+        ("55006", 'replication slot "s" is active for PID 42', "slot_in_use"),
+        ("42704", 'replication slot "s" does not exist', "slot_missing"),
+        ("42704", 'publication "p" does not exist', "other"),
+        ("42501", "permission denied to start WAL sender", "privilege"),
+        (None, "FATAL:  must be superuser or replication role to start walsender", "privilege"),
+        (None, "FATAL:  permission denied to start WAL sender", "privilege"),
+        (None, "server closed the connection unexpectedly", "connection"),
+        ("57P01", "terminating connection due to administrator command", "connection"),
+        ("08006", "connection failure", "connection"),
+    ],
+)
+def test_server_errors_map_to_kinds(sqlstate: str | None, message: str, kind: str) -> None:
+    """Each SQLSTATE (and, where one code means several things, message) has its kind."""
+    assert classify(sqlstate, message) == kind
 
 
 @pytest.fixture
@@ -144,30 +174,42 @@ async def test_pending_returns_what_arrived_without_waiting(
         await stream.close()
 
 
-async def test_keepalive_requests_are_answered(private_pg: Callable[..., PgInstance]) -> None:
-    """With wal_sender_timeout 2 s and no periodic updates, a reading stream survives 4 s
-    of quiet by answering keepalive requests; one that nobody reads is dropped."""
+async def test_keepalives_and_periodic_updates_keep_the_stream(
+    private_pg: Callable[..., PgInstance],
+) -> None:
+    """wal_sender_timeout 2 s, 4 s of quiet: a stream in read() survives by answering
+    keepalive requests, an unread one survives by its periodic status updates, and an
+    unread one with neither is dropped. Waiting costs (next to) no CPU."""
     server = private_pg(wal_sender_timeout="'2s'")
     conn = await asyncpg.connect(server.dsn)
-    try:
+    async with contextlib.AsyncExitStack() as streams:
+        streams.push_async_callback(conn.close)
         await make_slot(conn, "reader")
-        await conn.execute("SELECT pg_create_logical_replication_slot('idle', 'pgoutput')")
-        reading = await ReplicationStream.start(server.dsn, "reader", PUBS, status_interval=60)
-        idle = await ReplicationStream.start(server.dsn, "idle", PUBS, status_interval=60)
-        try:
-            with pytest.raises(TimeoutError):
-                async with asyncio.timeout(4):
-                    await reading.read()
-            await conn.execute("INSERT INTO t VALUES (1, 'after the quiet')")
-            frames = await read_transaction(reading)
-            assert b"after the quiet" in frames[2].payload
-            error = await expect_error(idle.read(), 1.0)
-            assert error.kind == "connection"
-        finally:
-            await reading.close()
-            await idle.close()
-    finally:
-        await conn.close()
+        for slot in ("ticking", "idle"):
+            await conn.execute("SELECT pg_create_logical_replication_slot($1, 'pgoutput')", slot)
+
+        async def start(slot: str, status_interval: float) -> ReplicationStream:
+            stream = await ReplicationStream.start(
+                server.dsn, slot, PUBS, status_interval=status_interval
+            )
+            streams.push_async_callback(stream.close)
+            return stream
+
+        reading, ticking, idle = (
+            await start("reader", 60),
+            await start("ticking", 0.5),
+            await start("idle", 60),
+        )
+        cpu = time.process_time()
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(4):
+                await reading.read()
+        assert time.process_time() - cpu < 0.5
+        await conn.execute("INSERT INTO t VALUES (1, 'after the quiet')")
+        assert b"after the quiet" in (await read_transaction(reading))[2].payload
+        assert b"after the quiet" in (await read_transaction(ticking))[2].payload
+        error = await expect_error(idle.read(), 1.0)
+        assert error.kind == "connection"
 
 
 async def test_a_terminated_walsender_is_a_connection_error(
@@ -212,6 +254,8 @@ async def test_a_killed_server_is_a_connection_error(
     finally:
         async with asyncio.timeout(3):
             await stream.close()
+    with pytest.raises(ReplicationError):
+        await stream.read()
     with pytest.raises(ReplicationError) as refused:
         await ReplicationStream.start(server.dsn, "killed", PUBS, connect_timeout=2)
     assert refused.value.kind == "connection"
