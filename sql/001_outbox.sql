@@ -87,11 +87,29 @@ LANGUAGE sql VOLATILE AS $$ SELECT pg_try_advisory_lock(1885824887, 1) $$;
 CREATE OR REPLACE FUNCTION pgcast.listener_wake() RETURNS boolean
 LANGUAGE sql VOLATILE AS $$ SELECT pg_advisory_unlock(1885824887, 1) $$;
 
+-- PGCAST_CAPTURE=wal (pgcast.capture, sql/006): a transactional logical message, prefix
+-- 'pgcast', content channel || E'\n' || data, that the leader decodes at commit (never
+-- after a rollback, any size); no outbox row, no wake-up, and NULL for the id. '\n'
+-- separates the two, so no channel may hold one, in either mode (no channel with a control
+-- character is ever delivered: the listener drops them). The mode is one primary-key read.
 CREATE OR REPLACE FUNCTION pgcast.publish(channel text, data jsonb) RETURNS bigint
 LANGUAGE plpgsql AS $$
 DECLARE
     new_id bigint;
 BEGIN
+    IF strpos(channel, E'\n') > 0 THEN
+        RAISE EXCEPTION 'pgcast.publish: channel % contains a newline', quote_literal(channel)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF (SELECT c.mode FROM pgcast.capture AS c WHERE c.singleton) = 'wal' THEN
+        IF channel IS NULL THEN
+            RAISE EXCEPTION 'pgcast.publish: channel must not be NULL'
+                USING ERRCODE = 'not_null_violation';
+        END IF;
+        PERFORM pg_logical_emit_message(true, 'pgcast',
+                                        channel || E'\n' || coalesce(data, 'null'::jsonb)::text);
+        RETURN NULL;
+    END IF;
     INSERT INTO pgcast.outbox (channel, data)
     VALUES (channel, coalesce(data, 'null'::jsonb))
     RETURNING id INTO new_id;
@@ -103,4 +121,4 @@ END
 $$;
 
 COMMENT ON FUNCTION pgcast.publish(text, jsonb) IS
-    'Publish data to a pgcast channel once the current transaction commits; returns the outbox id.';
+    'Publish data to a pgcast channel once the current transaction commits; returns the outbox id (NULL in wal capture mode, where it writes a logical message instead).';

@@ -8,6 +8,9 @@
 -- is one INSERT, the wake-up and RETURN NULL. Re-run watch() after changing the table's
 -- primary key or a template column: until then the old code runs (a renamed or dropped
 -- column fails the write with Postgres' own 'record "new" has no field' error).
+-- watch() records its arguments in pgcast.watched (and, since its first version, in the
+-- generated function's comment, from which sql/006 recovers them); in wal capture mode it
+-- refuses a table the WAL cannot serve, disables the trigger and publishes the table.
 -- Everything user-supplied enters the generated code through format('%I') / format('%L'),
 -- and the body through format('%L'), so no dollar-quote tag can collide.
 
@@ -242,9 +245,17 @@ DECLARE
     ops      text[];
     op       text;
     body     text := '';
+    wal      boolean;
+    problem  text;
 BEGIN
     PERFORM pgcast.watch_check(tbl, channels, events);
+    wal := pgcast.capture_lock_wal();  -- the capture mode, held until commit (sql/006)
     EXECUTE format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', tbl);  -- one watch() at a time
+    problem := CASE WHEN wal THEN pgcast.capture_problem(tbl, channels, events) END;
+    IF problem IS NOT NULL THEN
+        RAISE EXCEPTION 'pgcast.watch: capture is wal, and %', problem
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
     IF cardinality(channels) = 0 THEN
         templates := ARRAY[NULL];  -- the table's name: TG_TABLE_NAME, as notify_trigger
     END IF;
@@ -275,6 +286,14 @@ BEGIN
     END IF;
     EXECUTE format('CREATE TRIGGER pgcast_watch AFTER %s ON %s FOR EACH ROW EXECUTE FUNCTION %s()',
                    array_to_string(ops, ' OR '), tbl, fname);
+    -- the declaration a wal leader reads; in wal mode the trigger is disabled at once and
+    -- the table published (sql/006)
+    INSERT INTO pgcast.watched AS w (rel, channels, events) VALUES (tbl, channels, ops)
+    ON CONFLICT (rel) DO UPDATE SET channels = excluded.channels, events = excluded.events;
+    IF wal THEN
+        PERFORM pgcast.capture_apply(tbl, true);
+    END IF;
+    PERFORM pgcast.watched_sync();
     PERFORM pgcast.watch_drop_orphans();  -- the function the trigger called before, among others
     RETURN to_regprocedure(fname || '()')::text;
 END
@@ -286,10 +305,16 @@ COMMENT ON FUNCTION pgcast.watch(regclass, text[], text[]) IS
 CREATE OR REPLACE FUNCTION pgcast.unwatch(tbl regclass) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
+    PERFORM pgcast.capture_lock_wal();  -- no mode switch in between (sql/006)
     EXECUTE format('DROP TRIGGER IF EXISTS pgcast_watch ON %s', tbl);
+    DELETE FROM pgcast.watched WHERE rel = tbl;
+    IF pgcast.capture_published(tbl) THEN
+        EXECUTE format('ALTER PUBLICATION pgcast DROP TABLE %s', tbl);
+    END IF;
+    PERFORM pgcast.watched_sync();
     PERFORM pgcast.watch_drop_orphans();  -- the function it called, among others
 END
 $$;
 
 COMMENT ON FUNCTION pgcast.unwatch(regclass) IS
-    'Drop the trigger pgcast.watch made on a table, and its generated function.';
+    'Drop the trigger pgcast.watch made on a table, its generated function and its declaration.';
