@@ -251,7 +251,7 @@ BEGIN
     END IF;
     PERFORM pg_advisory_xact_lock(1885824887, 2);
     unknown := pgcast.watched_sync();
-    IF cardinality(unknown) > 0 THEN
+    IF wal AND cardinality(unknown) > 0 THEN  -- in outbox mode a trigger needs no declaration
         RAISE EXCEPTION 'pgcast.set_capture: the pgcast_watch trigger of % has no declaration',
             array_to_string(unknown, ', ')
             USING ERRCODE = 'object_not_in_prerequisite_state',
@@ -275,7 +275,8 @@ BEGIN
                              'PGCAST_CAPTURE=outbox.';
         END IF;
     END IF;
-    FOR rel IN SELECT w.rel FROM pgcast.watched AS w ORDER BY w.rel LOOP
+    FOR rel IN SELECT w.rel FROM pgcast.watched AS w
+               UNION SELECT u FROM unnest(unknown) AS u ORDER BY 1 LOOP
         PERFORM pgcast.capture_apply(rel, wal);
     END LOOP;
     -- anything else in pgcast (added by hand, or by a pgcast older than this one) goes

@@ -104,6 +104,7 @@ async def test_declarations_are_recovered_from_the_generated_functions_comment(
         await pg.execute("SELECT pgcast.set_capture('wal')")
     assert '"it\'s"' in str(caught.value)
     assert "pgcast.watch()" in (caught.value.as_dict().get("hint") or "")
+    await pg.execute("SELECT pgcast.set_capture('outbox')")  # needs no declaration
 
 
 async def test_set_capture_wal_disables_the_trigger_and_publishes_the_table(
