@@ -171,6 +171,12 @@ class Channel:
         if self.watchers is not None:
             self.watchers.pop(member, None)
 
+    def on_reset(self, epoch: str) -> None:
+        """The listener started the new, empty ``epoch`` (events may be missing that Redis
+        never had): tell members now. While syncing, the history read finds it anyway."""
+        if self.syncing is None and epoch != self.epoch:
+            self._resync(epoch, 0)
+
     # -- the live path ------------------------------------------------------------------
     def on_live(self, message: Message) -> bool:
         """Take one live message; returns True when a history read must fill a gap."""

@@ -28,7 +28,13 @@ from gateway.shard_link import ShardLink
 from gateway.topology import Topology
 from pgcast import redis_connect
 from pgcast.cancellation import raise_if_cancelled
-from pgcast.keys import BROADCAST_KIND, EPHEMERAL_MARK, PRESENCE_KIND, encode_broadcast
+from pgcast.keys import (
+    BROADCAST_KIND,
+    EPHEMERAL_MARK,
+    PRESENCE_KIND,
+    RESET_KIND,
+    encode_broadcast,
+)
 
 log = logging.getLogger(__name__)
 
@@ -261,7 +267,8 @@ class Hub:
             hot.messages_out += len(channel.members)
 
     def _on_ephemeral(self, channel: Channel, payload: bytes) -> None:
-        """A client message or a presence announcement (pgcast.keys): never in history."""
+        """A client message, a presence announcement or a channel reset (pgcast.keys): never
+        in history."""
         self.metrics.hot.ephemeral_in += 1
         kind = payload[1] if len(payload) > 1 else 0
         if kind == BROADCAST_KIND:
@@ -272,6 +279,9 @@ class Hub:
             if seq.isdigit():
                 channel.on_presence(int(seq), frame)
                 return
+        elif kind == RESET_KIND and len(payload) > 2:
+            channel.on_reset(payload[2:].decode(errors="replace"))
+            return
         if kind != BROADCAST_KIND:
             self.metrics.hot.bad_payloads += 1
             log.warning("malformed ephemeral payload on %s dropped", channel.name)

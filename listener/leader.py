@@ -23,6 +23,7 @@ from listener.config import ListenerSettings
 from listener.metrics import ListenerMetrics
 from pgcast.backoff import Backoff
 from pgcast.cancellation import raise_if_cancelled
+from pgcast.settings import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,8 @@ class Elector:
             try:
                 await self._attempt()
                 delay = jittered(self.settings.standby_retry)
+            except ConfigError:
+                raise  # what retrying cannot fix (a slot another application holds): exit 2
             except Exception as exc:  # the loop boundary: log, back off, try again
                 raise_if_cancelled()  # a SIGTERM a child task turned into an error
                 delay = self.backoff.next()

@@ -87,6 +87,23 @@ class ListenerMetrics:
             "Channels whose Redis state had gone back behind its watermark (new epoch started)",
             registry=r,
         )
+        # PGCAST_CAPTURE=wal
+        self.wal_lag_bytes = Gauge(
+            "pgcast_listener_wal_lag_bytes",
+            "WAL written since the replication slot's confirmed position (leader, wal mode)",
+            registry=r,
+        )
+        self.wal_lag_seconds = Gauge(
+            "pgcast_listener_wal_lag_seconds",
+            "Age of the last transaction published from the WAL when it was confirmed;"
+            " grows while the leader falls behind (leader, wal mode)",
+            registry=r,
+        )
+        self.wal_resets = Counter(
+            "pgcast_listener_wal_slot_invalidations",
+            "Replication slots Postgres had invalidated, replaced (every channel reset)",
+            registry=r,
+        )
         self.replicas_acked = Gauge(
             "pgcast_listener_redis_replicas_acked",
             "Redis replicas that acknowledged the last publish (WAIT; PGCAST_REDIS_MIN_REPLICAS)",
@@ -144,6 +161,8 @@ class ListenerMetrics:
         self.awake.set(0)
         self.lag.set(0)
         self.queue_usage.set(0)
+        self.wal_lag_bytes.set(0)
+        self.wal_lag_seconds.set(0)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -49,6 +49,11 @@ DELETE_SQL = (
 REDIS_IDENTITY_SQL = "SELECT redis_identity FROM pgcast.leader"
 RECORD_REDIS_IDENTITY_SQL = "UPDATE pgcast.leader SET redis_identity = $1"
 MAX_ID_SQL = "SELECT coalesce(max(id), 0) FROM pgcast.outbox"
+# The current watermarks of some channels (WAL capture: events come without them).
+WATERMARKS_SQL = """
+SELECT channel, epoch, top FROM pgcast.watermark
+WHERE channel = ANY($1::text[]) AND updated_at > now() - make_interval(secs => $2)
+"""
 # Watermarks past the history TTL check nothing any more (see _BATCH).
 PRUNE_SQL = "DELETE FROM pgcast.watermark WHERE updated_at < now() - make_interval(secs => $1)"
 
@@ -69,6 +74,7 @@ SCHEMA_SQL = """
 SELECT to_regclass('pgcast.outbox') IS NOT NULL AND to_regclass('pgcast.leader') IS NOT NULL
        AND to_regprocedure('pgcast.listener_sleep()') IS NOT NULL
        AND to_regclass('pgcast.watermark') IS NOT NULL
+       AND to_regprocedure('pgcast.set_capture(text)') IS NOT NULL
 """
 # SKIP_LOCKED: never wait behind an autovacuum of the same table (it does the same job).
 VACUUM_SQL = "VACUUM (SKIP_LOCKED) pgcast.outbox"
@@ -78,9 +84,11 @@ WAKE_SQL = "SELECT pgcast.listener_wake()"
 
 
 class OutboxRow(NamedTuple):
-    """One row as FETCH_SQL selects it (built per event: a tuple, made from the record)."""
+    """One row as FETCH_SQL selects it (built per event: a tuple, made from the record).
+    An event decoded from the WAL travels as one too, its id the de-duplication id
+    ``"<commit lsn>.<n>"`` (listener/wal_capture.py)."""
 
-    id: int
+    id: int | str
     channel: str
     data: str  # jsonb as text: spliced into the frame without re-encoding
     mark_epoch: str | None = None  # the channel's watermark, when one is current
@@ -181,6 +189,13 @@ class Outbox:
         async with self._lock:
             await delete(self.conn, published, self.query_timeout)
 
+    async def record(self, published: Published) -> None:
+        """Delete the published rows (if any) and record the watermarks (WAL capture: the
+        events came from the WAL, some rows from the outbox)."""
+        if published.ids or published.marks:
+            async with self._lock:
+                await self.conn.execute(DELETE_SQL, *published.args(), timeout=self.query_timeout)
+
     async def redis_identity(self) -> str | None:
         """The Redis identity the last leader recorded (sql/004_watermark.sql)."""
         async with self._lock:
@@ -198,6 +213,22 @@ class Outbox:
         async with self._lock:
             value: int = await self.conn.fetchval(MAX_ID_SQL, timeout=self.query_timeout)
             return value
+
+    async def watermarks(self, channels: list[str]) -> dict[str, tuple[str, int]]:
+        """The current watermarks of ``channels`` (those that have one)."""
+        async with self._lock:
+            rows = await self.conn.fetch(
+                WATERMARKS_SQL, channels, self.mark_ttl, timeout=self.query_timeout
+            )
+        return {r["channel"]: (r["epoch"], r["top"]) for r in rows}
+
+    async def fetch(self, sql: str, *args: object) -> list[asyncpg.Record]:
+        """Another statement on the leader's connection, in turn with the others."""
+        async with self._lock:
+            rows: list[asyncpg.Record] = await self.conn.fetch(
+                sql, *args, timeout=self.query_timeout
+            )
+            return rows
 
     async def prune_watermarks(self) -> None:
         """Forget watermarks past the history TTL (they check nothing any more)."""

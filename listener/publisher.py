@@ -154,6 +154,10 @@ class Publisher:
             pipe.evalsha(CLAIM_SHA, 1, key, leader_epoch)
         return all(int(result) for result in await pipe.execute())
 
+    async def load_script(self, script: str) -> None:
+        """SCRIPT LOAD another script of the listener's (on every primary of a cluster)."""
+        await self._load(script)
+
     async def _load(self, *scripts: str) -> None:
         """SCRIPT LOAD, on every primary of a cluster (a promoted replica has none)."""
         for script in scripts:

@@ -187,10 +187,14 @@ class Drainer:
         self.metrics.wakeups.inc()
         self.cycle.notified()
 
-    async def run(self) -> None:
+    async def start(self) -> None:
+        """Claim the Redis fence for this epoch and adopt Redis (before any publish)."""
         await self.publisher.claim()
         await self._adopt_redis()
         self.publisher.before_retry = self._follow_redis
+
+    async def run(self) -> None:
+        await self.start()
         while True:
             self.cycle.clear()
             drained = await self.drain()
@@ -256,11 +260,11 @@ class Drainer:
                 if total:
                     log.debug("drained %d outbox rows", total)
                 if not self.cycle.polling_fast:  # a long wait follows: delete now
-                    await self._delete_published()
+                    await self.delete_published()
                 await self._vacuum(total)
                 return total
 
-    async def _delete_published(self) -> None:
+    async def delete_published(self) -> None:
         if self.published.ids:
             await self.outbox.delete(self.published)
             self.published = NOTHING_PUBLISHED
@@ -272,11 +276,17 @@ class Drainer:
         self.deleted += deleted
         if self.vacuum_every and self.deleted >= self.vacuum_every:
             self.deleted = 0
-            await self._delete_published()
+            await self.delete_published()
             await self.outbox.vacuum()
             await self.outbox.prune_watermarks()
 
     async def _publish_batch(self, rows: list[OutboxRow]) -> None:
+        marks = await self.publish_rows(rows)
+        self.published = Published([row.id for row in rows if isinstance(row.id, int)], marks)
+
+    async def publish_rows(self, rows: list[OutboxRow]) -> dict[str, tuple[str, int]]:
+        """Publish ``rows`` (outbox rows, or events decoded from the WAL) in order; returns
+        Redis' state of their channels after it, for the watermarks."""
         batch = self._events(rows)
         if self.hold_batch > 0:
             # Test hook (PGCAST_DEBUG_HOLD_BATCH): a batch read but not yet published.
@@ -293,7 +303,7 @@ class Drainer:
             mark = self.publisher.mark(channel)
             if mark is not None:
                 marks[channel] = (mark.epoch, mark.top)
-        self.published = Published([row.id for row in rows], marks)
+        return marks
 
     def _events(self, rows: list[OutboxRow]) -> _Batch:
         """The rows to publish, in id order; invalid ones are logged, counted and left out."""
@@ -342,6 +352,6 @@ class Drainer:
         batch.controls.append((len(batch.events), control.op))
         batch.events.append(Event(CONTROL_MARKER, control.json, row.id))
 
-    def _invalid(self, outbox_id: int, why: str) -> None:
+    def _invalid(self, row_id: int | str, why: str) -> None:
         self.metrics.events.labels("invalid").inc()
-        log.warning("dropping outbox row %d: %s", outbox_id, why)
+        log.warning("dropping event %s: %s", row_id, why)

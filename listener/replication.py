@@ -23,10 +23,10 @@ from psycopg.conninfo import make_conninfo
 
 log = logging.getLogger(__name__)
 
-# Session settings the decoder relies on to parse pgoutput's text values.
-SESSION_OPTIONS = (
-    "-c TimeZone=UTC -c DateStyle=ISO,YMD -c IntervalStyle=postgres -c extra_float_digits=1"
-)
+# Session settings the decoder relies on to parse pgoutput's text values. No TimeZone: a
+# timestamptz must render in the server's default zone, as the writers' triggers would
+# (listener/wal_events.py).
+SESSION_OPTIONS = "-c DateStyle=ISO,YMD -c IntervalStyle=postgres -c extra_float_digits=1"
 APPLICATION_NAME = "pgcast-listener"
 # Coalesce confirm() calls into at most one status update per this many seconds.
 CONFIRM_DELAY = 0.05
@@ -191,6 +191,10 @@ class ReplicationStream:
         self._fd = pgconn.socket
         self._status_interval = status_interval
         self._confirmed = 0  # 0/0 (invalid): the server ignores it, the slot stays put
+        # The server's position from its keepalives: every change before it was sent. A
+        # consumer that has handled every frame before a keepalive may confirm it, so a
+        # slot moves on while nothing it publishes changes (else it holds all the WAL).
+        self.sent_end = 0
         self._confirm_event = asyncio.Event()
         self._waiter: asyncio.Future[None] | None = None
         self._writing = False
@@ -258,12 +262,18 @@ class ReplicationStream:
             elif data[0] == ord("w"):
                 wal_start, wal_end, _clock = _XLOGDATA.unpack_from(data, 1)
                 return XLogData(wal_start, wal_end, bytes(data[1 + _XLOGDATA.size :]))
-            elif data[0] == ord("k") and _KEEPALIVE.unpack_from(data, 1)[2]:
-                self._send_status()  # the server wants a reply before wal_sender_timeout
+            elif data[0] == ord("k"):
+                self._keepalive(data)
         # The server left COPY: its final result (an error, usually) says why.
         if self._pgconn.is_busy():
             return None  # not all of it has arrived: read() waits for more
         raise self._fail(_result_error(self._pgconn.get_result(), self._pgconn))
+
+    def _keepalive(self, data: memoryview) -> None:
+        wal_end, _clock, reply = _KEEPALIVE.unpack_from(data, 1)
+        self.sent_end = max(self.sent_end, wal_end)
+        if reply:
+            self._send_status()  # the server wants a reply before wal_sender_timeout
 
     def confirm(self, lsn: int) -> None:
         """Everything before ``lsn`` is durable downstream: the slot may move up to it."""

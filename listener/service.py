@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncpg
 
-from listener import outbox, pgconn, probes
+from listener import outbox, pgconn, probes, wal_slot
 from listener.config import ListenerSettings
 from listener.leader import Elector
 from listener.metrics import ListenerMetrics
@@ -62,6 +62,12 @@ async def check_postgres(settings: ListenerSettings, deadline: float) -> None:
                 await pgconn.close(conn)
             if not ready:
                 raise ConfigError(f"{where} has no pgcast schema: run pgcast-migrate first")
+            if settings.capture == "wal":
+                conn = await pgconn.connect(settings)
+                try:
+                    await wal_slot.check_prerequisites(conn, settings.query_timeout)
+                finally:
+                    await pgconn.close(conn)
             return
         await asyncio.sleep(0.2)
 
@@ -108,12 +114,14 @@ async def run(settings: ListenerSettings) -> None:
         async def lead(conn: asyncpg.Connection, epoch: int) -> None:
             await LeaderSession(conn, epoch, publisher, settings, metrics).run()
 
+        capture = "outbox" if settings.capture == "outbox" else f"wal (slot {settings.wal_slot})"
         async with probes.serve(metrics, settings.host, settings.port):
             log.info(
-                "listener started: %s, %s%s, mode %s, probes on %s:%d",
+                "listener started: %s, %s%s, capture %s, mode %s, probes on %s:%d",
                 settings.safe_database_url,
                 settings.safe_redis_url,
                 f" ({settings.redis_partitions} partitions)" if settings.redis.cluster else "",
+                capture,
                 settings.notify_mode,
                 settings.host,
                 settings.port,

@@ -1,7 +1,8 @@
 """One leadership: everything the leader does on its connection for one epoch.
 
-``LeaderSession.run()`` LISTENs (the ``pgcast`` wake-up unless in poll mode, and
-each relayed channel), then runs the drain, the relay, the liveness query and the
+``LeaderSession.run()`` LISTENs (the ``pgcast`` wake-up unless in poll mode or
+capturing from the WAL, and each relayed channel), then runs the drain (or, with
+PGCAST_CAPTURE=wal, the WAL capture), the relay, the liveness query and the
 connection watcher in one TaskGroup. It returns only by raising: the connection
 died (ConnectionLost), the liveness query went unanswered, or a newer leader
 fenced this one (Fenced). LISTEN callbacks are sync and only set events or queue.
@@ -20,8 +21,10 @@ from listener.forward import Forwarder
 from listener.leader import LeadershipEnded
 from listener.metrics import ListenerMetrics
 from listener.outbox import Outbox
+from listener.publisher import Publisher
 from listener.relay import Drainer, PublisherLike, RetryingPublisher
 from listener.wakeup import WakeCycle
+from listener.wal_capture import WalCapture
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +77,12 @@ class LeaderSession:
             vacuum_every=settings.vacuum_every,
             hold_batch=settings.debug_hold_batch,
         )
+        self.capture: WalCapture | None = None
+        if settings.capture == "wal":
+            assert isinstance(publisher, Publisher), "WAL capture publishes through Redis"
+            self.capture = WalCapture(
+                conn, epoch, self.outbox, self.drainer, publisher, settings, metrics
+            )
         self.forwarder = Forwarder(
             retrying,
             metrics,
@@ -93,13 +102,21 @@ class LeaderSession:
 
     async def run(self) -> None:
         self.conn.add_termination_listener(self._on_terminated)
-        if self.settings.notify_mode != "poll":
+        if self.capture is None:
+            # Triggers on again where a WAL leader had turned them off (a no-op otherwise).
+            await self.conn.execute(
+                "SELECT pgcast.set_capture('outbox')", timeout=self.settings.query_timeout
+            )
+        if self.settings.notify_mode != "poll" and self.capture is None:
             await self.conn.add_listener(WAKEUP_CHANNEL, self._on_wakeup)
         for channel in self.settings.relay_channels:
             await self.conn.add_listener(channel, self._on_relayed)
         try:
             async with asyncio.TaskGroup() as group:
-                group.create_task(self.drainer.run(), name="drain")
+                if self.capture is not None:
+                    group.create_task(self.capture.run(), name="wal-capture")
+                else:
+                    group.create_task(self.drainer.run(), name="drain")
                 group.create_task(self._liveness(), name="liveness")
                 if self.settings.relay_channels:
                     group.create_task(self.forwarder.run(), name="relay")
@@ -128,4 +145,6 @@ class LeaderSession:
                 ) from None
             self.metrics.lag.set(health.lag)
             self.metrics.queue_usage.set(health.queue_usage)
+            if self.capture is not None:
+                await self.capture.sample_lag()
             await asyncio.sleep(self.settings.liveness_interval)

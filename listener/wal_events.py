@@ -534,7 +534,7 @@ def _logical_message(message: LogicalMessage) -> list[Item]:
     content = message.content
     if not message.transactional:
         return [Invalid("non-transactional pgcast message", content)]
-    newline = content.find(b"\n")
+    newline = content.rfind(b"\n")  # jsonb text has none; a channel may (refused later)
     if newline < 0:
         return [Invalid("pgcast message without a newline after the channel", content)]
     try:

@@ -65,6 +65,7 @@ FRAME_FIELD = b"f"
 EPHEMERAL_MARK = ord("!")
 BROADCAST_KIND = ord("b")
 PRESENCE_KIND = ord("p")
+RESET_KIND = ord("r")  # '!r<epoch>': the channel starts a new, empty epoch (listener/reset.lua)
 CONTROL_MARKER = "[control]"
 CONTROL_STREAM = "pgcast:control"
 CONTROL_LIVE = "pgcast:control:live"
@@ -150,6 +151,11 @@ class PresenceKeys:
 def encode_broadcast(conn: str, frame: bytes) -> bytes:
     """Live payload of a client message sent by connection ``conn``."""
     return b"!b" + conn.encode() + b" " + frame
+
+
+def encode_reset(epoch: str) -> bytes:
+    """Live payload telling gateways the channel starts the new, empty ``epoch``."""
+    return b"!r" + epoch.encode()
 
 
 StreamId = tuple[int, int]

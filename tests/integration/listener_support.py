@@ -77,6 +77,7 @@ class Listeners:
     database_url: str
     redis_url: str
     started: list[Listener] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)  # for every listener (a capture mode)
 
     def start(self, wait: bool = True, **env: str) -> Listener:
         port = free_port()
@@ -85,6 +86,7 @@ class Listeners:
             "REDIS_URL": self.redis_url,
             "PGCAST_LISTENER_PORT": str(port),
             **FAST,
+            **self.env,
             **env,
         }
         listener = Listener(Service("listener", full_env).start(), port)
@@ -129,3 +131,25 @@ async def history(redis: aioredis.Redis, channel: str) -> list[tuple[int, dict[s
     """(offset, data) of every history entry of ``channel``, oldest first."""
     entries = await redis.xrange(SINGLE.channel_keys(channel).history)
     return [(offset_of_stream_id(i), orjson.loads(f[b"f"])["data"]) for i, f in entries]
+
+
+def capture_env(capture: str, database_url: str) -> dict[str, str]:
+    """A capture mode's listener settings; in ``wal`` mode a slot of the test's database
+    (slot names are cluster-wide)."""
+    if capture == "outbox":
+        return {}
+    return {"PGCAST_CAPTURE": "wal", "PGCAST_WAL_SLOT": "pgcast_" + database_url.rsplit("/", 1)[1]}
+
+
+CAPTURING_SQL = """
+SELECT (SELECT mode FROM pgcast.capture) = 'wal'
+   AND EXISTS (SELECT FROM pg_replication_slots WHERE slot_name = $1 AND active)
+"""
+
+
+async def capturing(pg: asyncpg.Connection, env: dict[str, str]) -> None:
+    """In ``wal`` mode: wait until the leader streams from its slot (what is committed from
+    now on is decoded from the WAL, not drained from the outbox)."""
+    slot = env.get("PGCAST_WAL_SLOT")
+    if slot is not None:
+        await wait_until(lambda: pg.fetchval(CAPTURING_SQL, slot), "the leader streams the WAL")

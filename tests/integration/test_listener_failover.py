@@ -19,6 +19,8 @@ from tests.integration.listener_support import (
     LEADER_LOCK_SQL,
     Listener,
     Listeners,
+    capture_env,
+    capturing,
     history,
     leader_backend_pid,
     leader_of,
@@ -139,13 +141,22 @@ async def _collect_live(pubsub: aioredis.client.PubSub, into: list[bytes]) -> No
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("capture", ["outbox", "wal"])
 async def test_sigkill_leader_repeatedly_every_event_exactly_once(
-    listeners: Listeners, database_url: str, pg: asyncpg.Connection, redis_client: aioredis.Redis
+    listeners: Listeners,
+    database_url: str,
+    pg: asyncpg.Connection,
+    redis_client: aioredis.Redis,
+    capture: str,
 ) -> None:
-    """5,000 events from 4 writers while the leader is SIGKILLed 6 times: each lands once."""
+    """5,000 events from 4 writers while the leader is SIGKILLed 6 times: each lands once.
+    In wal mode each standby that takes over resumes the slot where the killed leader's
+    confirmations left it, and what it decodes again is de-duplicated."""
     total, writers = 5000, 4
     env = {"PGCAST_BATCH_SIZE": "50", "PGCAST_HISTORY_SIZE": "5000"}
+    listeners.env.update(capture_env(capture, database_url))
     group = [listeners.start(**env), listeners.start(**env)]
+    await capturing(pg, listeners.env)
     pubsub = redis_client.pubsub()
     await pubsub.subscribe(*(SINGLE.channel_keys(c).live for c in CHANNELS))
     live: list[bytes] = []

@@ -1,0 +1,253 @@
+"""The leader's capture from the WAL (PGCAST_CAPTURE=wal): committed changes -> Redis.
+
+``WalCapture.run()`` claims the Redis fence and adopts Redis as the drain does, switches
+Postgres to WAL capture (``pgcast.set_capture('wal')``: the watched tables' triggers off,
+the tables in the publication), claims the slot (listener/wal_slot.py; a slot Postgres
+invalidated is replaced and every channel starts a new epoch, listener/channel_reset.py),
+drains what the outbox still holds, then streams.
+
+Transactions arrive whole, in commit order (pgoutput v1). They are published whole, as
+batches of whatever has arrived: event n of the transaction whose commit record is at
+LSN L is de-duplicated by the id ``"L.n"``, so when a successor decodes it again (the slot
+replays from its confirmed position) Redis publishes nothing twice, at the same offsets.
+Every PGCAST_WAL_CONFIRM_INTERVAL the leader writes the published channels' watermarks
+(for a successor that finds Redis gone back in time) and deletes the outbox rows it
+decoded, then confirms the end of the last published commit: only then may Postgres
+recycle that WAL. Nothing is acknowledged that Redis does not hold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+import asyncpg
+
+from listener import pgoutput
+from listener.channel_reset import reset_all
+from listener.config import ListenerSettings
+from listener.metrics import ListenerMetrics
+from listener.outbox import Outbox, OutboxRow, Published
+from listener.publisher import Publisher
+from listener.relay import Drainer
+from listener.replication import ReplicationError, ReplicationStream, XLogData
+from listener.wal_events import WATCHED_SQL, Event, EventBuilder, Invalid, load_watches
+from listener.wal_slot import PUBLICATIONS, claim_slot
+from pgcast.backoff import Backoff
+from pgcast.cancellation import raise_if_cancelled
+
+log = logging.getLogger(__name__)
+
+WATCH_PREFIX = "pgcast.watch"  # a logical message: pgcast.watched changed (sql/006_capture.sql)
+_LAG_SQL = """
+SELECT coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn), 0)::float8
+FROM pg_replication_slots WHERE slot_name = $1
+"""
+
+
+@dataclass
+class _Transaction:
+    """The events of the transaction being received (pgoutput sends it whole at commit)."""
+
+    rows: list[OutboxRow] = field(default_factory=list)
+    outbox_ids: list[int] = field(default_factory=list)
+
+
+@dataclass
+class _Unconfirmed:
+    """Published but not yet confirmed to Postgres."""
+
+    lsn: int = 0  # the end of the last published commit
+    committed_at: float = 0.0  # its commit time (Unix seconds), for the lag metric
+    outbox_ids: list[int] = field(default_factory=list)
+    marks: dict[str, tuple[str, int]] = field(default_factory=dict)
+
+
+class WalCapture:
+    """Streams one leadership's changes from the slot to Redis (see the module docstring)."""
+
+    def __init__(
+        self,
+        conn: asyncpg.Connection,
+        epoch: int,
+        outbox: Outbox,
+        drainer: Drainer,
+        publisher: Publisher,
+        settings: ListenerSettings,
+        metrics: ListenerMetrics,
+    ) -> None:
+        self.conn = conn
+        self.epoch = epoch
+        self.outbox = outbox
+        self.drainer = drainer
+        self.publisher = publisher  # the plain one: resets go through it
+        self.settings = settings
+        self.metrics = metrics
+        self.builder = EventBuilder({})
+        self.stream: ReplicationStream | None = None
+        self.txn: _Transaction | None = None
+        self.ready: list[OutboxRow] = []  # whole transactions, not yet published
+        self.ready_lsn = 0
+        self.ready_at = 0.0
+        self.ready_outbox_ids: list[int] = []
+        self.unconfirmed = _Unconfirmed()
+        self.confirmed = 0
+
+    async def run(self) -> None:
+        settings, timeout = self.settings, self.settings.query_timeout
+        await self.drainer.start()
+        await self.conn.execute("SELECT pgcast.set_capture('wal')", timeout=timeout)
+        slot = await claim_slot(self.conn, settings.wal_slot, timeout)
+        if slot.invalidated:
+            count = await reset_all(self.publisher, self.epoch)
+            self.metrics.wal_resets.inc()
+            log.warning("%d channels start new epochs after the slot was invalidated", count)
+        await self.drainer.drain()  # rows committed before the switch (or left by a leader)
+        await self.drainer.delete_published()
+        await self._load_watches()
+        backoff = Backoff(base=0.05, cap=settings.backoff_max)
+        while True:
+            try:
+                self.stream = await ReplicationStream.start(
+                    settings.database_url,
+                    settings.wal_slot,
+                    PUBLICATIONS,
+                    connect_timeout=settings.connect_timeout,
+                )
+            except ReplicationError as exc:
+                if exc.kind != "connection":
+                    raise
+                raise_if_cancelled()
+                delay = backoff.next()
+                log.warning("replication stream: %s; retrying in %.2fs", exc, delay)
+                await asyncio.sleep(delay)
+                continue
+            try:
+                async with asyncio.TaskGroup() as tasks:
+                    tasks.create_task(self._confirm_loop(), name="wal-confirm")
+                    await self._stream_loop()
+            except* ReplicationError as group:
+                lost = group.exceptions[0]
+                if not isinstance(lost, ReplicationError) or lost.kind != "connection":
+                    raise
+                log.warning("replication stream lost: %s; reconnecting", lost)
+            finally:
+                await self.stream.close()
+                self.stream = None
+            # Whatever was received but not published is decoded again from the slot.
+            self.txn, self.ready, self.ready_outbox_ids = None, [], []
+            backoff.reset()
+
+    async def _load_watches(self) -> None:
+        rows = await self.outbox.fetch(WATCHED_SQL)
+        self.builder.set_watches(load_watches(tuple(r) for r in rows))
+
+    # -- the stream -------------------------------------------------------------------
+    async def _stream_loop(self) -> None:
+        stream = self.stream
+        assert stream is not None
+        limit = self.settings.batch_size
+        while True:
+            frame: XLogData | None = await stream.read()
+            while frame is not None:
+                await self._take(pgoutput.decode(frame.payload))
+                if len(self.ready) >= limit and self.txn is None:
+                    break
+                frame = stream.pending()
+            if self.ready or self.ready_lsn > self.unconfirmed.lsn:
+                await self._publish()
+            if self.txn is None and stream.sent_end > self.unconfirmed.lsn:
+                # Every frame before the server's last keepalive is handled and published.
+                self.unconfirmed.lsn = stream.sent_end
+
+    async def _take(self, message: pgoutput.Message) -> None:
+        if isinstance(message, pgoutput.Begin):
+            self.txn = _Transaction()
+            return
+        if isinstance(message, pgoutput.Commit):
+            done, self.txn = self.txn or _Transaction(), None
+            for n, row in enumerate(done.rows):
+                # The id names the event for good: the commit's LSN and its place in it.
+                self.ready.append(row._replace(id=f"{message.commit_lsn}.{n}"))
+            self.ready_outbox_ids.extend(done.outbox_ids)
+            self.ready_lsn = message.end_lsn
+            self.ready_at = message.commit_ts / 1e6 + 946_684_800  # Postgres' epoch: 2000
+            return
+        if isinstance(message, pgoutput.LogicalMessage) and message.prefix == WATCH_PREFIX:
+            await self._load_watches()  # declarations changed in this transaction
+            return
+        if isinstance(message, pgoutput.Relation):
+            await self._load_watches()  # a table's columns may have changed ("changed")
+        items = self.builder.feed(message)
+        if not items:
+            return
+        txn = self.txn
+        if txn is None:
+            raise pgoutput.DecodeError("a change outside a transaction")
+        for item in items:
+            if isinstance(item, Invalid):
+                self.metrics.events.labels("invalid").inc()
+                log.warning("dropping a WAL change: %s", item.reason)
+                continue
+            self._add(txn, item)
+
+    def _add(self, txn: _Transaction, event: Event) -> None:
+        txn.rows.append(OutboxRow(0, event.channel, event.data.decode()))
+        if event.outbox_id is not None:
+            txn.outbox_ids.append(event.outbox_id)
+
+    async def _publish(self) -> None:
+        rows = await self._with_watermarks(self.ready)
+        marks = await self.drainer.publish_rows(rows) if rows else {}
+        pending = self.unconfirmed
+        pending.marks.update(marks)
+        pending.outbox_ids.extend(self.ready_outbox_ids)
+        pending.lsn, pending.committed_at = self.ready_lsn, self.ready_at
+        self.ready, self.ready_outbox_ids = [], []
+
+    async def _with_watermarks(self, rows: list[OutboxRow]) -> list[OutboxRow]:
+        """Each row with its channel's watermark from Postgres, where this leader has not
+        published to the channel yet (its own knowledge is newer)."""
+        unknown = {r.channel for r in rows if self.publisher.mark(r.channel) is None}
+        if not unknown:
+            return rows
+        found = await self.outbox.watermarks(sorted(unknown))
+        if not found:
+            return rows
+        return [
+            r._replace(mark_epoch=found[r.channel][0], mark_top=found[r.channel][1])
+            if r.channel in found
+            else r
+            for r in rows
+        ]
+
+    # -- confirmation -----------------------------------------------------------------
+    async def _confirm_loop(self) -> None:
+        interval = self.settings.wal_confirm_interval
+        while True:
+            await asyncio.sleep(interval)
+            await self.confirm()
+
+    async def confirm(self) -> None:
+        """Record what Redis holds (watermarks, decoded outbox rows deleted), then let the
+        slot move past it."""
+        pending = self.unconfirmed
+        if pending.lsn <= self.confirmed or self.stream is None:
+            self._lag(pending)
+            return
+        self.unconfirmed = _Unconfirmed(pending.lsn, pending.committed_at)
+        await self.outbox.record(Published(pending.outbox_ids, pending.marks))
+        self.stream.confirm(pending.lsn)
+        self.confirmed = pending.lsn
+        self._lag(pending)
+
+    def _lag(self, pending: _Unconfirmed) -> None:
+        if pending.committed_at:
+            self.metrics.wal_lag_seconds.set(max(0.0, time.time() - pending.committed_at))
+
+    async def sample_lag(self) -> None:
+        """Slot lag in bytes for /metrics (the liveness loop calls it)."""
+        rows = await self.outbox.fetch(_LAG_SQL, self.settings.wal_slot)
+        self.metrics.wal_lag_bytes.set(float(rows[0][0]) if rows else 0.0)

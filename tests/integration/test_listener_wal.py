@@ -1,0 +1,401 @@
+"""PGCAST_CAPTURE=wal end to end: a real listener decodes the WAL of a real Postgres
+(wal_level=logical) into Redis. The trigger path's events, row for row; publish() as a
+logical message (no outbox row, never after a rollback, any size); controls in commit
+order; a slot Postgres invalidated is replaced and every channel told; Postgres restarted
+under load loses nothing; what retrying cannot fix exits 2 with one line."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import subprocess
+from collections.abc import AsyncIterator, Callable, Iterator
+
+import asyncpg
+import orjson
+import pytest
+import redis.asyncio as aioredis
+
+from pgcast.keys import Layout, encode_reset
+from tests.integration.listener_support import (
+    Listeners,
+    capture_env,
+    capturing,
+    history,
+    wait_until,
+)
+from tests.integration.test_listener_config import assert_one_line_error, run_listener
+from tests.servers import PgInstance
+
+SINGLE = Layout()
+
+
+@pytest.fixture
+def wal_env(database_url: str) -> dict[str, str]:
+    return capture_env("wal", database_url)
+
+
+@pytest.fixture
+def listeners(database_url: str, redis_url: str, wal_env: dict[str, str]) -> Iterator[Listeners]:
+    made = Listeners(database_url, redis_url, env=wal_env)
+    yield made
+    made.stop_all()
+
+
+async def _histories(redis: aioredis.Redis, *channels: str) -> dict[str, list[object]]:
+    return {c: [data for _, data in await history(redis, c)] for c in channels}
+
+
+async def test_watched_table_changes_arrive_as_the_trigger_would_make_them(
+    listeners: Listeners,
+    pg: asyncpg.Connection,
+    redis_client: aioredis.Redis,
+    wal_env: dict[str, str],
+) -> None:
+    """INSERT/UPDATE/DELETE of a watched table: the same events on the same channels as the
+    trigger path (the old channel when a template's value changed), and no trigger fired."""
+    await pg.execute("""
+        CREATE TABLE orders (id bigint PRIMARY KEY, customer int, status text);
+        ALTER TABLE orders REPLICA IDENTITY FULL;
+        SELECT pgcast.watch('orders', ARRAY['orders', 'user:{customer}']);
+    """)
+    listeners.start()
+    await capturing(pg, wal_env)
+    await pg.execute("""
+        INSERT INTO orders VALUES (10, 42, 'new'), (11, NULL, 'new');
+        UPDATE orders SET status = 'paid' WHERE id = 10;
+        UPDATE orders SET customer = 43 WHERE id = 10;
+        DELETE FROM orders WHERE id = 10;
+        DELETE FROM orders WHERE id = 11;
+    """)
+    insert = {"table": "orders", "op": "INSERT", "id": 10}
+    paid = {"table": "orders", "op": "UPDATE", "id": 10, "changed": ["status"]}
+    moved = {"table": "orders", "op": "UPDATE", "id": 10, "changed": ["customer"]}
+
+    async def delivered() -> bool:
+        return await redis_client.xlen(SINGLE.channel_keys("orders").history) == 6
+
+    await wait_until(delivered, "six events on orders")
+    got = await _histories(redis_client, "orders", "user:42", "user:43")
+    assert got == {
+        "orders": [
+            insert,
+            {"table": "orders", "op": "INSERT", "id": 11},
+            paid,
+            moved,
+            {"table": "orders", "op": "DELETE", "id": 10},
+            {"table": "orders", "op": "DELETE", "id": 11},
+        ],
+        "user:42": [insert, paid, moved],  # NULL customer: no user channel; moved: the old one
+        "user:43": [moved, {"table": "orders", "op": "DELETE", "id": 10}],
+    }
+    assert await pg.fetchval("SELECT count(*) FROM pgcast.outbox") == 0  # no trigger fired
+
+
+async def test_publish_is_a_logical_message_committed_once_rolled_back_never_any_size(
+    listeners: Listeners,
+    pg: asyncpg.Connection,
+    redis_client: aioredis.Redis,
+    wal_env: dict[str, str],
+) -> None:
+    listeners.start()
+    await capturing(pg, wal_env)
+    await pg.execute("""SELECT pgcast.publish('news', '{"n": 1}')""")
+    async with contextlib.AsyncExitStack() as stack:
+        tx = pg.transaction()
+        await tx.start()
+        stack.push_async_callback(tx.rollback)
+        await pg.execute("""SELECT pgcast.publish('news', '{"n": "rolled back"}')""")
+    big = {"n": 3, "blob": "é" * 500_000}  # 1 MB of UTF-8
+    returned = await pg.fetchval(
+        "SELECT pgcast.publish('news', $1::jsonb)", orjson.dumps(big).decode()
+    )
+    assert returned is None  # no outbox row, no id
+    await wait_until(
+        lambda: redis_client.xlen(SINGLE.channel_keys("news").history), "the first event"
+    )
+
+    async def both() -> bool:
+        return await redis_client.xlen(SINGLE.channel_keys("news").history) == 2
+
+    await wait_until(both, "the 1 MB event")
+    assert await history(redis_client, "news") == [(1, {"n": 1}), (2, big)]
+    assert await pg.fetchval("SELECT count(*) FROM pgcast.outbox") == 0
+
+
+async def test_outbox_rows_are_decoded_in_commit_order_and_deleted(
+    listeners: Listeners,
+    pg: asyncpg.Connection,
+    redis_client: aioredis.Redis,
+    wal_env: dict[str, str],
+) -> None:
+    """Rows that still reach pgcast.outbox (a hand-made notify_trigger, a control) come
+    through the WAL in their transaction's place; the leader deletes them afterwards."""
+    listeners.start()
+    await capturing(pg, wal_env)
+    await pg.execute("""
+        CREATE TABLE legacy (id int PRIMARY KEY);
+        CREATE TRIGGER pgcast AFTER INSERT ON legacy FOR EACH ROW
+        EXECUTE FUNCTION pgcast.notify_trigger('mixed');
+    """)
+    async with pg.transaction():
+        await pg.execute("""SELECT pgcast.publish('mixed', '{"n": 1}')""")
+        await pg.execute("INSERT INTO legacy VALUES (7)")
+        await pg.execute("""SELECT pgcast.publish('mixed', '{"n": 3}')""")
+        await pg.execute("SELECT pgcast.disconnect('42', 'banned')")
+
+    async def three() -> bool:
+        return await redis_client.xlen(SINGLE.channel_keys("mixed").history) == 3
+
+    await wait_until(three, "three events on mixed")
+    assert [d for _, d in await history(redis_client, "mixed")] == [
+        {"n": 1},
+        {"table": "legacy", "op": "INSERT", "id": 7},
+        {"n": 3},
+    ]
+    controls = await redis_client.xrange(SINGLE.control_keys()[0])
+    assert [orjson.loads(f[b"f"]) for _, f in controls] == [
+        {"op": "disconnect", "sub": "42", "reason": "banned"}
+    ]
+    await wait_until(
+        lambda: pg.fetchval("SELECT count(*) = 0 FROM pgcast.outbox"), "decoded rows deleted"
+    )
+
+
+async def test_events_committed_before_the_switch_are_drained_then_the_wal_takes_over(
+    listeners: Listeners,
+    pg: asyncpg.Connection,
+    redis_client: aioredis.Redis,
+    wal_env: dict[str, str],
+) -> None:
+    """Outbox rows written while no WAL leader ran are published first, once, in order."""
+    await pg.execute("SELECT pgcast.publish('later', to_jsonb(n)) FROM generate_series(1, 700) n")
+    listeners.start(PGCAST_HISTORY_SIZE="2000")
+    await capturing(pg, wal_env)
+    await pg.execute("SELECT pgcast.publish('later', to_jsonb(n)) FROM generate_series(701, 900) n")
+
+    async def all_there() -> bool:
+        return await redis_client.xlen(SINGLE.channel_keys("later").history) == 900
+
+    await wait_until(all_there, "900 events published")
+    assert [data for _, data in await history(redis_client, "later")] == list(range(1, 901))
+
+
+async def test_slot_lag_is_reported_and_the_slot_is_confirmed_as_redis_has_the_events(
+    listeners: Listeners,
+    pg: asyncpg.Connection,
+    redis_client: aioredis.Redis,
+    wal_env: dict[str, str],
+) -> None:
+    listener = listeners.start()
+    await capturing(pg, wal_env)
+    slot = wal_env["PGCAST_WAL_SLOT"]
+    await pg.execute("SELECT pgcast.publish('lag', to_jsonb(n)) FROM generate_series(1, 10) n")
+    written = await pg.fetchval("SELECT pg_current_wal_lsn()")
+
+    async def confirmed() -> bool:
+        return bool(
+            await pg.fetchval(
+                "SELECT confirmed_flush_lsn >= $2 FROM pg_replication_slots WHERE slot_name = $1",
+                slot,
+                written,
+            )
+        )
+
+    await wait_until(confirmed, "the slot confirmed past the events")
+    assert await redis_client.xlen(SINGLE.channel_keys("lag").history) == 10
+    assert listener.metric("pgcast_listener_wal_lag_bytes") >= 0
+    assert listener.metric("pgcast_listener_wal_lag_seconds") >= 0
+
+
+# -- what Postgres does to the slot ---------------------------------------------------
+@contextlib.asynccontextmanager
+async def _connected(dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+async def test_an_invalidated_slot_is_replaced_and_every_channel_starts_a_new_epoch(
+    private_pg: Callable[..., PgInstance], redis_url: str, redis_client: aioredis.Redis
+) -> None:
+    """max_slot_wal_keep_size exceeded while the listener was down: the next leader logs it,
+    makes a new slot, resets every channel (live: the '!r' notice) and captures again."""
+    server = private_pg(max_slot_wal_keep_size="1MB", wal_keep_size="0", max_wal_size="32MB")
+    env = {"PGCAST_CAPTURE": "wal", "PGCAST_WAL_SLOT": "pgcast_lost"}
+    listeners = Listeners(server.dsn, redis_url, env=env)
+    try:
+        async with _connected(server.dsn) as pg:
+            first = listeners.start()
+            await capturing(pg, env)
+            await pg.execute(
+                "SELECT pgcast.publish('lost', to_jsonb(n)) FROM generate_series(1, 3) n"
+            )
+
+            async def three() -> bool:
+                return await redis_client.xlen(SINGLE.channel_keys("lost").history) == 3
+
+            await wait_until(three, "three events before the outage")
+            old_epoch = (await redis_client.hget(SINGLE.channel_keys("lost").meta, "e")).decode()
+            first.service.terminate(10)
+            await pg.execute("CREATE TABLE filler (t text)")
+
+            async def lost() -> bool:
+                await pg.execute(
+                    "INSERT INTO filler SELECT repeat('x', 1000) FROM generate_series(1, 2000);"
+                    " SELECT pg_switch_wal(); CHECKPOINT"
+                )
+                status = await pg.fetchval(
+                    "SELECT wal_status FROM pg_replication_slots WHERE slot_name = 'pgcast_lost'"
+                )
+                return status == "lost"
+
+            await wait_until(lost, "Postgres invalidates the slot", interval=0.2)
+            pubsub = redis_client.pubsub()
+            await pubsub.subscribe(SINGLE.channel_keys("lost").live)
+            second = listeners.start()
+            await capturing(pg, env)
+            message = None
+            async with asyncio.timeout(10):
+                while message is None:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
+            await pubsub.aclose()
+            meta = await redis_client.hgetall(SINGLE.channel_keys("lost").meta)
+            assert meta[b"e"].decode() != old_epoch
+            assert meta[b"s"] == b"0"
+            assert message["data"] == encode_reset(meta[b"e"].decode())
+            assert second.metric("pgcast_listener_wal_slot_invalidations_total") == 1
+            assert "was invalidated" in second.service.log()
+            await pg.execute("SELECT pgcast.publish('lost', '4')")
+
+            async def continued() -> bool:
+                return await history(redis_client, "lost") == [(1, 4)]
+
+            await wait_until(continued, "capture continues in the new epoch")
+    finally:
+        listeners.stop_all()
+
+
+async def test_postgres_restarted_under_load_loses_and_repeats_nothing(
+    private_pg: Callable[..., PgInstance], redis_url: str, redis_client: aioredis.Redis
+) -> None:
+    """Writers publish while Postgres restarts twice (fast, then SIGKILL): every committed
+    event exactly once, offsets contiguous."""
+    server = private_pg(synchronous_commit="on")  # a commit acknowledged survives SIGKILL
+    env = {"PGCAST_CAPTURE": "wal", "PGCAST_WAL_SLOT": "pgcast_restart"}
+    listeners = Listeners(server.dsn, redis_url, env=env)
+    committed: list[int] = []
+    stop = asyncio.Event()
+
+    async def write() -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            try:
+                async with _connected(server.dsn) as conn:
+                    while not stop.is_set():
+                        await conn.execute("SELECT pgcast.publish('restart', to_jsonb($1::int))", n)
+                        committed.append(n)
+                        n += 1
+                        await asyncio.sleep(0.002)
+            except (
+                OSError,
+                asyncpg.PostgresError,
+                asyncpg.InterfaceError,
+                asyncpg.InternalClientError,
+            ):
+                await asyncio.sleep(0.1)  # the server is down: the uncommitted n is skipped
+
+    try:
+        async with _connected(server.dsn) as pg:
+            listeners.start(PGCAST_HISTORY_SIZE="100000")
+            await capturing(pg, env)
+        writer = asyncio.create_task(write())
+        for restart in (lambda: server.restart(), lambda: (server.kill9(), server.start())):
+            await wait_until(lambda: len(committed) > 200, "events flowing")
+            await asyncio.to_thread(restart)
+            size = len(committed)
+            await wait_until(lambda s=size: len(committed) > s + 200, "writes resumed", 30)
+        stop.set()
+        await writer
+
+        async def all_there() -> bool:
+            return await redis_client.xlen(SINGLE.channel_keys("restart").history) >= len(committed)
+
+        await wait_until(all_there, f"{len(committed)} events in Redis", 60)
+        entries = await history(redis_client, "restart")
+        assert [offset for offset, _ in entries] == list(range(1, len(entries) + 1))
+        # A commit whose answer the kill cut off may be there too: never twice, in order.
+        got = [data for _, data in entries]
+        assert sorted(set(got)) == got, "duplicates or out of order"
+        assert set(committed) <= set(got), f"lost: {sorted(set(committed) - set(got))[:20]}"
+    finally:
+        stop.set()
+        listeners.stop_all()
+
+
+# -- what retrying cannot fix ---------------------------------------------------------
+def test_wal_level_not_logical_exits_2(private_pg: Callable[..., PgInstance]) -> None:
+    server = private_pg(wal_level="replica")
+    result = run_listener({"DATABASE_URL": server.dsn, "PGCAST_CAPTURE": "wal"})
+    assert_one_line_error(result, "wal_level = logical", "'replica'")
+
+
+async def test_a_role_without_replication_exits_2(
+    database_url: str, pg: asyncpg.Connection
+) -> None:
+    role = "nrepl_" + database_url.rsplit("/", 1)[1]
+    await pg.execute(
+        f"CREATE ROLE {role} LOGIN NOREPLICATION; GRANT USAGE ON SCHEMA pgcast TO {role}"
+    )
+    try:
+        dsn = database_url.replace("postgres@", f"{role}@", 1)
+        result = await asyncio.to_thread(
+            run_listener, {"DATABASE_URL": dsn, "PGCAST_CAPTURE": "wal"}
+        )
+        assert_one_line_error(result, "REPLICATION")
+    finally:
+        await pg.execute(f"DROP OWNED BY {role}; DROP ROLE {role}")
+
+
+async def test_a_slot_another_application_streams_from_exits_2(
+    database_url: str, pg: asyncpg.Connection, wal_env: dict[str, str], redis_url: str
+) -> None:
+    slot = wal_env["PGCAST_WAL_SLOT"]
+    await pg.execute("SELECT pg_create_logical_replication_slot($1, 'pgoutput')", slot)
+    other = subprocess.Popen(  # noqa: ASYNC220 - a child process the test owns
+        [
+            "pg_recvlogical",
+            "-d",
+            database_url,
+            "--slot",
+            slot,
+            "--start",
+            "-f",
+            "/dev/null",
+            "-o",
+            "proto_version=1",
+            "-o",
+            "publication_names=pgcast",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        await wait_until(
+            lambda: pg.fetchval(
+                "SELECT active FROM pg_replication_slots WHERE slot_name = $1", slot
+            ),
+            "pg_recvlogical streams",
+        )
+        result = await asyncio.to_thread(
+            run_listener, {"DATABASE_URL": database_url, "REDIS_URL": redis_url, **wal_env}
+        )
+        assert_one_line_error(
+            result, f"replication slot '{slot}' is in use by PID", "pg_recvlogical"
+        )
+    finally:
+        other.terminate()
+        other.wait(10)
