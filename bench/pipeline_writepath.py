@@ -84,7 +84,9 @@ WAKE_METRICS = (
 class Variant:
     trigger: str | None  # a TRIGGERS key, or "watch" (pgcast.watch generates it)
     notify: str  # the writers' pgcast.notify
-    listener: str | None  # PGCAST_NOTIFY_MODE of a running listener; "listen": classic LISTENer
+    # PGCAST_NOTIFY_MODE of a running listener; "listen": classic LISTENer; "wal": a listener
+    # with PGCAST_CAPTURE=wal (the watch trigger is turned off, the WAL is decoded)
+    listener: str | None
 
 
 # (pgcast.notify 'auto' is the default; 'on' and 'off' are what the older modes need.)
@@ -92,6 +94,7 @@ VARIANTS = {
     "plain": Variant(None, "auto", None),
     "auto": Variant("pgcast", "auto", "auto"),
     "watch": Variant("watch", "auto", "auto"),
+    "wal": Variant("watch", "auto", "wal"),
     "notify": Variant("pgcast", "on", "notify"),
     "poll": Variant("pgcast", "off", "poll"),
     "classic": Variant("classic", "auto", "listen"),
@@ -153,6 +156,8 @@ class CpuMeter:
             snap["postgres_total"] += ticks
             if pid == self.listener_backend:
                 snap["pg_listener_backend"] += ticks
+            elif "walsender" in cmd:  # the WAL variant's decoding (counted in the total)
+                snap["pg_walsender"] += ticks
             elif "postgres: postgres" not in cmd:  # walwriter, checkpointer, autovacuum...
                 snap["pg_background"] += ticks
         for name, pid in self.others.items():
@@ -218,7 +223,17 @@ async def sample_waits(dsn: str, stop: asyncio.Event) -> collections.Counter[str
     return seen
 
 
+WAL_SLOT = "pgcast_bench"
+
+
 async def _prepare(conn: asyncpg.Connection, variant: Variant) -> None:
+    # Back to the outbox path, without the WAL variant's slot (it would keep all the WAL).
+    await conn.execute("SELECT pgcast.set_capture('outbox')")
+    await conn.execute(
+        "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots"
+        " WHERE slot_name = $1 AND NOT active",
+        WAL_SLOT,
+    )
     await conn.execute(WP_TABLE + FUNCTIONS)
     await conn.execute("DELETE FROM pgcast.outbox")
     await conn.execute("VACUUM pgcast.outbox")
@@ -230,6 +245,27 @@ async def _prepare(conn: asyncpg.Connection, variant: Variant) -> None:
             f"CREATE TRIGGER wp_event AFTER INSERT ON wp FOR EACH ROW {TRIGGERS[variant.trigger]}"
         )
     await conn.execute(f"ALTER DATABASE postgres SET pgcast.notify = '{variant.notify}'")
+
+
+# Bytes of WAL written up to the end of the run that the slot has not confirmed yet.
+WAL_BACKLOG_SQL = """
+SELECT pg_wal_lsn_diff(pg_current_wal_flush_lsn(), confirmed_flush_lsn)
+FROM pg_replication_slots WHERE slot_name = $1
+"""
+
+
+async def _wal_streaming(conn: asyncpg.Connection) -> None:
+    """Until the WAL listener streams from its slot (the trigger is off from then on)."""
+    async with asyncio.timeout(30):
+        await poll_until(
+            lambda: conn.fetchval(
+                "SELECT (SELECT mode FROM pgcast.capture) = 'wal' AND EXISTS (SELECT FROM"
+                " pg_replication_slots WHERE slot_name = $1 AND active)",
+                WAL_SLOT,
+            ),
+            bool,
+            every=0.05,
+        )
 
 
 async def _listener_backend(conn: asyncpg.Connection) -> int | None:
@@ -263,6 +299,13 @@ async def run_variant(
                 consumer = await asyncpg.connect(pg.dsn)
                 await consumer.add_listener("wp", lambda *_: received.update(["n"]))
                 backend = consumer.get_server_pid()
+            elif variant.listener == "wal":
+                wal = {"PGCAST_CAPTURE": "wal", "PGCAST_WAL_SLOT": WAL_SLOT}
+                running = stack.enter_context(listener(pg, rd, **wal))
+                others["listener"] = running.proc.pid
+                backend = await _listener_backend(conn)
+                await _wal_streaming(conn)
+                before = running.metrics(*WAKE_METRICS)
             elif variant.listener is not None:
                 running = stack.enter_context(listener(pg, rd, PGCAST_NOTIFY_MODE=variant.listener))
                 others["listener"] = running.proc.pid
@@ -282,7 +325,15 @@ async def run_variant(
             cpu = meter.stop()
             backlog = int(await conn.fetchval("SELECT count(*) FROM pgcast.outbox"))
             caught_up = time.perf_counter()
-            if variant.listener not in (None, "listen"):
+            if variant.listener == "wal":  # the backlog is WAL the slot has not confirmed
+                backlog = int(await conn.fetchval(WAL_BACKLOG_SQL, WAL_SLOT) or 0)
+                async with asyncio.timeout(120):
+                    await poll_until(
+                        lambda: conn.fetchval(WAL_BACKLOG_SQL, WAL_SLOT),
+                        lambda n: n is not None and n <= 0,
+                        every=0.05,
+                    )
+            elif variant.listener not in (None, "listen"):
                 async with asyncio.timeout(120):
                     await poll_until(
                         lambda: conn.fetchval("SELECT count(*) FROM pgcast.outbox"),
@@ -311,7 +362,7 @@ def _summary(
     catch_up: float,
     received: int,
 ) -> dict[str, Any]:
-    groups = ["postgres_total", "pg_listener_backend", "pg_background", "pgbench"]
+    groups = ["postgres_total", "pg_listener_backend", "pg_walsender", "pg_background", "pgbench"]
     groups += [g for g in ("listener", "redis") if g in cpu]
     per_txn = {g: round(cpu.get(g, 0.0) / txns * 1e6, 1) for g in groups}
     per_txn["all"] = round(sum(cpu[g] for g in groups if not g.startswith("pg_")) / txns * 1e6, 1)
@@ -328,7 +379,10 @@ def _summary(
         "machine_busy_other_work": round(max(0.0, busy - mine / (window * cores)), 2),
         "pgbench_backends": {k: round(v / samples, 3) for k, v in waits.most_common(6)},
     }
-    if variant.listener not in (None, "listen"):
+    if variant.listener == "wal":
+        result["wal_backlog_bytes_at_end"] = backlog
+        result["catch_up_s"] = round(catch_up, 2)
+    elif variant.listener not in (None, "listen"):
         result["outbox_backlog_at_end"] = backlog
         result["catch_up_s"] = round(catch_up, 2)
     if variant.listener == "listen":

@@ -14,6 +14,8 @@ the rounds:
 - ``pgcast-poll``: the same trigger, ``pgcast.notify = off``, listener polling;
 - ``pgcast-watch-auto``: the trigger ``pgcast.watch('wp', '{wp}', '{INSERT}')`` generates
   for the table (one INSERT and the wake-up), listener mode ``auto``;
+- ``pgcast-wal``: the same declaration with a ``PGCAST_CAPTURE=wal`` listener: the trigger
+  is off, the listener decodes the WAL (its walsender counted with Postgres);
 - ``classic``: a per-row ``pg_notify('wp', row json)`` trigger with one LISTENer.
 """
 
@@ -30,10 +32,12 @@ VARIANTS = {
     "pgcast-always-notify": "notify",
     "pgcast-poll": "poll",
     "pgcast-watch-auto": "watch",
+    "pgcast-wal": "wal",
     "classic": "classic",
 }
 # the issue's >= 0.75x applies to these
 TARGETED = ("pgcast-auto", "pgcast-poll", "pgcast-watch-auto")
+WAL_TARGET = 0.85  # PGCAST_CAPTURE=wal against the plain table (issue 15)
 
 
 async def run_writepath(
@@ -58,7 +62,8 @@ async def run_writepath(
             "cpu_us_per_txn": median["cpu_us_per_txn"],
             "pgbench_backends": median["pgbench_backends"],
         }
-        for key in ("outbox_backlog_at_end", "catch_up_s", "listener_wakeup"):
+        backlogs = ("outbox_backlog_at_end", "wal_backlog_bytes_at_end")
+        for key in (*backlogs, "catch_up_s", "listener_wakeup"):
             if key in median:
                 row[key] = median[key]
         rows.append(row)
