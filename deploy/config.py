@@ -195,6 +195,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=private_servers.REDIS_PORT,
         help="the port of the stack's own Redis",
     )
+    p.add_argument(
+        "--capture",
+        choices=("outbox", "wal"),
+        default="outbox",
+        help="PGCAST_CAPTURE of the listeners: wal decodes the WAL (needs wal_level=logical,"
+        " which the stack's own Postgres has)",
+    )
     p.add_argument("--demo", action="store_true", help="also run the demo web app")
     p.add_argument("--no-restart", action="store_true", help="leave dead processes dead")
     p.add_argument("--stop", action="store_true", help="stop the stack running from --run-dir")
@@ -320,6 +327,8 @@ def build(
         extra["PGCAST_ALLOWED_ORIGINS"] = (
             f"https://localhost:{args.port},https://127.0.0.1:{args.port}"
         )
+    if args.capture == "wal":
+        extra["PGCAST_CAPTURE"] = "wal"
     pg_data = run_dir / private_servers.PG_HOME / "data"
     pg_bin_dir = private_servers.pg_bin_dir(pg_data) if choice.postgres else None
     return StackConfig(

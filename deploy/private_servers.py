@@ -105,6 +105,8 @@ def postgres_argv(bin_dir: Path, data_dir: Path, port: int) -> tuple[str, ...]:
         f"listen_addresses={HOST}",
         "-c",
         "unix_socket_directories=",
+        "-c",
+        "wal_level=logical",  # so that `make up ARGS="--capture wal"` works
     )
 
 

@@ -101,17 +101,22 @@ DECLARE
                            JOIN pg_attribute AS a ON a.attrelid = i.indrelid
                                 AND a.attnum = ANY (i.indkey)
                            WHERE i.indrelid = rel AND i.indisprimary);
+    -- "changed" compares every column, so an UPDATE event needs them all in the WAL.
     gen    text[] := ARRAY(SELECT a.attname::text FROM pg_attribute AS a
                            WHERE a.attrelid = rel AND a.attgenerated <> ''
-                             AND a.attname::text = ANY (pk || tcols) ORDER BY a.attnum);
+                             AND NOT a.attisdropped AND a.attnum > 0
+                             AND (a.attname::text = ANY (pk || tcols)
+                                  OR 'UPDATE' = ANY (ops))
+                           ORDER BY a.attnum);
     leaf   record;
     idcols text[];
     fix    text;
 BEGIN
     IF cardinality(gen) > 0 THEN
-        RETURN format('%s: generated column(s) %s in the primary key or a channel template '
-            'are not sent by logical replication; watch plain columns, or keep '
-            'PGCAST_CAPTURE=outbox', rel, array_to_string(gen, ', '));
+        RETURN format('%s: generated column(s) %s (in the primary key, a channel template, '
+            'or compared for an UPDATE''s "changed") are not sent by logical replication; '
+            'watch without UPDATE or plain columns, or keep PGCAST_CAPTURE=outbox',
+            rel, array_to_string(gen, ', '));
     END IF;
     FOR leaf IN
         SELECT c.oid::regclass AS rel, c.relreplident AS ident

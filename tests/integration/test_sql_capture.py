@@ -383,3 +383,18 @@ async def test_publish_in_wal_mode_needs_no_privilege_on_the_outbox(
     finally:
         await pg.execute("RESET ROLE")
         await pg.execute(f"DROP OWNED BY {role}; DROP ROLE {role}")
+
+
+async def test_update_events_of_a_table_with_a_generated_column_are_refused_in_wal_mode(
+    pg: asyncpg.Connection,
+) -> None:
+    """pgoutput 1 never sends a generated column, and "changed" compares every column:
+    the declaration is refused, not served with events that differ from the trigger's."""
+    await pg.execute("""
+        CREATE TABLE g (id int PRIMARY KEY, a int, b int GENERATED ALWAYS AS (a * 2) STORED);
+        ALTER TABLE g REPLICA IDENTITY FULL;
+    """)
+    problem = await pg.fetchval("SELECT pgcast.capture_problem('g', '{}', '{UPDATE}')")
+    assert problem is not None
+    assert "generated column(s) b" in problem
+    assert await pg.fetchval("SELECT pgcast.capture_problem('g', '{}', '{INSERT,DELETE}')") is None

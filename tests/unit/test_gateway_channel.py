@@ -181,3 +181,24 @@ async def test_a_resume_into_offsets_redis_lacks_waits_until_they_are_published_
     channel.begin_sync()  # a later reconnect finds Redis whole again
     channel.finish_sync(Snapshot("E", 5, ((4, b"{}"), (5, b"{}"))))
     assert not channel.redis_behind
+
+
+def test_a_reset_notice_resyncs_members_at_the_new_empty_epoch_once() -> None:
+    """'!r<epoch>' (the listener replaced a lost replication slot): members are told at
+    once, and the new epoch's first message continues from it."""
+    channel, member = _live()
+    assert not channel.on_live(_msg(1))
+    channel.on_reset("F")
+    channel.on_reset("F")  # a repeated notice changes nothing
+    assert member.resyncs == [("F", 0)]
+    assert not channel.on_live(_msg(1, "F"))
+    assert member.got == [1, 1]
+    assert member.resyncs == [("F", 0)]
+
+
+def test_a_reset_notice_while_syncing_waits_for_the_history_read() -> None:
+    channel = Channel("c", b"live:c", backlog_limit=1 << 20)
+    channel.on_reset("F")
+    assert not channel.ready
+    assert not channel.finish_sync(Snapshot("F", 0))
+    assert (channel.epoch, channel.offset) == ("F", 0)
