@@ -101,7 +101,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small N, a few seconds per run")
     parser.add_argument(
-        "--systems", help="comma list: pgcast,ceiling,python-socketio,node-socketio"
+        "--systems",
+        help="comma list: pgcast,pgcast-wal,ceiling,python-socketio,node-socketio",
     )
     parser.add_argument(
         "--scenarios", help="comma list: broadcast,per_user,idle,failover,writepath"

@@ -1,4 +1,4 @@
-"""The four contenders: pgcast, the ceiling program, python-socketio and Node Socket.IO.
+"""The contenders: pgcast (outbox or WAL capture), the ceiling, python-socketio, Node Socket.IO.
 
 Each starts its processes on free ports and returns the addresses the load
 generator spreads its connections over. pgcast runs its real console entry
@@ -63,6 +63,18 @@ class Pgcast(System):
             self.servers.append(proc)
             targets.append((HOST, port))
         return targets
+
+
+class PgcastWal(Pgcast):
+    """pgcast with PGCAST_CAPTURE=wal: the listener decodes the WAL (its walsender is one
+    of the postmaster's children, so its CPU is charged to Postgres)."""
+
+    name = "pgcast-wal"
+
+    def start(self, procs: int, **options: Any) -> list[tuple[str, int]]:
+        wal = {"PGCAST_CAPTURE": "wal", "PGCAST_WAL_SLOT": "pgcast_bench_delivery"}
+        listener_env = {**options.pop("listener_env", {}), **wal}
+        return super().start(procs, listener_env=listener_env, **options)
 
 
 class Ceiling(System):
@@ -133,5 +145,5 @@ class NodeSocketIO(System):
 
 
 CONTENDERS: dict[str, type[System]] = {
-    c.name: c for c in (Pgcast, Ceiling, PythonSocketIO, NodeSocketIO)
+    c.name: c for c in (Pgcast, PgcastWal, Ceiling, PythonSocketIO, NodeSocketIO)
 }

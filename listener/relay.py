@@ -195,6 +195,10 @@ class Drainer:
 
     async def run(self) -> None:
         await self.start()
+        await self.serve()
+
+    async def serve(self) -> None:
+        """Drain whenever the WakeCycle says, forever (after start)."""
         while True:
             self.cycle.clear()
             drained = await self.drain()

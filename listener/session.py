@@ -22,7 +22,7 @@ from listener.leader import LeadershipEnded
 from listener.metrics import ListenerMetrics
 from listener.outbox import Outbox
 from listener.publisher import Publisher
-from listener.relay import Drainer, PublisherLike, RetryingPublisher
+from listener.relay import Drainer, RetryingPublisher
 from listener.wakeup import WakeCycle
 from listener.wal_capture import WalCapture
 
@@ -50,7 +50,7 @@ class LeaderSession:
         self,
         conn: asyncpg.Connection,
         epoch: int,
-        publisher: PublisherLike,
+        publisher: Publisher,
         settings: ListenerSettings,
         metrics: ListenerMetrics,
     ) -> None:
@@ -77,12 +77,11 @@ class LeaderSession:
             vacuum_every=settings.vacuum_every,
             hold_batch=settings.debug_hold_batch,
         )
-        self.capture: WalCapture | None = None
-        if settings.capture == "wal":
-            assert isinstance(publisher, Publisher), "WAL capture publishes through Redis"
-            self.capture = WalCapture(
-                conn, epoch, self.outbox, self.drainer, publisher, settings, metrics
-            )
+        # wal: the capture; outbox: it only finishes a slot a WAL leader left (hand_back).
+        self.capture = WalCapture(
+            conn, epoch, self.outbox, self.drainer, publisher, settings, metrics
+        )
+        self.wal = settings.capture == "wal"
         self.forwarder = Forwarder(
             retrying,
             metrics,
@@ -102,21 +101,21 @@ class LeaderSession:
 
     async def run(self) -> None:
         self.conn.add_termination_listener(self._on_terminated)
-        if self.capture is None:
+        if not self.wal:
             # Triggers on again where a WAL leader had turned them off (a no-op otherwise).
             await self.conn.execute(
                 "SELECT pgcast.set_capture('outbox')", timeout=self.settings.query_timeout
             )
-        if self.settings.notify_mode != "poll" and self.capture is None:
+        if self.settings.notify_mode != "poll" and not self.wal:
             await self.conn.add_listener(WAKEUP_CHANNEL, self._on_wakeup)
         for channel in self.settings.relay_channels:
             await self.conn.add_listener(channel, self._on_relayed)
         try:
             async with asyncio.TaskGroup() as group:
-                if self.capture is not None:
+                if self.wal:
                     group.create_task(self.capture.run(), name="wal-capture")
                 else:
-                    group.create_task(self.drainer.run(), name="drain")
+                    group.create_task(self._drain(), name="drain")
                 group.create_task(self._liveness(), name="liveness")
                 if self.settings.relay_channels:
                     group.create_task(self.forwarder.run(), name="relay")
@@ -128,6 +127,11 @@ class LeaderSession:
             raise first_leaf(group) from None
         finally:
             self.conn.remove_termination_listener(self._on_terminated)
+
+    async def _drain(self) -> None:
+        await self.drainer.start()
+        await self.capture.hand_back()  # a slot a WAL leader left: its events first
+        await self.drainer.serve()
 
     async def _watch(self) -> None:
         await self.lost.wait()
@@ -145,6 +149,6 @@ class LeaderSession:
                 ) from None
             self.metrics.lag.set(health.lag)
             self.metrics.queue_usage.set(health.queue_usage)
-            if self.capture is not None:
+            if self.wal:
                 await self.capture.sample_lag()
             await asyncio.sleep(self.settings.liveness_interval)

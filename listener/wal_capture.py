@@ -32,7 +32,7 @@ from listener.metrics import ListenerMetrics
 from listener.outbox import Outbox, OutboxRow, Published
 from listener.publisher import Publisher
 from listener.relay import Drainer
-from listener.replication import ReplicationError, ReplicationStream, XLogData
+from listener.replication import ReplicationError, ReplicationStream, XLogData, format_lsn
 from listener.wal_events import WATCHED_SQL, Event, EventBuilder, Invalid, load_watches
 from listener.wal_slot import PUBLICATIONS, claim_slot
 from pgcast.backoff import Backoff
@@ -41,6 +41,23 @@ from pgcast.cancellation import raise_if_cancelled
 log = logging.getLogger(__name__)
 
 WATCH_PREFIX = "pgcast.watch"  # a logical message: pgcast.watched changed (sql/006_capture.sql)
+_SLOT_STATUS_SQL = """
+SELECT wal_status, active_pid FROM pg_replication_slots
+WHERE slot_name = $1 AND database = current_database()
+"""
+_OLDER_WRITERS_SQL = """
+SELECT 1 FROM pg_stat_activity
+WHERE datname = current_database() AND pid <> pg_backend_pid() AND xact_start < $1
+  AND backend_type = 'client backend' LIMIT 1
+"""
+# Whole transactions up to $2, about $3 changes at a time (peek: the slot moves only with
+# the advance, after Redis has them).
+_PEEK_SQL = """
+SELECT data FROM pg_logical_slot_peek_binary_changes($1, $2::text::pg_lsn, $3,
+    'proto_version', '1', 'publication_names', 'pgcast,pgcast_outbox', 'messages', 'true')
+"""
+_ADVANCE_SQL = "SELECT pg_replication_slot_advance($1, $2::text::pg_lsn)"
+PEEK_CHUNK = 5000
 _LAG_SQL = """
 SELECT coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn), 0)::float8
 FROM pg_replication_slots WHERE slot_name = $1
@@ -139,6 +156,63 @@ class WalCapture:
             # Whatever was received but not published is decoded again from the slot.
             self.txn, self.ready, self.ready_outbox_ids = None, [], []
             backoff.reset()
+
+    # -- back to the outbox ------------------------------------------------------------
+    async def hand_back(self) -> None:
+        """PGCAST_CAPTURE=outbox and a slot a WAL leader left: publish what it holds up to
+        the switch, in commit order, then drop it (a forgotten slot keeps every WAL segment
+        from then on). The caller has claimed the fence and called set_capture('outbox')."""
+        settings, timeout = self.settings, self.settings.query_timeout
+        rows = await self.outbox.fetch(_SLOT_STATUS_SQL, settings.wal_slot)
+        if not rows:
+            return
+        deadline = time.monotonic() + self.settings.query_timeout
+        while rows[0]["active_pid"] is not None:  # a deposed WAL leader's walsender
+            await self.outbox.fetch("SELECT pg_terminate_backend($1)", rows[0]["active_pid"])
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"replication slot {settings.wal_slot} stays in use")
+            await asyncio.sleep(0.05)
+            rows = await self.outbox.fetch(_SLOT_STATUS_SQL, settings.wal_slot)
+            if not rows:
+                return
+        log.info("a WAL capture's slot %s remains: publishing what it holds", settings.wal_slot)
+        if rows[0]["wal_status"] == "lost":
+            count = await reset_all(self.publisher, self.epoch)
+            self.metrics.wal_resets.inc()
+            log.warning("slot %s was invalidated: %d channels reset", settings.wal_slot, count)
+        else:
+            await self._wait_for_writers_before(await self.outbox.fetch("SELECT now()"))
+            end = (await self.outbox.fetch("SELECT pg_current_wal_lsn()::text"))[0][0]
+            await self._load_watches()
+            while await self._peek(end):
+                pass
+        await self.conn.execute(
+            "SELECT pg_drop_replication_slot($1)", settings.wal_slot, timeout=timeout
+        )
+        log.info("dropped the replication slot %s (capture: outbox)", settings.wal_slot)
+
+    async def _wait_for_writers_before(self, now: list[asyncpg.Record]) -> None:
+        """Transactions that began before the switch may still publish as logical messages:
+        wait (bounded) until they ended, so the slot holds all of them."""
+        deadline = time.monotonic() + self.settings.query_timeout
+        while await self.outbox.fetch(_OLDER_WRITERS_SQL, now[0][0]):
+            if time.monotonic() > deadline:
+                log.warning("transactions older than the switch to outbox still run: going on")
+                return
+            await asyncio.sleep(0.05)
+
+    async def _peek(self, end: str) -> bool:
+        """Publish one chunk of the slot's changes up to ``end``; False when none is left."""
+        rows = await self.outbox.fetch(_PEEK_SQL, self.settings.wal_slot, end, PEEK_CHUNK)
+        if not rows:
+            return False
+        for row in rows:
+            await self._take(pgoutput.decode(row["data"]))
+        await self._publish()
+        pending, self.unconfirmed = self.unconfirmed, _Unconfirmed()
+        await self.outbox.record(Published(pending.outbox_ids, pending.marks))
+        await self.outbox.fetch(_ADVANCE_SQL, self.settings.wal_slot, format_lsn(pending.lsn))
+        return True
 
     async def _load_watches(self) -> None:
         rows = await self.outbox.fetch(WATCHED_SQL)

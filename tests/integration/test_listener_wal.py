@@ -208,6 +208,63 @@ async def test_slot_lag_is_reported_and_the_slot_is_confirmed_as_redis_has_the_e
     assert listener.metric("pgcast_listener_wal_lag_seconds") >= 0
 
 
+async def test_back_to_outbox_the_slot_is_published_then_dropped(
+    database_url: str,
+    redis_url: str,
+    pg: asyncpg.Connection,
+    redis_client: aioredis.Redis,
+    wal_env: dict[str, str],
+) -> None:
+    """A WAL leader dies; the deployment goes back to outbox capture. The new (outbox)
+    leader publishes what only the WAL holds, in order, before the outbox, then drops the
+    slot (a forgotten one would keep every WAL segment) and turns the triggers back on."""
+    wal = Listeners(database_url, redis_url, env=wal_env)
+    outbox = Listeners(database_url, redis_url, env={"PGCAST_WAL_SLOT": wal_env["PGCAST_WAL_SLOT"]})
+    try:
+        await pg.execute("""
+            CREATE TABLE items (id int PRIMARY KEY);
+            SELECT pgcast.watch('items', ARRAY['back'], ARRAY['INSERT']);
+        """)
+        dead = wal.start()
+        await capturing(pg, wal_env)
+        await pg.execute("SELECT pgcast.publish('back', '1')")
+
+        async def first() -> bool:
+            return await redis_client.xlen(SINGLE.channel_keys("back").history) == 1
+
+        await wait_until(first, "the first event")
+        dead.service.kill9()
+        await pg.execute("SELECT pgcast.publish('back', '2'); INSERT INTO items VALUES (3)")
+        assert await pg.fetchval("SELECT count(*) FROM pgcast.outbox") == 0  # only in the WAL
+        outbox.start()
+        await wait_until(
+            lambda: pg.fetchval("SELECT mode = 'outbox' FROM pgcast.capture"), "outbox mode"
+        )
+        await pg.execute("SELECT pgcast.publish('back', '4')")
+
+        async def all_four() -> bool:
+            return await redis_client.xlen(SINGLE.channel_keys("back").history) == 4
+
+        await wait_until(all_four, "four events")
+        assert [d for _, d in await history(redis_client, "back")] == [
+            1,
+            2,
+            {"table": "items", "op": "INSERT", "id": 3},
+            4,
+        ]
+        slots = await pg.fetchval(
+            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1",
+            wal_env["PGCAST_WAL_SLOT"],
+        )
+        assert slots == 0
+        assert await pg.fetchval(
+            "SELECT tgenabled = 'O' FROM pg_trigger WHERE tgname = 'pgcast_watch'"
+        )
+    finally:
+        wal.stop_all()
+        outbox.stop_all()
+
+
 # -- what Postgres does to the slot ---------------------------------------------------
 @contextlib.asynccontextmanager
 async def _connected(dsn: str) -> AsyncIterator[asyncpg.Connection]:
