@@ -6,9 +6,10 @@ the tables in the publication), claims the slot (listener/wal_slot.py; a slot Po
 invalidated is replaced and every channel starts a new epoch, listener/channel_reset.py),
 drains what the outbox still holds, then streams.
 
-Transactions arrive whole, in commit order (pgoutput v1). They are published whole, as
-batches of whatever has arrived: event n of the transaction whose commit record is at
-LSN L is de-duplicated by the id ``"L.n"``, so when a successor decodes it again (the slot
+Transactions arrive whole, in commit order (pgoutput v1), each once it committed. Events
+are published in batches of whatever has arrived (a big transaction in several): event n
+of the transaction whose commit record is at LSN L (its Begin says L) is de-duplicated by
+the id ``"L.n"``, so when a successor decodes it again (the slot
 replays from its confirmed position) Redis publishes nothing twice, at the same offsets.
 Every PGCAST_WAL_CONFIRM_INTERVAL the leader writes the published channels' watermarks
 (for a successor that finds Redis gone back in time) and deletes the outbox rows it
@@ -33,7 +34,7 @@ from listener.outbox import Outbox, OutboxRow, Published
 from listener.publisher import Publisher
 from listener.relay import Drainer
 from listener.replication import ReplicationError, ReplicationStream, XLogData, format_lsn
-from listener.wal_events import WATCHED_SQL, Event, EventBuilder, Invalid, load_watches
+from listener.wal_events import WATCHED_SQL, EventBuilder, Invalid, load_watches
 from listener.wal_slot import PUBLICATIONS, claim_slot
 from pgcast.backoff import Backoff
 from pgcast.cancellation import raise_if_cancelled
@@ -62,14 +63,6 @@ _LAG_SQL = """
 SELECT coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn), 0)::float8
 FROM pg_replication_slots WHERE slot_name = $1
 """
-
-
-@dataclass
-class _Transaction:
-    """The events of the transaction being received (pgoutput sends it whole at commit)."""
-
-    rows: list[OutboxRow] = field(default_factory=list)
-    outbox_ids: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -104,8 +97,10 @@ class WalCapture:
         self.metrics = metrics
         self.builder = EventBuilder({})
         self.stream: ReplicationStream | None = None
-        self.txn: _Transaction | None = None
-        self.ready: list[OutboxRow] = []  # whole transactions, not yet published
+        # Inside a transaction: its commit LSN (Begin says it) and how many events so far.
+        self.txn_lsn: int | None = None
+        self.txn_events = 0
+        self.ready: list[OutboxRow] = []  # decoded, not yet published (in commit order)
         self.ready_lsn = 0
         self.ready_at = 0.0
         self.ready_outbox_ids: list[int] = []
@@ -154,7 +149,7 @@ class WalCapture:
                 await self.stream.close()
                 self.stream = None
             # Whatever was received but not published is decoded again from the slot.
-            self.txn, self.ready, self.ready_outbox_ids = None, [], []
+            self.txn_lsn, self.ready, self.ready_outbox_ids = None, [], []
             backoff.reset()
 
     # -- back to the outbox ------------------------------------------------------------
@@ -227,25 +222,21 @@ class WalCapture:
             frame: XLogData | None = await stream.read()
             while frame is not None:
                 await self._take(pgoutput.decode(frame.payload))
-                if len(self.ready) >= limit and self.txn is None:
+                if len(self.ready) >= limit:  # a big transaction goes out in batches
                     break
                 frame = stream.pending()
             if self.ready or self.ready_lsn > self.unconfirmed.lsn:
                 await self._publish()
-            if self.txn is None and stream.sent_end > self.unconfirmed.lsn:
+            if self.txn_lsn is None and stream.sent_end > self.unconfirmed.lsn:
                 # Every frame before the server's last keepalive is handled and published.
                 self.unconfirmed.lsn = stream.sent_end
 
     async def _take(self, message: pgoutput.Message) -> None:
         if isinstance(message, pgoutput.Begin):
-            self.txn = _Transaction()
+            self.txn_lsn, self.txn_events = message.final_lsn, 0
             return
         if isinstance(message, pgoutput.Commit):
-            done, self.txn = self.txn or _Transaction(), None
-            for n, row in enumerate(done.rows):
-                # The id names the event for good: the commit's LSN and its place in it.
-                self.ready.append(row._replace(id=f"{message.commit_lsn}.{n}"))
-            self.ready_outbox_ids.extend(done.outbox_ids)
+            self.txn_lsn = None
             self.ready_lsn = message.end_lsn
             self.ready_at = message.commit_ts / 1e6 + 946_684_800  # Postgres' epoch: 2000
             return
@@ -257,20 +248,19 @@ class WalCapture:
         items = self.builder.feed(message)
         if not items:
             return
-        txn = self.txn
-        if txn is None:
+        if self.txn_lsn is None:
             raise pgoutput.DecodeError("a change outside a transaction")
         for item in items:
             if isinstance(item, Invalid):
                 self.metrics.events.labels("invalid").inc()
                 log.warning("dropping a WAL change: %s", item.reason)
                 continue
-            self._add(txn, item)
-
-    def _add(self, txn: _Transaction, event: Event) -> None:
-        txn.rows.append(OutboxRow(0, event.channel, event.data.decode()))
-        if event.outbox_id is not None:
-            txn.outbox_ids.append(event.outbox_id)
+            # The id names the event for good: its commit's LSN and its place in it.
+            event_id = f"{self.txn_lsn}.{self.txn_events}"
+            self.txn_events += 1
+            self.ready.append(OutboxRow(event_id, item.channel, item.data.decode()))
+            if item.outbox_id is not None:
+                self.ready_outbox_ids.append(item.outbox_id)
 
     async def _publish(self) -> None:
         rows = await self._with_watermarks(self.ready)
