@@ -28,8 +28,9 @@ class Event(NamedTuple):
     """One event to publish: ``data_json`` is already-encoded JSON (the jsonb text).
 
     ``dedupe_id``: Redis publishes an id once per channel (a retried batch, a successor's
-    replay): the outbox row's id, or ``"<commit lsn>.<n>"`` for the n-th event of a
-    transaction decoded from the WAL (listener/wal_capture.py). None: never de-duplicated.
+    replay): the outbox row's id, or ``"<commit lsn>.<n>"`` (fixed width) for the n-th
+    event of a transaction decoded from the WAL (listener/wal_capture.py, publish.lua).
+    None: never de-duplicated.
     """
 
     channel: str

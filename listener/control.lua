@@ -11,8 +11,8 @@
 --   ids zset (score = outbox id, member = its text): pgcast:fence, pgcast:control,
 --   pgcast:control:ids with one Redis; pgcast:{control}:fence, pgcast:{control}:stream,
 --   pgcast:{control}:ids on Redis Cluster (one slot; pgcast.keys.Layout)
--- ARGV[1] leader epoch (integer)   ARGV[2] its de-duplication id: the outbox id (decimal, no
---   sign, no leading zero) or, decoded from the WAL, '<commit lsn>.<n>' (listener/batches.py)
+-- ARGV[1] leader epoch (integer)   ARGV[2] outbox id (decimal, no sign, no leading zero; a
+--   control decoded from the WAL is an outbox row too)
 -- ARGV[3] the control JSON (checked by the listener)
 -- ARGV[4] stream max length (approximate), also how many recent outbox ids the zset keeps
 -- ARGV[5] the live pub/sub channel (pgcast:control:live; pgcast:{control}:live on a cluster)

@@ -86,7 +86,7 @@ WAKE_SQL = "SELECT pgcast.listener_wake()"
 class OutboxRow(NamedTuple):
     """One row as FETCH_SQL selects it (built per event: a tuple, made from the record).
     An event decoded from the WAL travels as one too, its id the de-duplication id
-    ``"<commit lsn>.<n>"`` (listener/wal_capture.py)."""
+    ``"<commit lsn>.<n>"`` (listener/batches.py)."""
 
     id: int | str
     channel: str

@@ -13,9 +13,11 @@
 -- ARGV[5] TTL seconds                     ARGV[6] live (shard) pub/sub channel
 -- ARGV[7] how many recent de-duplication ids the ids zset keeps
 -- ARGV[8] the events' index: 'id:length,id:length,...', one entry per event, in order:
---   its de-duplication id ('' = none: the outbox id, or '<commit lsn>.<n>' for an event
---   decoded from the WAL; the ids zset scores it by its numeric value, close enough to
---   keep the newest) and the byte length of its data
+--   its de-duplication id and the byte length of its data. The id: '' = none; an outbox
+--   id (digits): published once, remembered in the ids zset; or, for an event decoded
+--   from the WAL, its position '<commit lsn, 20 digits>.<n-th event of the transaction,
+--   10 digits>': a channel's WAL events come in that order, so one mark per channel (the
+--   meta's 'w', compared as text) tells what was published, however long the replay
 -- ARGV[9] the events' data (JSON text), concatenated in that order
 --   (two arguments instead of two per event: packing and parsing many small
 --   arguments was the listener's largest per-event cost)
@@ -45,8 +47,10 @@ if leader > fence then
   redis.call('SET', KEYS[4], ARGV[1])
 end
 
-local meta = redis.call('HMGET', KEYS[1], 'e', 's', 'l')
+local meta = redis.call('HMGET', KEYS[1], 'e', 's', 'l', 'w')
 local epoch, offset = meta[1], tonumber(meta[2]) or 0
+-- 'w': the newest WAL position published to this channel (see ARGV[8])
+local wal_mark = meta[4]
 local behind = ''
 -- Another epoch that holds no message yet was made by a reader (a gateway subscribing after
 -- Redis lost the channel): nobody can hold an offset of it, so it goes on (one notice to
@@ -63,8 +67,10 @@ local created = not epoch
 if created then
   -- A new history: whatever is left of an older one (evicted meta) must not mix in.
   redis.call('DEL', KEYS[2], KEYS[3])
+  redis.call('HDEL', KEYS[1], 'w')
   epoch = ARGV[2]
   offset = 0
+  wal_mark = false
 end
 
 local publish = ARGV[13] == 'SPUBLISH' and 'SPUBLISH' or 'PUBLISH'
@@ -74,16 +80,23 @@ local statuses = {}
 local deduplicated = false
 local data = ARGV[9]
 local pos = 1
+local wal_moved = false
 for dedupe_id, length in string.gmatch(ARGV[8], '([%d.]*):(%d+)') do
   local stop = pos + tonumber(length)
-  if dedupe_id ~= '' and redis.call('ZSCORE', KEYS[3], dedupe_id) then
+  local wal = string.find(dedupe_id, '.', 1, true)
+  if wal and wal_mark and dedupe_id <= wal_mark then
+    statuses[#statuses + 1] = 'd'
+  elseif not wal and dedupe_id ~= '' and redis.call('ZSCORE', KEYS[3], dedupe_id) then
     statuses[#statuses + 1] = 'd'
   else
     offset = offset + 1
     local offset_text = string.format('%d', offset)
     local frame = head .. offset_text .. '","data":' .. string.sub(data, pos, stop - 1) .. '}'
     redis.call('XADD', KEYS[2], offset_text .. '-0', 'f', frame)
-    if dedupe_id ~= '' then
+    if wal then
+      wal_mark = dedupe_id
+      wal_moved = true
+    elseif dedupe_id ~= '' then
       redis.call('ZADD', KEYS[3], dedupe_id, dedupe_id)
       deduplicated = true
     end
@@ -95,6 +108,9 @@ end
 
 local ttl = tonumber(ARGV[5])
 redis.call('HSET', KEYS[1], 'e', epoch, 's', offset)
+if wal_moved then
+  redis.call('HSET', KEYS[1], 'w', wal_mark)
+end
 if created then
   redis.call('HSET', KEYS[1], 'l', ARGV[1])
 end

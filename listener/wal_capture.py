@@ -110,8 +110,9 @@ class WalCapture:
     async def run(self) -> None:
         settings, timeout = self.settings, self.settings.query_timeout
         await self.drainer.start()
-        await self.conn.execute("SELECT pgcast.set_capture('wal')", timeout=timeout)
+        # The slot first: publish() writes messages from the switch on, the slot must hold them.
         slot = await claim_slot(self.conn, settings.wal_slot, timeout)
+        await self.conn.execute("SELECT pgcast.set_capture('wal')", timeout=timeout)
         if slot.invalidated:
             count = await reset_all(self.publisher, self.epoch)
             self.metrics.wal_resets.inc()
@@ -255,12 +256,15 @@ class WalCapture:
                 self.metrics.events.labels("invalid").inc()
                 log.warning("dropping a WAL change: %s", item.reason)
                 continue
-            # The id names the event for good: its commit's LSN and its place in it.
-            event_id = f"{self.txn_lsn}.{self.txn_events}"
+            if item.outbox_id is not None:  # a row of pgcast.outbox: its id, as drained
+                self.ready.append(OutboxRow(item.outbox_id, item.channel, item.data.decode()))
+                self.ready_outbox_ids.append(item.outbox_id)
+                continue
+            # The id names the event for good: its commit's LSN and its place in it, fixed
+            # width so that Redis compares them as text (publish.lua).
+            event_id = f"{self.txn_lsn:020d}.{self.txn_events:010d}"
             self.txn_events += 1
             self.ready.append(OutboxRow(event_id, item.channel, item.data.decode()))
-            if item.outbox_id is not None:
-                self.ready_outbox_ids.append(item.outbox_id)
 
     async def _publish(self) -> None:
         rows = await self._with_watermarks(self.ready)

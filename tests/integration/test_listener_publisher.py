@@ -74,6 +74,31 @@ async def test_republished_outbox_id_is_a_duplicate(redis_client: aioredis.Redis
     assert await redis_client.xlen(SINGLE.channel_keys("c").history) == 3
 
 
+def _wal(lsn: int, n: int) -> str:
+    """A WAL event's id as listener/wal_capture.py makes it."""
+    return f"{lsn:020d}.{n:010d}"
+
+
+async def test_wal_positions_are_published_once_however_long_the_replay(
+    redis_client: aioredis.Redis,
+) -> None:
+    """A successor decodes the slot again from its confirmed position: every WAL event up
+    to the channel's mark is a duplicate, 5,000 of them as well as one (no ids zset), and
+    an outbox id in the same channel still goes by the zset."""
+    publisher = Publisher(redis_client, history_size=10_000)
+    first = [Event("w", b"%d" % i, _wal(9_000_000_000 + i // 10, i % 10)) for i in range(5000)]
+    assert {r.status for r in await publisher.publish(1, first)} == {"published"}
+    replay = [*first, Event("w", b"5000", _wal(9_000_000_500, 0)), Event("w", b"o", 77)]
+    results = await publisher.publish(2, replay)
+    assert [r.status for r in results] == ["duplicate"] * 5000 + ["published", "published"]
+    assert results[-1].offset == 5002
+    again = await publisher.publish(2, [Event("w", b"o", 77)])
+    assert again[0].status == "duplicate"
+    keys = SINGLE.channel_keys("w")
+    assert await redis_client.zcard(keys.ids) == 1  # only the outbox id
+    assert await redis_client.hget(keys.meta, "w") == _wal(9_000_000_500, 0).encode()
+
+
 async def test_older_leader_epoch_is_fenced(redis_client: aioredis.Redis) -> None:
     """After a newer leader claimed the fence, an older one publishes nothing."""
     publisher = Publisher(redis_client)
