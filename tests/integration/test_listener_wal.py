@@ -11,12 +11,14 @@ import contextlib
 import subprocess
 from collections.abc import AsyncIterator, Callable, Iterator
 
+import aiohttp
 import asyncpg
 import orjson
 import pytest
 import redis.asyncio as aioredis
 
 from pgcast.keys import Layout, encode_reset
+from tests.gateway_support import gateway_env
 from tests.integration.listener_support import (
     Listeners,
     capture_env,
@@ -24,8 +26,10 @@ from tests.integration.listener_support import (
     history,
     wait_until,
 )
+from tests.integration.rollback_support import Watcher
 from tests.integration.test_listener_config import assert_one_line_error, run_listener
-from tests.servers import PgInstance
+from tests.processes import Service
+from tests.servers import PgInstance, free_port
 
 SINGLE = Layout()
 
@@ -309,16 +313,26 @@ async def test_an_invalidated_slot_is_replaced_and_every_channel_starts_a_new_ep
     private_pg: Callable[..., PgInstance], redis_url: str, redis_client: aioredis.Redis
 ) -> None:
     """max_slot_wal_keep_size exceeded while the listener was down: the next leader logs it,
-    makes a new slot, resets every channel (live: the '!r' notice) and captures again."""
+    makes a new slot, resets every channel (live: the '!r' notice; a client connected to a
+    gateway all along is told recovered:false at once) and captures again."""
     server = private_pg(max_slot_wal_keep_size="1MB", wal_keep_size="0", max_wal_size="32MB")
     env = {"PGCAST_CAPTURE": "wal", "PGCAST_WAL_SLOT": "pgcast_lost"}
     listeners = Listeners(server.dsn, redis_url, env=env)
+    port = free_port()
+    gateway = Service("gateway", gateway_env(redis_url, port)).start()
     try:
-        async with _connected(server.dsn) as pg:
+        gateway.wait_http(f"http://127.0.0.1:{port}/readyz")
+        async with (
+            _connected(server.dsn) as pg,
+            aiohttp.ClientSession() as session,
+        ):
+            client = Watcher(session, [f"ws://127.0.0.1:{port}/ws"], channel="lost")
+            follow = asyncio.create_task(client.run())
             first = listeners.start()
             await capturing(pg, env)
             await pg.execute(
-                "SELECT pgcast.publish('lost', to_jsonb(n)) FROM generate_series(1, 3) n"
+                "SELECT pgcast.publish('lost', jsonb_build_object('n', n))"
+                " FROM generate_series(1, 3) n"
             )
 
             async def three() -> bool:
@@ -355,13 +369,22 @@ async def test_an_invalidated_slot_is_replaced_and_every_channel_starts_a_new_ep
             assert message["data"] == encode_reset(meta[b"e"].decode())
             assert second.metric("pgcast_listener_wal_slot_invalidations_total") == 1
             assert "was invalidated" in second.service.log()
-            await pg.execute("SELECT pgcast.publish('lost', '4')")
+            await pg.execute("""SELECT pgcast.publish('lost', '{"n": 4}')""")
 
             async def continued() -> bool:
-                return await history(redis_client, "lost") == [(1, 4)]
+                return await history(redis_client, "lost") == [(1, {"n": 4})]
 
             await wait_until(continued, "capture continues in the new epoch")
+            await wait_until(lambda: client.has(4), "the client gets the next event")
+            client.stop.set()
+            follow.cancel()
+            new_epoch = meta[b"e"].decode()
+            assert client.ns == [1, 2, 3, 4]
+            assert client.notices[-1] == ("sub", new_epoch, 0, False)
+            assert client.log[-1] == ("msg", new_epoch, 1, 4)
+            assert client.connects == 1  # told on its connection, no reconnect needed
     finally:
+        gateway.stop()
         listeners.stop_all()
 
 
