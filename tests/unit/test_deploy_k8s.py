@@ -220,19 +220,26 @@ REPLICA_SETTINGS = {
 }
 
 
+CAPTURE_SETTINGS = {"PGCAST_CAPTURE", "PGCAST_WAL_SLOT"}
+
+
 def test_configmap_documents_the_redis_replica_settings() -> None:
-    """The listener ConfigMap carries the Redis replica settings as comments: variables
-    the listener reads, that become string values of that ConfigMap when uncommented."""
+    """The listener ConfigMap carries the Redis replica settings (and the capture mode's)
+    as comments: variables the listener reads, that become string values of that ConfigMap
+    when uncommented."""
     text = (K8S / "configmap.yaml").read_text()
     commented = set(re.findall(r"^\s*#\s*(PGCAST_[A-Z_]+):", text, re.M))
-    assert commented == REPLICA_SETTINGS | {"PGCAST_REDIS_PARTITIONS"}
+    assert commented == REPLICA_SETTINGS | CAPTURE_SETTINGS | {"PGCAST_REDIS_PARTITIONS"}
     assert commented <= listener_env()
-    uncommented = re.sub(r"^(\s*)#\s*(PGCAST_REDIS_[A-Z_]+:)", r"\1\2", text, flags=re.M)
+    uncommented = re.sub(
+        r"^(\s*)#\s*(PGCAST_(?:REDIS|CAPTURE|WAL)[A-Z_]*:)", r"\1\2", text, flags=re.M
+    )
     docs = [doc for doc in yaml.safe_load_all(uncommented) if doc is not None]
     (listener,) = [d for d in docs if d["metadata"]["name"] == "pgcast-listener"]
-    assert {
-        k: type(v) for k, v in listener["data"].items() if k in REPLICA_SETTINGS
-    } == dict.fromkeys(REPLICA_SETTINGS, str)
+    wanted = REPLICA_SETTINGS | CAPTURE_SETTINGS
+    assert {k: type(v) for k, v in listener["data"].items() if k in wanted} == dict.fromkeys(
+        wanted, str
+    )
     assert "redis+sentinel://" in text
 
 
