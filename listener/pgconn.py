@@ -31,6 +31,17 @@ def server_settings(settings: ListenerSettings) -> dict[str, str]:
     }
 
 
+def libpq_keepalives(settings: ListenerSettings) -> dict[str, str]:
+    """The same keepalives for a libpq connection (the WAL capture's replication stream)."""
+    return {
+        "keepalives": "1",
+        "keepalives_idle": str(settings.tcp_keepalive_idle),
+        "keepalives_interval": str(settings.tcp_keepalive_interval),
+        "keepalives_count": str(settings.tcp_keepalive_count),
+        "tcp_user_timeout": str(int(settings.tcp_user_timeout * 1000)),
+    }
+
+
 def set_keepalive(sock: Any, settings: ListenerSettings) -> bool:
     """Enable keepalives (and TCP_USER_TIMEOUT) on ``sock``; False when not a TCP socket."""
     if getattr(sock, "family", None) not in (socket.AF_INET, socket.AF_INET6):

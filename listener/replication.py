@@ -14,7 +14,7 @@ import contextlib
 import logging
 import struct
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Literal, NamedTuple
 
 import psycopg
@@ -213,14 +213,20 @@ class ReplicationStream:
         *,
         connect_timeout: float = 10.0,
         status_interval: float = 10.0,
+        conninfo: Mapping[str, str] | None = None,
     ) -> ReplicationStream:
-        """Connect and START_REPLICATION; ``start_lsn`` 0 resumes at the slot's confirmed LSN."""
-        conninfo = make_conninfo(
-            dsn, replication="database", application_name=APPLICATION_NAME, options=SESSION_OPTIONS
+        """Connect and START_REPLICATION; ``start_lsn`` 0 resumes at the slot's confirmed LSN.
+        ``conninfo``: more libpq parameters (keepalives, tcp_user_timeout)."""
+        full = make_conninfo(
+            dsn,
+            replication="database",
+            application_name=APPLICATION_NAME,
+            options=SESSION_OPTIONS,
+            **(conninfo or {}),
         )
         try:
             async with asyncio.timeout(connect_timeout):
-                pgconn = await _connect(conninfo)
+                pgconn = await _connect(full)
                 stream = cls(pgconn, status_interval)
                 try:
                     await stream._start_copy(start_command(slot, publications, start_lsn))

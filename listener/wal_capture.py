@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from listener import pgoutput
+from listener import pgconn, pgoutput
 from listener.channel_reset import reset_all
 from listener.config import ListenerSettings
 from listener.metrics import ListenerMetrics
@@ -128,6 +128,7 @@ class WalCapture:
                     settings.wal_slot,
                     PUBLICATIONS,
                     connect_timeout=settings.connect_timeout,
+                    conninfo=pgconn.libpq_keepalives(settings),
                 )
             except ReplicationError as exc:
                 if exc.kind != "connection":
