@@ -325,12 +325,17 @@ async def run_variant(
             cpu = meter.stop()
             backlog = int(await conn.fetchval("SELECT count(*) FROM pgcast.outbox"))
             caught_up = time.perf_counter()
-            if variant.listener == "wal":  # the backlog is WAL the slot has not confirmed
+            if variant.listener == "wal" and running is not None:
+                # The backlog: WAL the slot had not confirmed; caught up: every row published.
                 backlog = int(await conn.fetchval(WAL_BACKLOG_SQL, WAL_SLOT) or 0)
+                published = 'pgcast_listener_events_total{result="published"}'
+                listener_ = running
                 async with asyncio.timeout(120):
                     await poll_until(
-                        lambda: conn.fetchval(WAL_BACKLOG_SQL, WAL_SLOT),
-                        lambda n: n is not None and n <= 0,
+                        lambda: asyncio.to_thread(
+                            lambda: int(listener_.metrics(published).get(published, 0))
+                        ),
+                        lambda n: n >= txns,
                         every=0.05,
                     )
             elif variant.listener not in (None, "listen"):

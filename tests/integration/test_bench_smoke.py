@@ -51,6 +51,7 @@ def test_quick_write_path_runs_every_variant_against_plain(tmp_path: Path) -> No
         "pgcast-always-notify",
         "pgcast-poll",
         "pgcast-watch-auto",
+        "pgcast-wal",
         "classic",
     ]
     assert all(row["tps"] > 0 for row in rows.values())
@@ -59,4 +60,6 @@ def test_quick_write_path_runs_every_variant_against_plain(tmp_path: Path) -> No
         rows["pgcast-watch-auto"]["ratio_vs_plain"] == rows["pgcast-watch-auto"]["ratio_rounds"][0]
     )
     assert rows["pgcast-watch-auto"]["cpu_us_per_txn"]["listener"] > 0
+    assert rows["pgcast-wal"]["cpu_us_per_txn"]["listener"] > 0
+    assert rows["pgcast-wal"]["cpu_us_per_txn"]["pg_walsender"] > 0
     assert "| pgbench TPS pgcast-watch-auto ÷ plain (16 clients) |" in done.stdout
