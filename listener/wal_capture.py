@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 import time
 from dataclasses import dataclass, field
 
@@ -41,6 +42,10 @@ from pgcast.cancellation import raise_if_cancelled
 
 log = logging.getLogger(__name__)
 
+BEGIN, COMMIT = ord("B"), ord("C")
+_LSN = struct.Struct("!Q")
+_COMMIT = struct.Struct("!BQQq")  # flags, commit lsn, end lsn, commit time
+PG_EPOCH_UNIX = 946_684_800  # Postgres' timestamps count from 2000-01-01
 WATCH_PREFIX = "pgcast.watch"  # a logical message: pgcast.watched changed (sql/006_capture.sql)
 _SLOT_STATUS_SQL = """
 SELECT wal_status, active_pid FROM pg_replication_slots
@@ -223,7 +228,18 @@ class WalCapture:
         while True:
             frame: XLogData | None = await stream.read()
             while frame is not None:
-                await self._take(pgoutput.decode(frame.payload))
+                payload = frame.payload
+                kind = payload[0]
+                # Begin and Commit, two of every transaction's three or more messages, read in
+                # place (decoding them into objects was a tenth of the listener's time).
+                if kind == BEGIN:
+                    self.txn_lsn, self.txn_events = _LSN.unpack_from(payload, 1)[0], 0
+                elif kind == COMMIT:
+                    _flags, _commit_lsn, end_lsn, commit_ts = _COMMIT.unpack_from(payload, 1)
+                    self.txn_lsn, self.ready_lsn = None, end_lsn
+                    self.ready_at = commit_ts / 1e6 + PG_EPOCH_UNIX
+                else:
+                    await self._take(pgoutput.decode(payload))
                 if len(self.ready) >= limit:  # a big transaction goes out in batches
                     break
                 frame = stream.pending()
@@ -240,7 +256,7 @@ class WalCapture:
         if isinstance(message, pgoutput.Commit):
             self.txn_lsn = None
             self.ready_lsn = message.end_lsn
-            self.ready_at = message.commit_ts / 1e6 + 946_684_800  # Postgres' epoch: 2000
+            self.ready_at = message.commit_ts / 1e6 + PG_EPOCH_UNIX
             return
         if isinstance(message, pgoutput.LogicalMessage) and message.prefix == WATCH_PREFIX:
             await self._load_watches()  # declarations changed in this transaction
