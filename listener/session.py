@@ -101,8 +101,11 @@ class LeaderSession:
 
     async def run(self) -> None:
         self.conn.add_termination_listener(self._on_terminated)
-        if not self.wal:
-            # Triggers on again where a WAL leader had turned them off (a no-op otherwise).
+        if not self.wal and await self.conn.fetchval(
+            "SELECT mode <> 'outbox' FROM pgcast.capture", timeout=self.settings.query_timeout
+        ):
+            # A WAL leader ran before: its triggers back on (set_capture may be EXECUTEd only
+            # by roles it was granted to, so an outbox-only deployment never calls it).
             await self.conn.execute(
                 "SELECT pgcast.set_capture('outbox')", timeout=self.settings.query_timeout
             )
