@@ -32,14 +32,11 @@ def server_settings(settings: ListenerSettings) -> dict[str, str]:
 
 
 def libpq_keepalives(settings: ListenerSettings) -> dict[str, str]:
-    """The same keepalives for a libpq connection (the WAL capture's replication stream)."""
-    return {
-        "keepalives": "1",
-        "keepalives_idle": str(settings.tcp_keepalive_idle),
-        "keepalives_interval": str(settings.tcp_keepalive_interval),
-        "keepalives_count": str(settings.tcp_keepalive_count),
-        "tcp_user_timeout": str(int(settings.tcp_user_timeout * 1000)),
-    }
+    """The same keepalives for a libpq connection (the WAL capture's replication stream):
+    libpq's parameters are the GUCs' names without ``tcp_``, except tcp_user_timeout."""
+    values = server_settings(settings)
+    found = {k.removeprefix("tcp_"): v for k, v in values.items() if k.startswith("tcp_keep")}
+    return {"keepalives": "1", **found, "tcp_user_timeout": values["tcp_user_timeout"]}
 
 
 def set_keepalive(sock: Any, settings: ListenerSettings) -> bool:
