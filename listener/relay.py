@@ -181,6 +181,10 @@ class Drainer:
         # predecessor recorded: their channels start new epochs (see _adopt_redis).
         self.renew_upto = 0
         self.redis_identity: str | None = None
+        # Whether Redis may have gone back behind what an earlier leader recorded (another
+        # Redis than recorded, or one that cannot say): only then are Postgres' watermarks
+        # worth reading for events that come without them (WAL capture).
+        self.redis_changed = True
 
     def wake_up(self) -> None:
         """Called from the (sync) LISTEN callback: never blocks, never awaits."""
@@ -231,6 +235,7 @@ class Drainer:
         if recorded != current:
             await self.outbox.record_redis_identity(current)
         self.redis_identity = current
+        self.redis_changed = recorded is not None and recorded != current
 
     def _to_renew(self, events: list[Event]) -> set[str]:
         """Channels of the rows that were waiting when this leader found another Redis."""
@@ -250,6 +255,7 @@ class Drainer:
         if current is not None and current != self.redis_identity:
             await self.outbox.record_redis_identity(current)
             self.redis_identity = current
+            self.redis_changed = True
 
     async def drain(self) -> int:
         """Publish until the outbox is empty; returns how many rows left it."""

@@ -295,6 +295,8 @@ class WalCapture:
     async def _with_watermarks(self, rows: list[OutboxRow]) -> list[OutboxRow]:
         """Each row with its channel's watermark from Postgres, where this leader has not
         published to the channel yet (its own knowledge is newer)."""
+        if not self.drainer.redis_changed:
+            return rows  # the Redis the last leader recorded: it cannot be behind its marks
         unknown = {r.channel for r in rows if self.publisher.mark(r.channel) is None}
         if not unknown:
             return rows

@@ -11,10 +11,11 @@ from collections.abc import Callable
 
 import aiohttp
 import asyncpg
+import pytest
 import redis.asyncio as aioredis
 
 from pgcast.keys import Layout
-from tests.integration.listener_support import Listeners
+from tests.integration.listener_support import Listeners, capture_env, capturing
 from tests.integration.rollback_support import (
     CHANNEL,
     Watcher,
@@ -41,6 +42,7 @@ async def _went_back_in_time(
     snapshot: Callable[[], None],
     lose: Callable[[], None],
     come_back: Callable[[], None],
+    capture: dict[str, str] | None = None,
 ) -> float:
     """The issue's scenario: 1-20, a snapshot of Redis (or a replica that stops following),
     21-40 (clients hold them), Redis goes back to the snapshot with 41-45 written to the
@@ -49,9 +51,10 @@ async def _went_back_in_time(
     redis = aioredis.Redis.from_url(redis_url)
     async with (
         contextlib.aclosing(redis),
-        stack(database_url, redis_url) as running,
+        stack(database_url, redis_url, **(capture or {})) as running,
         aiohttp.ClientSession() as session,
     ):
+        await capturing(pg, capture or {})
         live = Watcher(session, running.urls, sub="live")
         async with watching([live]):
             await until(lambda: live.notices, "the live client subscribed")
@@ -74,6 +77,8 @@ async def _went_back_in_time(
                 await publish(pg, 61, 70)
                 watchers = (live, resumer, fresh)
                 await until(lambda: drained(pg), "the outbox drained")
+                # (With WAL capture the outbox is empty all along: wait for the last event.)
+                await until(lambda: _last_is(redis, 70), "70 in Redis")
                 for watcher in watchers:
                     await until(lambda w=watcher: caught_up(w, redis), f"{watcher.sub} at the top")
         check(live, range(1, 71))
@@ -91,6 +96,10 @@ async def _went_back_in_time(
     return lost
 
 
+async def _last_is(redis: aioredis.Redis, n: int) -> bool:
+    return (await history_ns(redis))[-1:] == [n]
+
+
 def _reconnected(port: int) -> bool:
     """Whether the gateway on ``port`` has re-established its pub/sub link at least once."""
     url = f"http://127.0.0.1:{port}/metrics"
@@ -102,15 +111,22 @@ def _reconnected(port: int) -> bool:
     return False
 
 
+@pytest.mark.parametrize("mode", ["outbox", "wal"])
 async def test_redis_restarted_from_an_older_snapshot_tells_every_client(
-    database_url: str, pg: asyncpg.Connection, redis_node: Callable[..., RedisNode]
+    database_url: str, pg: asyncpg.Connection, redis_node: Callable[..., RedisNode], mode: str
 ) -> None:
     """A crash of a Redis with RDB persistence restarts it from its last snapshot, 20
     events back: the watermark in Postgres starts a new epoch, clients are told, and the
-    events written to the outbox while Redis was down are delivered."""
+    events written while Redis was down (to the outbox, or only to the WAL) are delivered."""
     redis = redis_node(persistence=True)
     lost = await _went_back_in_time(
-        database_url, redis.url, pg, redis.save, redis.kill9, lambda: redis.start()
+        database_url,
+        redis.url,
+        pg,
+        redis.save,
+        redis.kill9,
+        lambda: redis.start(),
+        capture_env(mode, database_url),
     )
     assert lost == 1  # the listener saw Redis behind the watermark (E:20 < E:40)
 
@@ -163,6 +179,8 @@ async def test_flushall_under_load_tells_clients_and_loses_nothing_in_the_outbox
                 await writer
                 await publish(pg, 301, 310)
                 await until(lambda: drained(pg), "the outbox drained")
+                # (With WAL capture the outbox is empty all along: wait for the last event.)
+                await until(lambda: _last_is(redis, 70), "70 in Redis")
                 redis_client = aioredis.Redis.from_url(redis.url)
                 for watcher in watchers:
                     await until(lambda w=watcher: caught_up(w, redis_client), "at the top")
