@@ -47,6 +47,7 @@ _LSN = struct.Struct("!Q")
 _COMMIT = struct.Struct("!BQQq")  # flags, commit lsn, end lsn, commit time
 PG_EPOCH_UNIX = 946_684_800  # Postgres' timestamps count from 2000-01-01
 WATCH_PREFIX = "pgcast.watch"  # a logical message: pgcast.watched changed (sql/006_capture.sql)
+_PRESENT_SQL = "SELECT id FROM pgcast.outbox WHERE id = ANY($1::bigint[])"
 _SLOT_STATUS_SQL = """
 SELECT wal_status, active_pid FROM pg_replication_slots
 WHERE slot_name = $1 AND database = current_database()
@@ -284,13 +285,25 @@ class WalCapture:
             self.ready.append(OutboxRow(event_id, item.channel, item.data.decode()))
 
     async def _publish(self) -> None:
-        rows = await self._with_watermarks(self.ready)
+        rows = await self._with_watermarks(await self._unpublished(self.ready))
         marks = await self.drainer.publish_rows(rows) if rows else {}
         pending = self.unconfirmed
         pending.marks.update(marks)
         pending.outbox_ids.extend(self.ready_outbox_ids)
         pending.lsn, pending.committed_at = self.ready_lsn, self.ready_at
         self.ready, self.ready_outbox_ids = [], []
+
+    async def _unpublished(self, rows: list[OutboxRow]) -> list[OutboxRow]:
+        """Without the outbox rows that have left the table: a row leaves it only once
+        published (by this capture, its predecessor, or an outbox leader between two WAL
+        leaders), however long ago; Redis' ids zset remembers only the recent ones."""
+        ids = [r.id for r in rows if isinstance(r.id, int)]
+        if not ids:
+            return rows
+        present = {r[0] for r in await self.outbox.fetch(_PRESENT_SQL, ids)}
+        if len(present) < len(ids):
+            self.metrics.events.labels("duplicate").inc(len(ids) - len(present))
+        return [r for r in rows if not isinstance(r.id, int) or r.id in present]
 
     async def _with_watermarks(self, rows: list[OutboxRow]) -> list[OutboxRow]:
         """Each row with its channel's watermark from Postgres, where this leader has not

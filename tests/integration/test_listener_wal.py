@@ -299,6 +299,49 @@ async def test_back_to_outbox_the_slot_is_published_then_dropped(
         outbox.stop_all()
 
 
+async def test_a_slot_kept_across_an_outbox_spell_publishes_nothing_twice(
+    database_url: str,
+    redis_url: str,
+    pg: asyncpg.Connection,
+    redis_client: aioredis.Redis,
+    wal_env: dict[str, str],
+) -> None:
+    """A WAL leader's slot outlives a spell of outbox capture (an outbox leader with another
+    PGCAST_WAL_SLOT did not finish it): the next WAL leader decodes the outbox rows of that
+    spell again, far more than Redis' ids zset remembers, and publishes none of them twice
+    (a row leaves the outbox only once published)."""
+    wal = Listeners(database_url, redis_url, env=wal_env)
+    outbox = Listeners(database_url, redis_url, env={"PGCAST_WAL_SLOT": "some_other_slot"})
+    meta = SINGLE.channel_keys("spell").meta
+
+    async def top(n: int) -> bool:
+        return await redis_client.hget(meta, "s") == str(n).encode()
+
+    try:
+        first = wal.start()
+        await capturing(pg, wal_env)
+        first.service.terminate(10)  # the slot stays, confirmed up to now
+        outbox.start()
+        await wait_until(
+            lambda: pg.fetchval("SELECT mode = 'outbox' FROM pgcast.capture"), "outbox mode"
+        )
+        await pg.execute(
+            "SELECT pgcast.publish('spell', to_jsonb(n)) FROM generate_series(1, 1500) n"
+        )
+        await wait_until(lambda: top(1500), "1,500 events through the outbox")
+        outbox.stop_all()
+        listener = wal.start()
+        await capturing(pg, wal_env)
+        await pg.execute("SELECT pgcast.publish('spell', '1501')")
+        await wait_until(lambda: top(1501), "the next event")
+        await asyncio.sleep(0.3)
+        assert await top(1501)  # nothing of the 1,500 again
+        assert listener.metric("pgcast_listener_events_total", 'result="duplicate"') == 1500
+    finally:
+        wal.stop_all()
+        outbox.stop_all()
+
+
 # -- what Postgres does to the slot ---------------------------------------------------
 @contextlib.asynccontextmanager
 async def _connected(dsn: str) -> AsyncIterator[asyncpg.Connection]:
