@@ -103,6 +103,13 @@ class BenchEnv:
             await conn.execute("DROP TRIGGER IF EXISTS bench_ingest ON bench_event")
             await conn.execute("TRUNCATE bench_event")
             await conn.execute("DELETE FROM pgcast.outbox")
+            # A run with PGCAST_CAPTURE=wal leaves its slot (it would replay its tail into
+            # the next run's emptied Redis) and the WAL mode behind: start from neither.
+            await conn.execute(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots"
+                " WHERE NOT active AND database = current_database()"
+            )
+            await conn.execute("SELECT pgcast.set_capture('outbox')")
             if ingest is not None:
                 await conn.execute(ingest_trigger_sql(ingest))
         finally:
