@@ -78,9 +78,7 @@ class LeaderSession:
             hold_batch=settings.debug_hold_batch,
         )
         # wal: the capture; outbox: it only finishes a slot a WAL leader left (hand_back).
-        self.capture = WalCapture(
-            conn, epoch, self.outbox, self.drainer, publisher, settings, metrics
-        )
+        self.capture = WalCapture(epoch, self.outbox, self.drainer, publisher, settings, metrics)
         self.wal = settings.capture == "wal"
         self.forwarder = Forwarder(
             retrying,

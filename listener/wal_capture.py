@@ -86,7 +86,6 @@ class WalCapture:
 
     def __init__(
         self,
-        conn: asyncpg.Connection,
         epoch: int,
         outbox: Outbox,
         drainer: Drainer,
@@ -94,7 +93,6 @@ class WalCapture:
         settings: ListenerSettings,
         metrics: ListenerMetrics,
     ) -> None:
-        self.conn = conn
         self.epoch = epoch
         self.outbox = outbox
         self.drainer = drainer
@@ -116,9 +114,15 @@ class WalCapture:
     async def run(self) -> None:
         settings, timeout = self.settings, self.settings.query_timeout
         await self.drainer.start()
-        # The slot first: publish() writes messages from the switch on, the slot must hold them.
-        slot = await claim_slot(self.conn, settings.wal_slot, timeout)
-        await self.conn.execute("SELECT pgcast.set_capture('wal')", timeout=timeout)
+        # The slot first: publish() writes messages from the switch on, the slot must hold
+        # them. On a connection of its own: making a slot waits for every transaction in
+        # progress, and the leader's connection must keep answering the liveness query.
+        helper = await pgconn.connect(settings)
+        try:
+            slot = await claim_slot(helper, settings.wal_slot, timeout)
+        finally:
+            await pgconn.close(helper)
+        await self.outbox.fetch("SELECT pgcast.set_capture('wal')")
         if slot.invalidated:
             count = await reset_all(self.publisher, self.epoch)
             self.metrics.wal_resets.inc()
@@ -165,7 +169,7 @@ class WalCapture:
         """PGCAST_CAPTURE=outbox and a slot a WAL leader left: publish what it holds up to
         the switch, in commit order, then drop it (a forgotten slot keeps every WAL segment
         from then on). The caller has claimed the fence and called set_capture('outbox')."""
-        settings, timeout = self.settings, self.settings.query_timeout
+        settings = self.settings
         rows = await self.outbox.fetch(_SLOT_STATUS_SQL, settings.wal_slot)
         if not rows:
             return
@@ -189,9 +193,7 @@ class WalCapture:
             await self._load_watches()
             while await self._peek(end):
                 pass
-        await self.conn.execute(
-            "SELECT pg_drop_replication_slot($1)", settings.wal_slot, timeout=timeout
-        )
+        await self.outbox.fetch("SELECT pg_drop_replication_slot($1)", settings.wal_slot)
         log.info("dropped the replication slot %s (capture: outbox)", settings.wal_slot)
 
     async def _wait_for_writers_before(self, now: list[asyncpg.Record]) -> None:
