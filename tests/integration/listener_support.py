@@ -152,4 +152,6 @@ async def capturing(pg: asyncpg.Connection, env: dict[str, str]) -> None:
     now on is decoded from the WAL, not drained from the outbox)."""
     slot = env.get("PGCAST_WAL_SLOT")
     if slot is not None:
-        await wait_until(lambda: pg.fetchval(CAPTURING_SQL, slot), "the leader streams the WAL")
+        await wait_until(
+            lambda: pg.fetchval(CAPTURING_SQL, slot), "the leader streams the WAL", deadline_s=30
+        )
