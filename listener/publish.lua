@@ -107,13 +107,17 @@ for dedupe_id, length in string.gmatch(ARGV[8], '([%d.]*):(%d+)') do
 end
 
 local ttl = tonumber(ARGV[5])
-redis.call('HSET', KEYS[1], 'e', epoch, 's', offset)
+-- One HSET: the epoch and top, the WAL mark when it moved, the maker of a new epoch.
+local fields = {'e', epoch, 's', offset}
 if wal_moved then
-  redis.call('HSET', KEYS[1], 'w', wal_mark)
+  fields[#fields + 1] = 'w'
+  fields[#fields + 1] = wal_mark
 end
 if created then
-  redis.call('HSET', KEYS[1], 'l', ARGV[1])
+  fields[#fields + 1] = 'l'
+  fields[#fields + 1] = ARGV[1]
 end
+redis.call('HSET', KEYS[1], unpack(fields))
 redis.call('EXPIRE', KEYS[1], ttl)
 redis.call('XTRIM', KEYS[2], 'MAXLEN', '~', ARGV[4])
 redis.call('EXPIRE', KEYS[2], ttl)
