@@ -16,9 +16,9 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
-from listener.replication import (
+from listener.replication import ReplicationStream
+from listener.replication_wire import (
     ReplicationError,
-    ReplicationStream,
     XLogData,
     classify,
     format_lsn,
