@@ -11,22 +11,19 @@ holds the old epoch and is told the same.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import secrets
 from collections.abc import AsyncIterator
-from importlib import resources
 from typing import Any
 
 from redis.exceptions import NoScriptError
 
 from listener.publisher import Mark, Publisher
+from listener.scripts import RESET_SCRIPT, RESET_SHA
 from pgcast.keys import Layout
 
 log = logging.getLogger(__name__)
 
-RESET_SCRIPT = resources.files("listener").joinpath("reset.lua").read_text()
-RESET_SHA = hashlib.sha1(RESET_SCRIPT.encode()).hexdigest()  # noqa: S324 - Redis' script id
 CHUNK = 500  # channels per pipeline
 
 

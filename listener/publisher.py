@@ -24,10 +24,8 @@ them on every primary and the batch is sent again (what had run is de-duplicated
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import random
 from collections.abc import Callable, Collection, Mapping, Sequence
-from importlib import resources
 from typing import Any, Literal
 
 import redis.asyncio as aioredis
@@ -45,6 +43,14 @@ from listener.batches import (
     parse_result,
     runs,
 )
+from listener.scripts import (
+    CLAIM_SCRIPT,
+    CLAIM_SHA,
+    CONTROL_SCRIPT,
+    CONTROL_SHA,
+    PUBLISH_SCRIPT,
+    PUBLISH_SHA,
+)
 from pgcast import redis_connect
 from pgcast.keys import (
     CONTROL_MARKER,
@@ -56,26 +62,13 @@ from pgcast.keys import (
 # The batch's names (listener/batches.py) stay importable from here.
 __all__ = ["RUN_MAX", "Event", "Mark", "PublishResult", "Publisher", "ReplicasBehindError"]
 __all__ += ["RunReply", "_segments", "parse_result", "runs"]
+__all__ += ["CONTROL_SHA", "PUBLISH_SCRIPT", "PUBLISH_SHA"]
 
 ReplicaPolicy = Literal["stall", "degrade"]
 
-PUBLISH_SCRIPT = resources.files("listener").joinpath("publish.lua").read_text()
-CONTROL_SCRIPT = resources.files("listener").joinpath("control.lua").read_text()
-
-# Raise the fence to ARGV[1] unless a newer leader already raised it past: 1 = ours.
-CLAIM_SCRIPT = """
-local fence = tonumber(redis.call('GET', KEYS[1]) or '0')
-local epoch = tonumber(ARGV[1])
-if epoch < fence then return 0 end
-if epoch > fence then redis.call('SET', KEYS[1], ARGV[1]) end
-return 1
-"""
 # Marks remembered from this leadership's own publishes; past it they are forgotten
 # (Postgres' pgcast.watermark has them, at most one batch older).
 KNOWN_MAX = 100_000
-PUBLISH_SHA = hashlib.sha1(PUBLISH_SCRIPT.encode()).hexdigest()  # noqa: S324 - Redis' script id
-CLAIM_SHA = hashlib.sha1(CLAIM_SCRIPT.encode()).hexdigest()  # noqa: S324 - Redis' script id
-CONTROL_SHA = hashlib.sha1(CONTROL_SCRIPT.encode()).hexdigest()  # noqa: S324 - Redis' script id
 
 
 class ReplicasBehindError(Exception):
