@@ -34,7 +34,8 @@ from listener.metrics import ListenerMetrics
 from listener.outbox import Outbox, OutboxRow, Published
 from listener.publisher import Publisher
 from listener.relay import Drainer
-from listener.replication import ReplicationError, ReplicationStream, XLogData, format_lsn
+from listener.replication import ReplicationStream
+from listener.replication_wire import ReplicationError, XLogData, format_lsn
 from listener.wal_events import WATCHED_SQL, EventBuilder, Invalid, load_watches
 from listener.wal_slot import PUBLICATIONS, claim_slot
 from pgcast.backoff import Backoff
@@ -212,7 +213,7 @@ class WalCapture:
         if not rows:
             return False
         for row in rows:
-            await self._take(pgoutput.decode(row["data"]))
+            await self._take(bytes(row["data"]))
         await self._publish()
         pending, self.unconfirmed = self.unconfirmed, _Unconfirmed()
         await self.outbox.record(Published(pending.outbox_ids, pending.marks))
@@ -231,18 +232,7 @@ class WalCapture:
         while True:
             frame: XLogData | None = await stream.read()
             while frame is not None:
-                payload = frame.payload
-                kind = payload[0]
-                # Begin and Commit, two of every transaction's three or more messages, read in
-                # place (decoding them into objects was a tenth of the listener's time).
-                if kind == BEGIN:
-                    self.txn_lsn, self.txn_events = _LSN.unpack_from(payload, 1)[0], 0
-                elif kind == COMMIT:
-                    _flags, _commit_lsn, end_lsn, commit_ts = _COMMIT.unpack_from(payload, 1)
-                    self.txn_lsn, self.ready_lsn = None, end_lsn
-                    self.ready_at = commit_ts / 1e6 + PG_EPOCH_UNIX
-                else:
-                    await self._take(pgoutput.decode(payload))
+                await self._take(frame.payload)
                 if len(self.ready) >= limit:  # a big transaction goes out in batches
                     break
                 frame = stream.pending()
@@ -252,15 +242,20 @@ class WalCapture:
                 # Every frame before the server's last keepalive is handled and published.
                 self.unconfirmed.lsn = stream.sent_end
 
-    async def _take(self, message: pgoutput.Message) -> None:
-        if isinstance(message, pgoutput.Begin):
-            self.txn_lsn, self.txn_events = message.final_lsn, 0
+    async def _take(self, payload: bytes) -> None:
+        """One pgoutput message. Begin and Commit, two of every transaction's three or more
+        messages, are read in place (decoding them into objects was a tenth of the
+        listener's time); the others are decoded and built into events."""
+        kind = payload[0]
+        if kind == BEGIN:
+            self.txn_lsn, self.txn_events = _LSN.unpack_from(payload, 1)[0], 0
             return
-        if isinstance(message, pgoutput.Commit):
-            self.txn_lsn = None
-            self.ready_lsn = message.end_lsn
-            self.ready_at = message.commit_ts / 1e6 + PG_EPOCH_UNIX
+        if kind == COMMIT:
+            _flags, _commit_lsn, end_lsn, commit_ts = _COMMIT.unpack_from(payload, 1)
+            self.txn_lsn, self.ready_lsn = None, end_lsn
+            self.ready_at = commit_ts / 1e6 + PG_EPOCH_UNIX
             return
+        message = pgoutput.decode(payload)
         if isinstance(message, pgoutput.LogicalMessage) and message.prefix == WATCH_PREFIX:
             await self._load_watches()  # declarations changed in this transaction
             return
