@@ -7,11 +7,12 @@ failovers take a fraction of a second; every wait polls a condition with a deadl
 from __future__ import annotations
 
 import urllib.request
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
 import asyncpg
 import orjson
+import pytest
 import redis.asyncio as aioredis
 
 from pgcast.keys import Layout, offset_of_stream_id
@@ -155,3 +156,25 @@ async def capturing(pg: asyncpg.Connection, env: dict[str, str]) -> None:
         await wait_until(
             lambda: pg.fetchval(CAPTURING_SQL, slot), "the leader streams the WAL", deadline_s=30
         )
+
+
+@pytest.fixture
+def wal_env(database_url: str) -> dict[str, str]:
+    """The listener settings of WAL capture with a slot of this test's database."""
+    return capture_env("wal", database_url)
+
+
+@pytest.fixture
+def wal_listeners(
+    database_url: str, redis_url: str, wal_env: dict[str, str]
+) -> Iterator[Listeners]:
+    """Factory of WAL-capturing listeners; stops them all at the end."""
+    made = Listeners(database_url, redis_url, env=wal_env)
+    yield made
+    made.stop_all()
+
+
+async def history_length(redis: aioredis.Redis, channel: str) -> int:
+    """How many entries ``channel``'s history holds."""
+    length: int = await redis.xlen(SINGLE.channel_keys(channel).history)
+    return length
