@@ -27,12 +27,12 @@ from pgcast_client.position import Position
 from pgcast_client.presence import Broadcast, BroadcastHandler, PresenceHandler
 from pgcast_client.requests import Request, RequestAPI, RequestError, Requests, Track
 from pgcast_client.subscription import (
-    Gap,
     GapHandler,
     Message,
     Subscription,
     SubscriptionError,
-    SubscriptionRevoked,
+    on_subscribed,
+    on_unsubscribed,
 )
 from pgcast_client.tokens import TokenFactory, TokenSource, refresh_delay
 
@@ -287,7 +287,7 @@ class Client(RequestAPI):
                 if sub is not None and sub.position.accept(frame["offset"]):
                     await sub.put(Message(channel, frame["offset"], frame.get("data")))
             elif kind == "subscribed":
-                await self._on_subscribed(frame)
+                await on_subscribed(subs, self._pending, frame)
             elif kind == "error":
                 self._on_error(frame)
             else:
@@ -312,36 +312,7 @@ class Client(RequestAPI):
         elif kind in ("published", "untracked"):
             self._answer(frame, None)
         elif kind == "unsubscribed":
-            self._on_unsubscribed(frame, sub)
-
-    def _on_unsubscribed(self, frame: dict[str, Any], sub: Subscription | None) -> None:
-        self._pending.pop(frame.get("id", -1), None)
-        reason = frame.get("reason")
-        if reason is None or sub is None or sub.state not in ("subscribing", "active"):
-            return  # the answer to our own unsubscribe
-        del self._subs[sub.channel]  # revoked: ended for good, never resubscribed
-        log.warning("pgcast subscription to %s ended by the server: %s", sub.channel, reason)
-        sub.end(SubscriptionRevoked(sub.channel, str(reason)))
-
-    async def _on_subscribed(self, frame: dict[str, Any]) -> None:
-        sub = self._subs.get(frame.get("channel", ""))
-        if sub is None:
-            return
-        request = self._pending.pop(frame.get("id", -1), None)
-        unsolicited = request is None and sub.state == "active"
-        epoch, offset = str(frame["epoch"]), str(frame["offset"])
-        lost = sub.position.subscribed(
-            epoch,
-            offset,
-            recovered=bool(frame.get("recovered")),
-            resumed=sub.resumed and not unsolicited,
-            active=unsolicited,
-        )
-        sub.resumed = False
-        sub.state = "active"
-        sub.mark_ready()
-        if lost:
-            await sub.put(Gap(sub.channel, epoch, offset))
+            on_unsubscribed(self._subs, self._pending, frame, sub)
 
     def _on_error(self, frame: dict[str, Any]) -> None:
         request = self._pending.pop(frame.get("id", -1), None)

@@ -199,3 +199,46 @@ async def _call(handler: Callable[[Any], Awaitable[None] | None], event: Any) ->
             await result
     except Exception:  # the application's bug must not kill the connection
         log.exception("pgcast %s handler failed", type(event).__name__)
+
+
+# -- the gateway's answers about subscriptions (Client's read loop) -----------------------
+async def on_subscribed(
+    subs: dict[str, Subscription], pending: dict[int, Any], frame: dict[str, Any]
+) -> None:
+    """``subscribed``: the answer to a (re)subscribe, or unsolicited (the gateway resynced
+    the channel): the position moves, and a Gap is delivered when continuity was lost."""
+    sub = subs.get(frame.get("channel", ""))
+    if sub is None:
+        return
+    request = pending.pop(frame.get("id", -1), None)
+    unsolicited = request is None and sub.state == "active"
+    epoch, offset = str(frame["epoch"]), str(frame["offset"])
+    lost = sub.position.subscribed(
+        epoch,
+        offset,
+        recovered=bool(frame.get("recovered")),
+        resumed=sub.resumed and not unsolicited,
+        active=unsolicited,
+    )
+    sub.resumed = False
+    sub.state = "active"
+    sub.mark_ready()
+    if lost:
+        await sub.put(Gap(sub.channel, epoch, offset))
+
+
+def on_unsubscribed(
+    subs: dict[str, Subscription],
+    pending: dict[int, Any],
+    frame: dict[str, Any],
+    sub: Subscription | None,
+) -> None:
+    """``unsubscribed``: the answer to our own unsubscribe, or a revocation (with a reason:
+    the subscription ends for good and is never resubscribed)."""
+    pending.pop(frame.get("id", -1), None)
+    reason = frame.get("reason")
+    if reason is None or sub is None or sub.state not in ("subscribing", "active"):
+        return
+    del subs[sub.channel]
+    log.warning("pgcast subscription to %s ended by the server: %s", sub.channel, reason)
+    sub.end(SubscriptionRevoked(sub.channel, str(reason)))
