@@ -1,7 +1,7 @@
 """Support for the Redis Cluster gateway tests (test_gateway_cluster*.py): a listener and
 gateway processes on a cluster, WebSocket readers that log every notice and message, a
-paced Postgres writer, exact-delivery checks, delivery delays, and who owns or subscribes
-to what on the cluster."""
+paced Postgres writer, exact-delivery checks and delivery delays (who owns or subscribes to what on
+the cluster: cluster_nodes_support.py)."""
 
 from __future__ import annotations
 
@@ -16,13 +16,12 @@ from typing import Any
 import aiohttp
 import asyncpg
 import orjson
-import redis.asyncio as aioredis
 
-from pgcast.keys import Layout, key_slot
+from pgcast.keys import Layout
 from tests.gateway_support import gateway_env, token
 from tests.integration.listener_support import Listeners
 from tests.processes import Service
-from tests.redis_cluster import ClusterNode, RedisCluster
+from tests.redis_cluster import RedisCluster
 from tests.servers import free_port
 from tests.waiting import eventually
 
@@ -369,79 +368,3 @@ async def writing(writer: Writer) -> AsyncIterator[Writer]:
 
 async def drained(pg: asyncpg.Connection) -> bool:
     return bool(await pg.fetchval("SELECT count(*) = 0 FROM pgcast.outbox"))
-
-
-# -- the cluster -------------------------------------------------------------------------
-
-
-def live_slot(channel: str) -> int:
-    return key_slot(LAYOUT.live_channel(channel))
-
-
-def owners(cluster: RedisCluster, channels: Iterable[str]) -> dict[str, int]:
-    """The port of the master serving each channel's partition now."""
-    by_slot: dict[int, int] = {}
-    found = {}
-    for channel in channels:
-        slot = live_slot(channel)
-        if slot not in by_slot:
-            by_slot[slot] = cluster.master_of_slot(slot).port
-        found[channel] = by_slot[slot]
-    return found
-
-
-def in_partition(prefix: str, partition: int, count: int) -> list[str]:
-    """``count`` channel names ``<prefix>:<i>`` that fall in ``partition``."""
-    names: list[str] = []
-    number = 0
-    while len(names) < count:
-        name = f"{prefix}:{number}"
-        if LAYOUT.partition(name) == partition:
-            names.append(name)
-        number += 1
-    return names
-
-
-async def shard_subscribers(node: ClusterNode, channels: list[str]) -> dict[str, int]:
-    """PUBSUB SHARDNUMSUB on ``node``: how many connections there subscribe each channel."""
-    client = aioredis.Redis(host="127.0.0.1", port=node.port, socket_timeout=5.0)
-    try:
-        lives = [LAYOUT.live_channel(c) for c in channels]
-        command = ("PUBSUB", "SHARDNUMSUB", *lives)
-        reply = await client.execute_command(*command)  # type: ignore[no-untyped-call, unused-ignore]
-    finally:
-        await client.aclose()
-    flat = (
-        list(reply.items())
-        if isinstance(reply, dict)
-        else list(zip(reply[::2], reply[1::2], strict=True))
-    )
-    counts = {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in flat}
-    return {c: counts[LAYOUT.live_channel(c)] for c in channels}
-
-
-async def history_ns(node: ClusterNode, channel: str) -> list[int]:
-    """The n of each entry of ``channel``'s history, read from ``node`` itself (no redirect)."""
-    client = aioredis.Redis(host="127.0.0.1", port=node.port, socket_timeout=5.0)
-    try:
-        entries: Any = await client.xrange(LAYOUT.channel_keys(channel).history)
-    finally:
-        await client.aclose()
-    return [int(orjson.loads(fields[b"f"])["data"]["n"]) for _, fields in entries]
-
-
-async def gateway_links(node: ClusterNode) -> list[str]:
-    """CLIENT LIST on ``node``: the connections that are a gateway's pub/sub link (named
-    pgcast-gateway-<id>) or hold any (shard) subscription."""
-    client = aioredis.Redis(host="127.0.0.1", port=node.port, socket_timeout=5.0)
-    try:
-        clients: Any = await client.client_list()
-    finally:
-        await client.aclose()
-    return [
-        f"{c.get('addr')} name={c.get('name')} sub={c.get('sub')} ssub={c.get('ssub')}"
-        for c in clients
-        if str(c.get("name", "")).startswith("pgcast-gateway-")
-        or int(c.get("sub", 0)) > 0
-        or int(c.get("ssub", 0)) > 0
-    ]

@@ -24,6 +24,14 @@ from collections.abc import Callable
 import asyncpg
 import pytest
 
+from tests.integration.cluster_nodes_support import (
+    gateway_links,
+    history_ns,
+    in_partition,
+    live_slot,
+    owners,
+    shard_subscribers,
+)
 from tests.integration.cluster_support import (
     LAYOUT,
     RESUME_BOUND,
@@ -32,13 +40,7 @@ from tests.integration.cluster_support import (
     check_exact,
     delays,
     drained,
-    gateway_links,
-    history_ns,
-    in_partition,
-    live_slot,
-    owners,
     readers_on,
-    shard_subscribers,
     stack_on,
     wait_caught_up,
     writing,
