@@ -150,13 +150,14 @@ class Measured:
 def start_profilers(
     system: System, spec: DeliverySpec, seconds: float
 ) -> list[subprocess.Popen[bytes]]:
-    """py-spy each Python server process for the window (collapsed stacks for flamegraphs)."""
+    """py-spy each Python server and feeder process (pgcast's listener) for the window
+    (collapsed stacks for flamegraphs)."""
     if PROFILE_DIR is None or system.protocol == "raw" or system.name == "node-socketio":
         return []
     PROFILE_DIR.mkdir(parents=True, exist_ok=True)
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     procs = []
-    for pid in system.server_pids():
+    for pid in [*system.server_pids(), *(p.pid for p in system.feeders)]:
         out = PROFILE_DIR / f"{system.name}-{spec.key.replace('/', '-')}-{pid}.txt"
         argv = [spy, "record", "-p", str(pid), "-d", str(max(1, int(seconds))), "-r", "250"]
         argv += ["-f", "raw", "-o", str(out), "--nonblocking"]

@@ -16,15 +16,19 @@ from dataclasses import dataclass
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of one process (0 when it is gone)."""
+def cpu_seconds(pid: int, *, reaped: bool = False) -> float:
+    """User + system CPU of one process (0 when it is gone); ``reaped``: with that of its
+    children that exited and were waited for (cutime, cstime)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as fh:
             raw = fh.read()
     except OSError:
         return 0.0
     fields = raw[raw.rindex(b")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime (stat fields 14, 15)
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime (stat fields 14, 15)
+    if reaped:
+        ticks += int(fields[13]) + int(fields[14])  # cutime, cstime
+    return ticks / CLK_TCK
 
 
 def rss_kib(pid: int) -> int:
@@ -106,7 +110,12 @@ class CpuMeter:
     groups: dict[str, PidSource]
 
     def snapshot(self) -> dict[str, dict[int, float]]:
-        return {name: {pid: cpu_seconds(pid) for pid in src()} for name, src in self.groups.items()}
+        # With each process' exited children: a Postgres backend that closes before the
+        # meter stops (the writer's pool) is reaped into the postmaster's time, not lost.
+        return {
+            name: {pid: cpu_seconds(pid, reaped=True) for pid in src()}
+            for name, src in self.groups.items()
+        }
 
     def start(self) -> None:
         self._before = self.snapshot()

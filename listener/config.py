@@ -60,7 +60,7 @@ class ListenerSettings:
     poll_interval: float = 1.0
     awake_poll: float = 0.001
     awake_linger: float = 0.2
-    wake_gap: float = 0.01
+    wake_gap: float = 0.002
     batch_size: int = 500
     vacuum_every: int = 20000
     relay_channels: tuple[str, ...] = ()
@@ -146,7 +146,7 @@ def load_settings(environ: Mapping[str, str]) -> ListenerSettings:
         poll_interval=env.number("PGCAST_POLL_INTERVAL", 1.0, minimum=0.01),
         awake_poll=env.number("PGCAST_AWAKE_POLL", 0.001, minimum=0.0005, maximum=1.0),
         awake_linger=env.number("PGCAST_AWAKE_LINGER", 0.2, minimum=0.0, maximum=60.0),
-        wake_gap=env.number("PGCAST_WAKE_GAP", 0.01, minimum=0.0, maximum=60.0),
+        wake_gap=env.number("PGCAST_WAKE_GAP", 0.002, minimum=0.0, maximum=60.0),
         batch_size=env.integer("PGCAST_BATCH_SIZE", 500, minimum=1, maximum=10000),
         vacuum_every=env.integer("PGCAST_VACUUM_EVERY", 20000, minimum=0),
         relay_channels=_relay_channels(env),

@@ -208,7 +208,8 @@ class Drainer:
             drained = await self.drain()
             if await self.cycle.settle(drained):
                 await self.drain()
-            await self.cycle.wait()
+            # What this drain published is deleted by the next one (IDLE_DELETE at most).
+            await self.cycle.wait(rows_to_delete=bool(self.published.ids))
 
     async def _adopt_redis(self) -> None:
         """A new leader checks that Redis is the one its predecessor last published to.
@@ -269,8 +270,6 @@ class Drainer:
             if len(rows) < self.batch_size:
                 if total:
                     log.debug("drained %d outbox rows", total)
-                if not self.cycle.polling_fast:  # a long wait follows: delete now
-                    await self.delete_published()
                 await self._vacuum(total)
                 return total
 

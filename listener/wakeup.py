@@ -1,13 +1,17 @@
 """When the leader drains: its side of the wake-up protocol (sql/001_outbox.sql), per leadership.
 
-Asleep, it waits for a NOTIFY or the poll interval. Dense traffic wakes it: a NOTIFY
-within PGCAST_WAKE_GAP of the previous one, or one that arrived while it drained (NOTIFYing
-writers queue on one commit lock, so under load they arrive one flush apart, however slow
-the disk). Awake, it holds no wake lock, writers skip the NOTIFY, and it polls every
-PGCAST_AWAKE_POLL seconds; when a PGCAST_AWAKE_LINGER window brings fewer rows than half
-the wake rate it tries to fall asleep (a try-lock, refused while a writer that skipped
-the NOTIFY is in flight) and, asleep, drains once more. ``notify`` mode falls asleep for
-good; ``poll`` mode never sleeps.
+Asleep, it waits for a NOTIFY or the poll interval, and each NOTIFY costs one statement
+(the drain that deletes the last rows and reads the new ones). Traffic that is cheaper to
+poll for wakes it: a PGCAST_AWAKE_LINGER window that brings the wake rate (one row per
+PGCAST_WAKE_GAP), or WAKE_QUEUED drains in a row that each saw the next NOTIFY arrive
+meanwhile (NOTIFYing writers queue on one commit lock, so under load they arrive one flush
+apart, however slow the disk, and fewer rows than the wake rate may get through). A single
+pair of close NOTIFYs does not: at a few hundred events/s they come by chance, and 1 ms
+polls, most of them empty, cost more than a NOTIFY per event. Awake, it holds no wake lock,
+writers skip the NOTIFY, and it polls every PGCAST_AWAKE_POLL seconds; when a window
+brings fewer rows than half the wake rate it tries to fall asleep (a try-lock, refused
+while a writer that skipped the NOTIFY is in flight) and, asleep, drains once more.
+``notify`` mode falls asleep for good; ``poll`` mode never sleeps.
 """
 
 from __future__ import annotations
@@ -22,6 +26,14 @@ from typing import Protocol
 from listener.metrics import ListenerMetrics
 
 log = logging.getLogger(__name__)
+
+# Published rows wait for the next drain, whose one statement deletes them and reads on
+# (relay.FETCH_AFTER_DELETE_SQL): a lone event costs one statement, not two. When nothing
+# follows, a drain this soon deletes them.
+IDLE_DELETE = 0.05
+# Drains in a row that each saw a NOTIFY arrive while they ran: writers queued on NOTIFY's
+# lock (one by chance, at a few hundred events/s, is not).
+WAKE_QUEUED = 3
 
 
 class WakeLock(Protocol):
@@ -53,11 +65,13 @@ class WakeCycle:
         self.poll_interval = poll_interval
         self.awake_poll = poll_interval if mode == "poll" else awake_poll
         self.linger = 0.0 if mode == "notify" else linger
-        self.wake_gap = wake_gap
-        # Rows per linger window under which the awake leader sleeps: half the wake rate
-        # (hysteresis), at least one (notify mode: sleep after any empty drain).
+        # Rows per linger window that wake the sleeping leader (the wake rate; none with a
+        # zero gap), and under which the awake one sleeps: half that (hysteresis), at least
+        # one (notify mode: sleep after any empty drain).
+        self.wake_rows = math.inf
         self.sleep_below = 1.0
         if mode == "auto" and wake_gap > 0:
+            self.wake_rows = max(2.0, linger / wake_gap)
             self.sleep_below = max(1.0, linger / (2 * wake_gap))
         self.clock = clock
         self.event = asyncio.Event()
@@ -65,16 +79,11 @@ class WakeCycle:
         self.awake = True
         self.window_start = clock()
         self.window_rows = 0
-        self.last_notify = -math.inf
-        self.dense = False  # two NOTIFYs within the wake gap since the last transition
+        self.queued = 0  # drains in a row, asleep, that a NOTIFY arrived during
         metrics.awake.set(1)
 
     def notified(self) -> None:
         """A NOTIFY arrived (called from the sync LISTEN callback: never awaits)."""
-        now = self.clock()
-        if now - self.last_notify <= self.wake_gap:
-            self.dense = True
-        self.last_notify = now
         self.event.set()
 
     def clear(self) -> None:
@@ -85,8 +94,7 @@ class WakeCycle:
         """After a drain, fall asleep or wake up; True when a drain must follow at once."""
         now = self.clock()
         if not self.awake:
-            # A NOTIFY that arrived during the drain: another commit right behind this one.
-            if (self.dense or self.event.is_set()) and self.mode == "auto":
+            if self.mode == "auto" and self._dense(drained, now):
                 await self.lock.wake()
                 self._transition(awake=True, now=now)
                 self.metrics.wakes.inc()
@@ -108,14 +116,21 @@ class WakeCycle:
         self.metrics.sleeps.labels("refused").inc()
         return False
 
-    @property
-    def polling_fast(self) -> bool:
-        """Whether the next drain comes within PGCAST_AWAKE_POLL (awake, not in poll mode)."""
-        return self.awake and self.mode != "poll"
+    def _dense(self, drained: int, now: float) -> bool:
+        """Asleep: whether this window reached the wake rate, or writers queue on NOTIFY."""
+        if now - self.window_start >= self.linger:
+            self.window_start, self.window_rows = now, 0
+        self.window_rows += drained
+        # A NOTIFY that arrived during the drain: another commit right behind this one.
+        self.queued = self.queued + 1 if self.event.is_set() else 0
+        return self.window_rows >= self.wake_rows or self.queued >= WAKE_QUEUED
 
-    async def wait(self) -> None:
-        """Until the next drain: a NOTIFY, or the poll interval of the current state."""
+    async def wait(self, *, rows_to_delete: bool = False) -> None:
+        """Until the next drain: a NOTIFY, or the poll interval of the current state (at
+        most IDLE_DELETE while published rows wait to be deleted)."""
         timeout = self.awake_poll if self.awake else self.poll_interval
+        if rows_to_delete:
+            timeout = min(timeout, IDLE_DELETE)
         try:
             async with asyncio.timeout(timeout):
                 await self.event.wait()
@@ -125,6 +140,6 @@ class WakeCycle:
     def _transition(self, *, awake: bool, now: float) -> None:
         self.awake = awake
         self.window_start, self.window_rows = now, 0
-        self.dense = False
+        self.queued = 0
         self.metrics.awake.set(1 if awake else 0)
         log.debug("leader %s", "awake: polling" if awake else "asleep: waiting for NOTIFY")

@@ -109,8 +109,8 @@ async def test_idle_leader_sleeps_and_a_notify_delivers_promptly(
 async def test_dense_notifies_wake_the_leader_and_idleness_puts_it_back_to_sleep(
     listeners: Listeners, pg: asyncpg.Connection, redis_client: aioredis.Redis
 ) -> None:
-    """A NOTIFY within the wake gap of the previous one wakes the leader (it polls); idle
-    again past the linger, it sleeps."""
+    """Rows at the wake rate (a wake gap of 1 s over a 50 ms window: two rows) wake the
+    leader (it polls); idle again past the linger, it sleeps."""
     listener = listeners.start(
         PGCAST_WAKE_GAP="1.0", PGCAST_AWAKE_LINGER="0.05", PGCAST_POLL_INTERVAL=SLOW_POLL
     )

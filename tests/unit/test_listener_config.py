@@ -16,7 +16,7 @@ def test_defaults_follow_the_contract() -> None:
     assert settings.database_url == "postgresql://localhost:5432/postgres"
     assert settings.redis_url == "redis://localhost:6379/0"
     assert settings.notify_mode == "auto"
-    assert (settings.awake_poll, settings.awake_linger, settings.wake_gap) == (0.001, 0.2, 0.01)
+    assert (settings.awake_poll, settings.awake_linger, settings.wake_gap) == (0.001, 0.2, 0.002)
     assert settings.relay_channels == ()
     assert settings.lock_key == DEFAULT_LOCK_KEY != MIGRATION_LOCK_KEY
 

@@ -6,7 +6,7 @@ import asyncio
 import time
 
 from listener.metrics import ListenerMetrics
-from listener.wakeup import WakeCycle
+from listener.wakeup import IDLE_DELETE, WAKE_QUEUED, WakeCycle
 
 
 class FakeLock:
@@ -36,7 +36,8 @@ class Clock:
 
 
 def make(mode: str = "auto", refuse: int = 0) -> tuple[WakeCycle, FakeLock, Clock, ListenerMetrics]:
-    """Linger 0.1 s and wake gap 0.01 s: asleep below 5 rows per 0.1 s window (50/s)."""
+    """Linger 0.1 s and wake gap 0.01 s: awake from 10 rows per 0.1 s window (100/s),
+    asleep below 5 (50/s)."""
     lock, clock, metrics = FakeLock(refuse), Clock(), ListenerMetrics()
     cycle = WakeCycle(
         lock,
@@ -70,7 +71,6 @@ async def test_starts_awake_and_sleeps_after_a_quiet_window() -> None:
     the wake rate puts it to sleep, and falling asleep asks for one more drain."""
     cycle, lock, clock, metrics = make()
     assert cycle.awake
-    assert cycle.polling_fast
     assert sample(metrics, "pgcast_listener_awake") == 1
     for _ in range(10):  # 10 rows in the first window: 100/s
         clock.now += 0.011
@@ -82,7 +82,6 @@ async def test_starts_awake_and_sleeps_after_a_quiet_window() -> None:
     assert await cycle.settle(drained=0)
     assert lock.calls == ["sleep"]
     assert not cycle.awake
-    assert not cycle.polling_fast
     assert sample(metrics, "pgcast_listener_awake") == 0
     assert sample(metrics, "pgcast_listener_sleeps_total", {"result": "slept"}) == 1
 
@@ -102,35 +101,49 @@ async def test_refused_sleep_keeps_polling_and_retries_next_window() -> None:
     assert lock.calls == ["sleep", "sleep"]
 
 
-async def test_sparse_notifies_keep_it_asleep_dense_ones_wake_it() -> None:
-    """Asleep, NOTIFYs further apart than the wake gap are drained without waking; one
-    within the gap of the previous one wakes it."""
+async def test_below_the_wake_rate_it_stays_asleep_at_the_rate_it_wakes() -> None:
+    """Asleep, NOTIFYs under the wake rate (one row per wake gap over a linger window) are
+    drained without waking, a close pair among them too (it comes by chance at a few
+    hundred events/s); a window that brings the wake rate wakes it."""
     cycle, lock, clock, metrics = make()
     clock.now += 0.11
     assert await cycle.settle(drained=0)
-    for _ in range(3):  # 50 events/s: NOTIFY costs writers nothing worth waking for
-        assert not await notify_and_drain(cycle, clock, 0.02)
+    for gap in (0.02, 0.02, 0.001, 0.02, 0.02, 0.02):  # 50 events/s, one pair 1 ms apart
+        assert not await notify_and_drain(cycle, clock, gap)
     assert not cycle.awake
     assert lock.calls == ["sleep"]
-    assert not await notify_and_drain(cycle, clock, 0.005)
+    for _ in range(12):  # 200 events/s: ten rows within one 0.1 s window
+        assert not await notify_and_drain(cycle, clock, 0.005)
+        if cycle.awake:
+            break
     assert cycle.awake
     assert lock.calls == ["sleep", "wake"]
     assert sample(metrics, "pgcast_listener_wakes_total") == 1
     assert sample(metrics, "pgcast_listener_awake") == 1
 
 
-async def test_a_notify_during_the_drain_wakes_it_whatever_the_gap() -> None:
+async def _slow_drain_with_a_notify_behind(cycle: WakeCycle, clock: Clock) -> bool:
+    """A NOTIFY, then a slow drain during which the next commit's NOTIFY arrives."""
+    clock.now += 0.001
+    cycle.notified()
+    cycle.clear()
+    clock.now += 0.05  # 20 rows/s: far under the wake rate
+    cycle.notified()
+    return await cycle.settle(drained=1)
+
+
+async def test_notifies_queued_behind_every_drain_wake_it_whatever_the_rate() -> None:
     """Writers queued on NOTIFY's commit lock arrive one disk flush apart, which may be
-    longer than the wake gap: a NOTIFY already waiting after a drain wakes the leader."""
+    slower than the wake rate: WAKE_QUEUED drains in a row that each saw the next NOTIFY
+    arrive wake the leader; one by chance does not."""
     cycle, lock, clock, _ = make()
     clock.now += 0.11
     assert await cycle.settle(drained=0)
-    clock.now += 0.5
-    cycle.notified()
-    cycle.clear()
-    clock.now += 0.05  # a slow drain; the next commit's NOTIFY arrives meanwhile
-    cycle.notified()
-    assert not await cycle.settle(drained=1)
+    assert not await _slow_drain_with_a_notify_behind(cycle, clock)
+    assert not await notify_and_drain(cycle, clock, 0.05)  # nothing arrived meanwhile
+    assert not cycle.awake
+    for _ in range(WAKE_QUEUED):
+        assert not await _slow_drain_with_a_notify_behind(cycle, clock)
     assert cycle.awake
     assert lock.calls == ["sleep", "wake"]
 
@@ -153,10 +166,9 @@ async def test_poll_mode_never_sleeps() -> None:
         assert not await cycle.settle(drained=0)
     assert lock.calls == []
     assert cycle.awake
-    assert not cycle.polling_fast  # awake, but the next drain is a poll interval away
 
 
-async def _timed_wait(mode: str, *, asleep: bool) -> float:
+async def _timed_wait(mode: str, *, asleep: bool, rows_to_delete: bool = False) -> float:
     """Seconds one wait() takes with poll interval 1 s and awake poll 0.01 s (far apart:
     a loaded machine may stall the loop for a few hundred milliseconds)."""
     cycle = WakeCycle(
@@ -172,7 +184,7 @@ async def _timed_wait(mode: str, *, asleep: bool) -> float:
         assert await cycle.settle(drained=0)
     started = time.monotonic()
     async with asyncio.timeout(5):
-        await cycle.wait()
+        await cycle.wait(rows_to_delete=rows_to_delete)
     return time.monotonic() - started
 
 
@@ -181,6 +193,14 @@ async def test_wait_polls_at_the_interval_of_the_state() -> None:
     assert await _timed_wait("auto", asleep=False) < 0.5
     assert await _timed_wait("auto", asleep=True) >= 0.99
     assert await _timed_wait("poll", asleep=False) >= 0.99
+
+
+async def test_published_rows_shorten_a_long_wait_to_the_idle_delete() -> None:
+    """Rows the last drain published are deleted by the next drain: asleep, or in poll
+    mode, it comes IDLE_DELETE after the last one when no NOTIFY comes first."""
+    for mode, asleep in (("auto", True), ("poll", False)):
+        waited = await _timed_wait(mode, asleep=asleep, rows_to_delete=True)
+        assert IDLE_DELETE - 0.01 <= waited < 0.5
 
 
 async def test_a_notify_ends_the_wait_at_once() -> None:
