@@ -13,6 +13,7 @@ A fenced publish means a newer leader exists: raise Fenced.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
@@ -33,6 +34,8 @@ from pgcast.keys import CONTROL_MARKER
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
+# Stopping, how long the leader tries to delete the rows it published last.
+STOP_DELETE_TIMEOUT = 1.0
 
 
 class _Batch(NamedTuple):
@@ -202,14 +205,22 @@ class Drainer:
         await self.serve()
 
     async def serve(self) -> None:
-        """Drain whenever the WakeCycle says, forever (after start)."""
-        while True:
-            self.cycle.clear()
-            drained = await self.drain()
-            if await self.cycle.settle(drained):
-                await self.drain()
-            # What this drain published is deleted by the next one (IDLE_DELETE at most).
-            await self.cycle.wait(rows_to_delete=bool(self.published.ids))
+        """Drain whenever the WakeCycle says, forever (after start); stopped, it deletes what
+        it published (else the next leader publishes it again, de-duplicated, for nothing)."""
+        try:
+            while True:
+                self.cycle.clear()
+                drained = await self.drain()
+                if await self.cycle.settle(drained):
+                    await self.drain()
+                # What this drain published is deleted by the next one (IDLE_DELETE at most).
+                await self.cycle.wait(rows_to_delete=bool(self.published.ids))
+        finally:
+            if self.published.ids:
+                # Best effort: the connection may be lost or busy with a cancelled query.
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(STOP_DELETE_TIMEOUT):
+                        await self.delete_published()
 
     async def _adopt_redis(self) -> None:
         """A new leader checks that Redis is the one its predecessor last published to.

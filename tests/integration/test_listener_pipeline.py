@@ -198,6 +198,24 @@ async def test_healthz_metrics_and_clean_sigterm(
     assert "received SIGTERM" in first.service.log()
 
 
+async def test_sigterm_right_after_a_publish_leaves_no_published_row(
+    listeners: Listeners, pg: asyncpg.Connection, redis_client: aioredis.Redis
+) -> None:
+    """The leader deletes what it published with its next drain (50 ms later when idle):
+    a SIGTERM in between still deletes it on the way out, so the next leader finds
+    nothing to publish again."""
+    leader = await leader_of([listeners.start()])
+    pubsub = redis_client.pubsub()
+    await pubsub.subscribe(SINGLE.channel_keys("last").live)
+    try:
+        await pg.execute("""SELECT pgcast.publish('last', '"bye"')""")
+        assert [f["data"] for f in await _live_messages(pubsub, 1)] == ["bye"]
+        assert leader.service.terminate(10) == 0
+    finally:
+        await pubsub.aclose()
+    assert await pg.fetchval("SELECT count(*) FROM pgcast.outbox") == 0
+
+
 async def _publish_until(dsn: str, stop: asyncio.Event) -> None:
     conn = await asyncpg.connect(dsn)
     try:
