@@ -4,7 +4,7 @@ Full (``make bench``): saturation (1,000 clients, 500 events/s on one channel,
 one server process) for throughput and CPU per delivery; 5,000 connections on
 one channel, pgcast against the ceiling; moderate latency on 2 server processes
 (20 events/s to 1,000 clients; 1,000 events/s over 1,000 per-user channels and 200
-events/s over 2,000, pgcast in both capture modes);
+events/s over 2,000; pgcast in both capture modes);
 compression on; idle capacity at 10,000 connections; failover; write path.
 Quick: the same shapes with small N and seconds, for a smoke run.
 """
@@ -42,7 +42,7 @@ def full_plan() -> Plan:
     runs += [("ceiling", per), ("pgcast", per), *((peer, per) for peer in PEERS)]
     # Issue 15's second point: 2,000 user channels at 200 events/s; both capture modes.
     per200 = DeliverySpec("per_user", "moderate-200", 2000, 200, 10, procs=2)
-    runs += [("pgcast-wal", per), ("pgcast", per200), ("pgcast-wal", per200)]
+    runs += [("pgcast-wal", mod), ("pgcast-wal", per), ("pgcast", per200), ("pgcast-wal", per200)]
     runs += [(peer, per200) for peer in PEERS]
     return Plan(
         deliveries=runs,
