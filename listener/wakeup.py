@@ -28,7 +28,7 @@ from listener.metrics import ListenerMetrics
 log = logging.getLogger(__name__)
 
 # Published rows wait for the next drain, whose one statement deletes them and reads on
-# (relay.FETCH_AFTER_DELETE_SQL): a lone event costs one statement, not two. When nothing
+# (outbox.FETCH_AFTER_DELETE_SQL): a lone event costs one statement, not two. When nothing
 # follows, a drain this soon deletes them.
 IDLE_DELETE = 0.05
 # Drains in a row that each saw a NOTIFY arrive while they ran: writers queued on NOTIFY's
