@@ -104,6 +104,7 @@ def _services_context(
         )
         sessions = Sessions(settings, metrics)
         layout = settings.layout
+        control = ControlFeed(redis, sessions.apply, layout)
         hub = Hub(
             HubOptions(
                 gateway_id=settings.gateway_id,
@@ -115,15 +116,17 @@ def _services_context(
             redis,
             History(redis, settings.history_ttl, layout),
             metrics,
-            ControlFeed(redis, sessions.apply, layout),
+            control,
             Topology(settings.redis, layout, redis),
         )
+        control.barrier = hub.barrier
         store = PresenceStore(redis, settings.presence_ttl, settings.presence_max_members, layout)
         presence = Presence(store, hub, metrics, settings.presence_ttl)
         services = app[SERVICES] = Services(settings, verifier, metrics, hub, sessions, presence)
         metrics.ready_when(lambda: not probes.problems(services))
         tasks = [
             asyncio.create_task(hub.run(), name="pgcast-hub"),
+            asyncio.create_task(control.run(), name="pgcast-control"),
             asyncio.create_task(presence.run(), name="pgcast-presence"),
         ]
         if metrics_dir is not None:

@@ -5,13 +5,17 @@ The leader appends each control to the stream ``pgcast:control`` and publishes i
 ``pgcast:control:live`` (pgcast.keys). The hub subscribes the live channel on every
 link it opens, then calls :meth:`ControlFeed.sync`, which reads the stream after the
 last control applied; live controls that arrive meanwhile wait, so none is skipped
-or applied twice. Which sessions a control reaches is the registry's business.
+or applied twice. Each is applied after a barrier through every link (:meth:`run`): on
+a Redis Cluster the events its transaction published before it travel on other nodes'
+links than the control, and a connection must not close before they reached it. Which
+sessions a control reaches is the registry's business.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,6 +92,24 @@ class ControlFeed:
         self._held: list[bytes] | None = []
         self.applied = 0
         self.malformed = 0
+        # Set by the gateway (Hub.barrier): controls then wait for :meth:`run`; without
+        # one they are applied as they come.
+        self.barrier: Callable[[], Awaitable[None]] | None = None
+        self._ready: list[Control] = []
+        self._wanted = asyncio.Event()
+
+    async def run(self) -> None:
+        """Apply the controls heard, in order, each batch after a barrier: what the nodes
+        had sent before it, the events published before the controls included, has been
+        read (and delivered) first."""
+        while True:
+            await self._wanted.wait()
+            self._wanted.clear()
+            if self.barrier is not None:
+                await self.barrier()
+            ready, self._ready = self._ready, []
+            for control in ready:
+                self._apply(control)
 
     def begin_sync(self) -> None:
         """The link is lost: hold live controls until :meth:`sync` read the stream."""
@@ -135,6 +157,13 @@ class ControlFeed:
         except ValueError as exc:
             self._bad(body, str(exc))
             return
+        if self.barrier is None:
+            self._apply(control)
+            return
+        self._ready.append(control)
+        self._wanted.set()
+
+    def _apply(self, control: Control) -> None:
         self.applied += 1
         self.apply(control)
 

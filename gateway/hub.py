@@ -104,6 +104,10 @@ class Hub:
             return ["redis"]
         return [shard.node for shard in needed if not shard.alive]
 
+    async def barrier(self) -> None:
+        """Until every link has read what its node had sent before now (ShardLink.barrier)."""
+        await asyncio.gather(*(shard.barrier() for shard in list(self.shards.values())))
+
     # -- subscribers --------------------------------------------------------------------
     async def join(
         self, name: str, member: Subscriber, since: int | None, epoch: str | None
@@ -246,6 +250,9 @@ class Hub:
         if channel is None:
             if live == self.control_key:
                 self.control.on_live(payload)
+            elif payload != b"1":  # a barrier's token on a heartbeat channel of ours
+                for link in self.shards.values():
+                    link.heard(payload)
             return  # our heartbeat (its arrival was noted by the link), or a channel just left
         if payload and payload[0] == EPHEMERAL_MARK:
             self._on_ephemeral(channel, payload)

@@ -12,6 +12,8 @@ ended: the slot moved).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -29,6 +31,7 @@ log = logging.getLogger(__name__)
 
 SYNC_BATCH = 200
 RETIRE_WAIT = 1.0
+_TOKENS = itertools.count(1)  # barrier tokens, unique in this process
 
 
 class ShardLink:
@@ -45,6 +48,7 @@ class ShardLink:
         self._sync_wanted = asyncio.Event()
         self._control_wanted = False
         self._heartbeat: bytes | None = None
+        self._barriers: dict[bytes, asyncio.Future[None]] = {}
         self._retired: set[asyncio.Task[None]] = set()
         self._connected_once = False
         self._loop = asyncio.get_running_loop()
@@ -70,6 +74,38 @@ class ShardLink:
     def heartbeat(self) -> bytes | None:
         """The channel to publish this link's heartbeat to (while linked)."""
         return self._heartbeat if self.link is not None else None
+
+    # -- barrier ------------------------------------------------------------------------
+    async def barrier(self) -> None:
+        """Until this link has read what its node had sent it before now: a token published
+        to the link's heartbeat channel through the node comes back after all of it (a
+        node writes a connection in order). Bounded by the heartbeat timeout; a link lost
+        meanwhile re-syncs its channels from history anyway."""
+        key = self.heartbeat
+        if key is None:
+            return
+        token = b"b%d" % next(_TOKENS)
+        heard = self._barriers[token] = self._loop.create_future()
+        try:
+            try:
+                # Bounded by the client's socket timeout (never cancelled mid-command).
+                await self.hub.redis.execute_command(  # type: ignore[no-untyped-call, unused-ignore]
+                    self.hub.layout.publish_command, key, token
+                )
+            except redis_connect.ERRORS:
+                raise_if_cancelled()
+                return
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.hub.options.heartbeat_timeout):
+                    await heard
+        finally:
+            self._barriers.pop(token, None)
+
+    def heard(self, token: bytes) -> None:
+        """A message on this link's heartbeat channel: the token of a barrier, or a beat."""
+        heard = self._barriers.pop(token, None)
+        if heard is not None and not heard.done():
+            heard.set_result(None)
 
     # -- channels -----------------------------------------------------------------------
     def add(self, channel: Channel) -> None:
