@@ -119,7 +119,9 @@ def _services_context(
             control,
             Topology(settings.redis, layout, redis),
         )
-        control.barrier = hub.barrier
+        if settings.redis.cluster:
+            # One link carries events and controls in order; a cluster's nodes do not.
+            control.barrier = hub.barrier
         store = PresenceStore(redis, settings.presence_ttl, settings.presence_max_members, layout)
         presence = Presence(store, hub, metrics, settings.presence_ttl)
         services = app[SERVICES] = Services(settings, verifier, metrics, hub, sessions, presence)

@@ -5,9 +5,10 @@ The leader appends each control to the stream ``pgcast:control`` and publishes i
 ``pgcast:control:live`` (pgcast.keys). The hub subscribes the live channel on every
 link it opens, then calls :meth:`ControlFeed.sync`, which reads the stream after the
 last control applied; live controls that arrive meanwhile wait, so none is skipped
-or applied twice. Each is applied after a barrier through every link (:meth:`run`): on
-a Redis Cluster the events its transaction published before it travel on other nodes'
-links than the control, and a connection must not close before they reached it. Which
+or applied twice. With one Redis, the one link brings a control in order with the
+events around it. On a Redis Cluster, the events its transaction published before it
+travel on other nodes' links, and a connection must not close before they reached it:
+each control is applied after a barrier through every link (:meth:`run`). Which
 sessions a control reaches is the registry's business.
 """
 
