@@ -250,10 +250,12 @@ class Hub:
         if channel is None:
             if live == self.control_key:
                 self.control.on_live(payload)
-            elif payload != b"1":  # a barrier's token on a heartbeat channel of ours
-                for link in self.shards.values():
-                    link.heard(payload)
-            return  # our heartbeat (its arrival was noted by the link), or a channel just left
+                return
+            # Our heartbeat (its arrival was noted by the link) or a barrier's token on it,
+            # or a channel just left.
+            for link in self.shards.values():
+                link.heard(live, payload)
+            return
         if payload and payload[0] == EPHEMERAL_MARK:
             self._on_ephemeral(channel, payload)
             return

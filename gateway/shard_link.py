@@ -101,9 +101,12 @@ class ShardLink:
         finally:
             self._barriers.pop(token, None)
 
-    def heard(self, token: bytes) -> None:
-        """A message on this link's heartbeat channel: the token of a barrier, or a beat."""
-        heard = self._barriers.pop(token, None)
+    def heard(self, live: bytes, payload: bytes) -> None:
+        """A message on a channel no subscriber has: on this link's heartbeat channel, a
+        barrier's token ends its wait (a beat ends none)."""
+        if live != self._heartbeat or not self._barriers:
+            return
+        heard = self._barriers.pop(payload, None)
         if heard is not None and not heard.done():
             heard.set_result(None)
 

@@ -94,7 +94,7 @@ class WakeCycle:
         """After a drain, fall asleep or wake up; True when a drain must follow at once."""
         now = self.clock()
         if not self.awake:
-            if self.mode == "auto" and self._dense(drained, now):
+            if self.mode == "auto" and self._wake_due(drained, now):
                 await self.lock.wake()
                 self._transition(awake=True, now=now)
                 self.metrics.wakes.inc()
@@ -116,8 +116,9 @@ class WakeCycle:
         self.metrics.sleeps.labels("refused").inc()
         return False
 
-    def _dense(self, drained: int, now: float) -> bool:
-        """Asleep: whether this window reached the wake rate, or writers queue on NOTIFY."""
+    def _wake_due(self, drained: int, now: float) -> bool:
+        """Asleep: count this drain (rows in the window, NOTIFY during it), then whether the
+        window reached the wake rate or writers queue on NOTIFY."""
         if now - self.window_start >= self.linger:
             self.window_start, self.window_rows = now, 0
         self.window_rows += drained
